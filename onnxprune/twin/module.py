@@ -1,0 +1,214 @@
+"""The twin: a torch.nn.Module that runs an ONNX graph and holds its initializers as parameters.
+
+Initializers are never transformed (no transposes, no folding of Gemm's alpha): a parameter's value is
+the initializer's value, so writing back is a plain copy. Names are the ONNX names; torch forbids '.'
+in registered names, so tensors live in lists and `parameter(name)` / `onnx_parameters()` map ONNX
+names to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from ..errors import InvalidModelError
+from . import ops  # noqa: F401  (registers every handler)
+from .context import Context
+from .program import GraphProgram
+from .sources import WeightUse, constant_names, weight_uses
+from .tensors import FLOAT_TYPES, ONNX_TYPES, sparse_to_dense, to_torch
+
+# Inputs of BatchNormalization that are statistics, not trainable parameters (kept as buffers).
+STAT_SLOTS = {"BatchNormalization": (3, 4)}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input: name, ONNX element type and shape (int, or str for a symbolic dim, or None)."""
+
+    name: str
+    elem_type: int
+    shape: tuple[int | str | None, ...] | None
+
+
+def _value_spec(value: onnx.ValueInfoProto) -> InputSpec:
+    tensor = value.type.tensor_type
+    shape = None
+    if tensor.HasField("shape"):
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+    return InputSpec(value.name, tensor.elem_type, shape)
+
+
+def _fold_constants(graph: onnx.GraphProto, ctx: Context) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Initializers (dense and sparse) plus Constant / ConstantOfShape outputs, as numpy arrays."""
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    arrays.update({t.values.name: sparse_to_dense(t) for t in graph.sparse_initializer})
+    folded = set()
+    foldable = constant_names(graph)
+    for node in graph.node:
+        if node.output and node.output[0] in foldable and node.output[0] not in arrays:
+            program = GraphProgram([node], [node.output[0]], set(arrays), ctx)
+            env = {name: to_torch(arrays[name]) for name in node.input if name}
+            arrays[node.output[0]] = program.run(env)[0].numpy()
+            folded.add(node.output[0])
+    return arrays, folded
+
+
+class Twin(nn.Module):
+    """Runs `model` in torch. Float initializers are parameters by ONNX name (see `onnx_parameters`)."""
+
+    def __init__(self, model: onnx.ModelProto, *, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError("the twin computes in torch.float32 or torch.float64")
+        graph = model.graph
+        self.model = model
+        self.ctx = Context(float_dtype=dtype, opsets={
+            ("" if o.domain in ("", "ai.onnx") else o.domain): o.version for o in model.opset_import})
+        arrays, folded = _fold_constants(graph, self.ctx)
+        self.weight_uses: list[WeightUse] = weight_uses(graph)
+        sources = {use.source for use in self.weight_uses}
+        stats = {n.input[i] for n in graph.node for i in STAT_SLOTS.get(n.op_type, ()) if i < len(n.input)}
+        self.elem_types: dict[str, int] = {}
+        self._params = nn.ParameterList()
+        self._param_index: dict[str, int] = {}
+        self._consts = nn.Module()  # buffers, registered as c0, c1, ...
+        self._const_names: list[str] = []
+        self._masks = nn.Module()  # mask buffers by parameter index, m0, m1, ...
+        for name, array in arrays.items():
+            try:
+                tensor = to_torch(array)
+            except TypeError:
+                continue  # string tensors: no torch form; ops reading them fail at build
+            elem_type = ONNX_TYPES[tensor.dtype]
+            self.elem_types[name] = elem_type
+            if elem_type in FLOAT_TYPES:
+                tensor = tensor.to(self.ctx.dtype(elem_type))
+            # Folded Constant nodes are parameters only when they are weights (DESIGN: Constant nodes
+            # are constants unless a Conv/Gemm/MatMul weight traces back to them).
+            trainable = elem_type in FLOAT_TYPES and name not in stats and (name not in folded or name in sources)
+            if trainable:
+                self._param_index[name] = len(self._params)
+                self._params.append(nn.Parameter(tensor))
+            else:
+                self._consts.register_buffer(f"c{len(self._const_names)}", tensor)
+                self._const_names.append(name)
+        self.inputs = [_value_spec(v) for v in graph.input if v.name not in arrays]
+        self.output_names = [v.name for v in graph.output]
+        body = [n for n in graph.node if not (n.output and n.output[0] in folded)]
+        self.program = GraphProgram(body, self.output_names, set(arrays) | {s.name for s in self.inputs}, self.ctx)
+
+    # ----- names -----------------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    def parameter(self, name: str) -> nn.Parameter:
+        return self._params[self._param_index[name]]
+
+    def onnx_parameters(self) -> dict[str, nn.Parameter]:
+        """ONNX initializer name -> the nn.Parameter holding it (its exact name, dots and all)."""
+        return {name: self._params[i] for name, i in self._param_index.items()}
+
+    def onnx_buffers(self) -> dict[str, torch.Tensor]:
+        """Non-trainable constants (integer tensors, BatchNorm statistics, folded Constants) by name."""
+        return {name: getattr(self._consts, f"c{i}") for i, name in enumerate(self._const_names)}
+
+    def onnx_tensors(self) -> dict[str, torch.Tensor]:
+        """Every named constant, masked where a mask is set (what the graph computes with)."""
+        values = dict(self.onnx_buffers())
+        for name, i in self._param_index.items():
+            mask = self._masks._buffers.get(f"m{i}")
+            values[name] = self._params[i] if mask is None else self._params[i] * mask
+        return values
+
+    # ----- masks ----------------------------------------------------------------------------------
+    def set_mask(self, name: str, mask: torch.Tensor | None) -> None:
+        """Multiply parameter `name` by `mask` in every forward (None removes the mask)."""
+        i = self._param_index[name]
+        if mask is None:
+            self._masks._buffers.pop(f"m{i}", None)
+            return
+        param = self._params[i]
+        if tuple(mask.shape) != tuple(param.shape):
+            raise ValueError(f"mask for '{name}' has shape {tuple(mask.shape)}, the tensor {tuple(param.shape)}")
+        self._masks.register_buffer(f"m{i}", mask.to(device=param.device, dtype=param.dtype))
+
+    def mask(self, name: str) -> torch.Tensor | None:
+        return self._masks._buffers.get(f"m{self._param_index[name]}")
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        return {name: m for name in self._param_index if (m := self.mask(name)) is not None}
+
+    @torch.no_grad()
+    def bake_masks(self) -> None:
+        """Zero the pruned entries of the parameters themselves (masks stay set)."""
+        for name, mask in self.masks().items():
+            self.parameter(name).mul_(mask)
+
+    # ----- precision and op overrides -------------------------------------------------------------
+    @torch.no_grad()
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """Recompute in float32 or float64; float tensors are converted in place (Parameters stay)."""
+        self.ctx.float_dtype = dtype
+        tensors = list(self.onnx_parameters().items()) + list(self.onnx_buffers().items())
+        for name, tensor in tensors:
+            if self.elem_types.get(name) in FLOAT_TYPES:
+                tensor.data = tensor.data.to(self.ctx.dtype(self.elem_types[name]))
+        for buf_name, mask in list(self._masks._buffers.items()):
+            self._masks._buffers[buf_name] = mask.to(self._params[int(buf_name[1:])].dtype)
+
+    @contextlib.contextmanager
+    def precision(self, dtype: torch.dtype) -> Iterator["Twin"]:
+        before = self.ctx.float_dtype
+        self.set_precision(dtype)
+        try:
+            yield self
+        finally:
+            self.set_precision(before)
+
+    @contextlib.contextmanager
+    def replaced_ops(self, handlers: Mapping[str, Callable[..., Any]]) -> Iterator["Twin"]:
+        """Run with other handlers for some op types (e.g. SynFlow's linearization), then restore.
+
+        A replacement takes the node's inputs positionally and may declare any of the node's
+        attributes as keyword-only arguments, like a registered handler.
+        """
+        saved = self.program.rebind(dict(handlers))
+        try:
+            yield self
+        finally:
+            self.program.restore(saved)
+
+    def train(self, mode: bool = True) -> "Twin":
+        super().train(mode)
+        self.ctx.training = mode
+        return self
+
+    # ----- running --------------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Feed inputs by name (tensors or numpy arrays); returns every graph output by name."""
+        env: dict[str, Any] = self.onnx_tensors()
+        device = next(iter(env.values())).device if env else None
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise InvalidModelError(f"missing input '{spec.name}'")
+            value = feeds[spec.name]
+            value = torch.as_tensor(value, device=device) if not isinstance(value, torch.Tensor) else value
+            if value.is_floating_point() and spec.elem_type in FLOAT_TYPES:
+                value = value.to(self.ctx.dtype(spec.elem_type))
+            env[spec.name] = value
+        return dict(zip(self.output_names, self.program.run(env)))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Inputs positionally (graph order) or by name; one output as a tensor, several as a tuple."""
+        feeds = dict(zip(self.input_names, args), **kwargs)
+        outputs = tuple(self.run(feeds).values())
+        return outputs[0] if len(outputs) == 1 else outputs
