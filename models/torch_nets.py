@@ -123,4 +123,9 @@ def export(model: nn.Module, input_shape: tuple[int, ...], *, dynamo: bool = Fal
                               # listing initializers as inputs stops torch from merging equal-valued
                               # tensors (fresh BN gammas and running_vars are all ones) into one
                               keep_initializers_as_inputs=True, **kwargs)
-    return onnx.load_from_string(buffer.getvalue())
+    model = onnx.load_from_string(buffer.getvalue())
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
