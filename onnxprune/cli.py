@@ -2,45 +2,84 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import traceback
+import warnings
 
 import click
 
 from . import __version__
-from .errors import OnnxPruneError
+from .errors import OnnxPruneError, one_line
+
+
+def _split_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Remove `--debug` from anywhere before a `--` separator (so `onnxprune prune ... --debug` works)."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    return head + args[end:], len(head) < end
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
 class Group(click.Group):
-    """Turns user errors into one line and exit 2, and internal errors into one line and exit 1.
+    """Every failure ends in one line on stderr and an exit code; a traceback only with `--debug`.
 
-    `--debug` (anywhere on the command line) shows the traceback instead.
+    User errors (OnnxPruneError, Click usage errors) print `error: <msg>` and exit 2 (Click's usage
+    block stays above the line); anything else is a bug: `internal error: ...` and exit 1.
+    Warnings become one `warning: <msg>` line each. `--debug` may appear anywhere on the command line.
     """
 
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except OnnxPruneError as err:
-            if ctx.meta.get("debug"):
-                raise
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            ctx.exit(130)
-        except Exception as err:  # noqa: BLE001 (the contract: never a traceback without --debug)
-            if ctx.meta.get("debug"):
-                raise
-            message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            click.echo(f"internal error: {type(err).__name__}: {message} (rerun with --debug for details)",
-                       err=True)
-            ctx.exit(1)
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args, debug = _split_debug(list(sys.argv[1:] if args is None else args))
+        args = ["--debug", *args] if debug else args
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _warning_line
+            try:
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except Exception as err:  # noqa: BLE001 (the contract: one line, never a traceback)
+                if debug and not isinstance(err, click.ClickException):
+                    traceback.print_exc()
+                code = _report(err)
+            except KeyboardInterrupt:
+                click.echo("error: interrupted", err=True)
+                code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(err: Exception) -> int:
+    """Print the one line for `err` and return the exit code."""
+    if isinstance(err, click.exceptions.UsageError):
+        if err.ctx is not None:
+            click.echo(err.ctx.get_usage(), err=True)
+            click.echo(f"Try '{err.ctx.command_path} --help' for help.\n", err=True)
+        click.echo(f"error: {one_line(err.format_message())}", err=True)
+        return 2
+    if isinstance(err, (click.ClickException, OnnxPruneError)):
+        message = err.format_message() if isinstance(err, click.ClickException) else str(err)
+        click.echo(f"error: {one_line(message)}", err=True)
+        return 2
+    if isinstance(err, click.exceptions.Abort):
+        click.echo("error: aborted", err=True)
+        return 1
+    if isinstance(err, OSError) and err.errno == errno.EPIPE:  # output piped into `head` and cut short
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 1
+    message = one_line(str(err))
+    click.echo(f"internal error: {type(err).__name__}{': ' + message if message else ''} "
+               "(a bug; rerun with --debug for the traceback)", err=True)
+    return 1
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onnxprune")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (accepted anywhere).")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Prune ONNX models at initialization (SynFlow and friends) through an exact PyTorch twin."""

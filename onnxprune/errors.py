@@ -1,10 +1,19 @@
 """Errors a user can cause. The CLI prints each as one line and exits with its code."""
 
+from __future__ import annotations
+
+import re
+
 
 class OnnxPruneError(Exception):
     """Bad input or bad usage: one clear line, exit 2, nothing written."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        # The contract is one line: messages built from library errors (onnx's checker writes
+        # several lines) are flattened here, once, instead of at every raise site.
+        return one_line(super().__str__())
 
 
 class InvalidModelError(OnnxPruneError):
@@ -21,3 +30,14 @@ class ScoringError(OnnxPruneError):
 
 class DataError(OnnxPruneError):
     """A dataset or data file is missing, malformed or does not fit the model."""
+
+
+class OutputError(OnnxPruneError):
+    """The output path cannot be written (missing or read-only folder, would overwrite the input)."""
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Collapse whitespace and newlines into single spaces and cap the length."""
+    text = re.sub(r"\s+", " ", str(text)).strip()
+    text = text.replace("==> Context: ", "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,65 +1,243 @@
-"""Loading and saving ONNX files: validation on the way in, atomic writes on the way out."""
+"""Loading and saving ONNX files: validation on the way in, atomic writes on the way out.
+
+Loading never writes and never trusts the file: every failure is an InvalidModelError with one line
+naming the file and the reason. Saving goes through a temporary file (or folder) next to the target and
+one rename, so a failure never leaves a partial output behind, and output paths can be checked before
+any expensive work starts (`check_output_path`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import onnx
-from google.protobuf.message import DecodeError
+from onnx import defs, external_data_helper, helper, shape_inference
 
-from .errors import InvalidModelError, OnnxPruneError
+from .errors import InvalidModelError, OutputError, one_line
 
 
+# ----- loading -------------------------------------------------------------------------------------
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read and check an ONNX file (external data resolved); InvalidModelError on anything wrong."""
     path = Path(path)
+    model = _parse(path)
+    _load_external_data(model, path)
+    _check(model, path)
+    _check_types_and_shapes(model, path)
+    return model
+
+
+def _parse(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise InvalidModelError(f"{path}: no such file")
     if not path.is_file():
-        raise InvalidModelError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        raise InvalidModelError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InvalidModelError(f"{path}: empty file, not an ONNX model")
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError) as err:
-        raise InvalidModelError(f"{path}: not an ONNX model ({type(err).__name__})") from None
-    if not model.graph.node and not model.graph.output:
-        raise InvalidModelError(f"{path}: not an ONNX model (no graph)")
+    except MemoryError:
+        raise InvalidModelError(f"{path}: not an ONNX model (too large to parse)") from None
+    except Exception as err:  # noqa: BLE001 (the protobuf parser's errors vary by backend; all mean "not a model")
+        raise InvalidModelError(f"{path}: not an ONNX model (cannot parse it: {type(err).__name__})") from None
+    # Random bytes sometimes parse as a protobuf message; an ONNX model has at least a graph.
+    if not model.HasField("graph") or not (model.graph.node or model.graph.output):
+        raise InvalidModelError(f"{path}: not an ONNX model (the file holds no graph)")
+    return model
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    tensors = external_data_helper._get_all_tensors(model)  # initializers and attribute tensors, subgraphs too
+    sparse = [t for s in model.graph.sparse_initializer for t in (s.values, s.indices)]
+    return [t for t in list(tensors) + sparse if external_data_helper.uses_external_data(t)]
+
+
+def _check_location(tensor: onnx.TensorProto, folder: Path, path: Path) -> None:
+    """Refuse locations outside the model's folder before anything is opened (onnx checks too; this
+    gives the clear message, and does not depend on onnx's version)."""
+    location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+    where = f"{path}: external data of tensor '{tensor.name}'"
+    if not location:
+        raise InvalidModelError(f"{where} has no location")
+    if os.path.isabs(location) or Path(location).drive or location.startswith(("/", "\\")):
+        raise InvalidModelError(f"{where} has an absolute location '{location}' (refused: it must be a file "
+                                "in the model's folder)")
+    target = (folder / location).resolve()
+    if folder.resolve() not in target.parents:
+        raise InvalidModelError(f"{where} points outside the model's folder ('{location}'): refused")
+    if not (folder / location).exists():
+        raise InvalidModelError(f"{where} is missing: '{location}' not found next to the model")
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    folder = path.parent
+    tensors = _external_tensors(model)
+    for tensor in tensors:
+        _check_location(tensor, folder, path)
     try:
-        onnx.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError, onnx.checker.ValidationError) as err:
+        for tensor in tensors:
+            external_data_helper.load_external_data_for_tensor(tensor, str(folder))
+    except Exception as err:  # noqa: BLE001 (onnx raises ValidationError, OSError, ValueError here)
         raise InvalidModelError(f"{path}: external data cannot be read ({err})") from None
+
+
+def _check(model: onnx.ModelProto, path: Path) -> None:
     try:
         onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InvalidModelError(f"{path}: invalid ONNX model: {first}") from None
-    return model
+    except Exception as err:  # noqa: BLE001 (ValidationError mostly; the C++ checker may raise others)
+        raise InvalidModelError(f"{path}: invalid ONNX model: {one_line(str(err)) or type(err).__name__}") from None
+    versions = defs.C.schema_version_map()
+    for opset in model.opset_import:
+        domain = "" if opset.domain == "ai.onnx" else opset.domain
+        if domain in versions and opset.version > versions[domain][1]:
+            raise InvalidModelError(f"{path}: opset {opset.version} of domain '{opset.domain or 'ai.onnx'}' is "
+                                    f"newer than this onnx knows (up to {versions[domain][1]})")
+    if not model.graph.output:
+        raise InvalidModelError(f"{path}: the graph has no outputs")
+    for tensor in list(model.graph.initializer) + [s.values for s in model.graph.sparse_initializer]:
+        try:
+            helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except Exception:  # noqa: BLE001 (KeyError for unknown codes)
+            raise InvalidModelError(f"{path}: initializer '{tensor.name}' has unknown element type "
+                                    f"{tensor.data_type}") from None
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without its large tensors' data, for shape inference (cheap for any model size).
+
+    Initializers over 64 elements and sparse initializers become graph inputs of the same type and
+    shape (inference needs no weight values; small ones, like Reshape's target shape, stay). value_info
+    and output shapes are dropped: exporters leave stale ones that onnxruntime ignores, and a conflict
+    there is not something the twin would compute wrong. Output element types stay.
+    """
+    skeleton, graph = onnx.ModelProto(), model.graph
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    out = skeleton.graph
+    out.name = graph.name
+    out.node.extend(graph.node)
+    out.input.extend(graph.input)
+    out.output.extend(graph.output)
+    for output in out.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
+    declared = {v.name for v in graph.input}
+    stubs = [(t.name, t.data_type, t.dims) for t in graph.initializer if _is_large(t)]
+    stubs += [(s.values.name, s.values.data_type, s.dims) for s in graph.sparse_initializer]
+    out.input.extend(helper.make_tensor_value_info(name, elem, list(dims))
+                     for name, elem, dims in stubs if name not in declared)
+    out.initializer.extend(t for t in graph.initializer if not _is_large(t))
+    return skeleton
+
+
+def _is_large(tensor: onnx.TensorProto) -> bool:
+    size = 1
+    for d in tensor.dims:
+        size *= d
+    return size > 64
+
+
+def _check_types_and_shapes(model: onnx.ModelProto, path: Path) -> None:
+    """onnx's strict type and shape inference: a graph whose types or static shapes do not fit
+    together (a Gemm whose weight does not match its input, a Conv fed int64) is refused here, naming
+    the node, instead of failing somewhere inside torch later."""
+    try:
+        shape_inference.infer_shapes(_skeleton(model), check_type=True, strict_mode=True)
+    except Exception as err:  # noqa: BLE001 (InferenceError mostly; the C++ side may raise others)
+        message = re.sub(r"\[(Shape|Type)InferenceError\]|Inference error\(s\):", "", str(err))
+        raise InvalidModelError(f"{path}: invalid ONNX model: types or shapes do not fit: "
+                                f"{one_line(message).strip(' :')}") from None
+
+
+# ----- saving --------------------------------------------------------------------------------------
+def check_output_path(path: str | os.PathLike, *, overwrite: bool = False,
+                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse an output path that cannot or must not be written, before any work is done.
+
+    The folder must exist and accept a new file: probed by creating (and removing) a temporary file,
+    because permission bits say nothing when running as root, and /proc or read-only mounts refuse
+    anyway. An existing file, or one of `inputs`, is only replaced with `overwrite`.
+    """
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder")
+    if not folder.exists():
+        raise OutputError(f"output {path}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise OutputError(f"output {path}: {folder} is not a folder")
+    for source in inputs:
+        if path.exists() and Path(source).exists() and os.path.samefile(source, path) and not overwrite:
+            raise OutputError(f"output {path} is the input file; pass --overwrite to replace it")
+    if path.exists() and not overwrite:
+        raise OutputError(f"output {path} already exists; pass --overwrite to replace it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as err:
+        raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; it replaces `path` only if the block succeeds.
+
+    For any writer that takes a file name (onnx, matplotlib, json): a failure leaves nothing behind.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output {path}: folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=folder)
+    except OSError as err:
+        raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
     """Write atomically (temp file in the same folder, then rename): never a half-written output.
 
     Models over 2 GB must keep weights in an external file (protobuf's limit); `external_data=None`
-    decides by size.
+    decides by size. Then the model and its `<name>.data` are written into a temporary folder next to
+    the target and moved into place at the end (onnx appends to an existing data file, so writing it
+    in place would grow a stale one).
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OnnxPruneError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OnnxPruneError(f"{path}: folder {folder} is not writable")
     if external_data is None:
         external_data = model.ByteSize() > 2**31 - 2**20
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+    if not external_data:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(model.SerializeToString())
+        return
+    folder = path.parent if str(path.parent) else Path(".")
     data_name = f"{path.name}.data"
     try:
-        if external_data:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-        else:
-            with open(tmp, "wb") as out:
-                out.write(model.SerializeToString())
-        os.replace(tmp, path)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+    except OSError as err:
+        raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
+    try:
+        onnx.save_model(model, str(staging / path.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        # onnx moved the weights out of `model` into the file: read them back so the caller's model
+        # is unchanged.
+        onnx.load_external_data_for_model(model, str(staging))
+        os.replace(staging / data_name, folder / data_name)
+        os.replace(staging / path.name, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(staging, ignore_errors=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .tensors import FLOAT_TYPES, torch_dtype
+from .tensors import FLOAT_TYPES, ONNX_TYPES, torch_dtype
 
 
 @dataclass
@@ -26,3 +26,9 @@ class Context:
         if self.float_dtype == torch.float64 and elem_type in FLOAT_TYPES:
             return torch.float64
         return torch_dtype(elem_type)
+
+    def promote(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor an op creates (Constant, ConstantOfShape...) in the twin's precision if it is float."""
+        if tensor.is_floating_point():
+            return tensor.to(self.dtype(ONNX_TYPES[tensor.dtype]))
+        return tensor

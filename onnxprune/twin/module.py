@@ -39,11 +39,21 @@ class InputSpec:
 
 
 def _value_spec(value: onnx.ValueInfoProto) -> InputSpec:
-    tensor = value.type.tensor_type
+    tensor = _tensor_type(value.type)
     shape = None
     if tensor.HasField("shape"):
         shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
     return InputSpec(value.name, tensor.elem_type, shape)
+
+
+def _tensor_type(tp: onnx.TypeProto) -> onnx.TypeProto.Tensor:
+    """The tensor type of a tensor input, or of the elements of a sequence / optional input."""
+    kind = tp.WhichOneof("value")
+    if kind == "sequence_type":
+        return _tensor_type(tp.sequence_type.elem_type)
+    if kind == "optional_type":
+        return _tensor_type(tp.optional_type.elem_type)
+    return tp.tensor_type
 
 
 def _fold_constants(graph: onnx.GraphProto, ctx: Context) -> tuple[dict[str, np.ndarray], set[str]]:
@@ -200,12 +210,20 @@ class Twin(nn.Module):
         for spec in self.inputs:
             if spec.name not in feeds:
                 raise InvalidModelError(f"missing input '{spec.name}'")
-            value = feeds[spec.name]
-            value = torch.as_tensor(value, device=device) if not isinstance(value, torch.Tensor) else value
-            if value.is_floating_point() and spec.elem_type in FLOAT_TYPES:
-                value = value.to(self.ctx.dtype(spec.elem_type))
-            env[spec.name] = value
+            env[spec.name] = self._feed(feeds[spec.name], spec, device)
         return dict(zip(self.output_names, self.program.run(env)))
+
+    def _feed(self, value: Any, spec: InputSpec, device: torch.device | None) -> Any:
+        """A tensor input at the twin's precision; a sequence input as a list; an empty optional as None."""
+        if value is None:
+            return None
+        if isinstance(value, (list, tuple)):
+            return [self._feed(v, spec, device) for v in value]
+        value = torch.as_tensor(value, device=device) if not isinstance(value, torch.Tensor) else value
+        if value.is_floating_point():  # the declared float type, or the value's own when undeclared
+            elem_type = spec.elem_type if spec.elem_type in FLOAT_TYPES else ONNX_TYPES[value.dtype]
+            value = value.to(self.ctx.dtype(elem_type))
+        return value
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Inputs positionally (graph order) or by name; one output as a tensor, several as a tuple."""

@@ -101,10 +101,12 @@ def describe(node: onnx.NodeProto, opset: int) -> str:
     return f"{node.op_type} (domain {domain}, opset {opset}) at node '{node.name or node.output[0]}'"
 
 
-def bind(node: onnx.NodeProto, opset: int, ctx: Any, fn: Handler | None = None) -> Handler:
+def bind(node: onnx.NodeProto, opset: int, ctx: Any, fn: Handler | None = None,
+         compile_graph: Callable[[onnx.GraphProto], Any] | None = None) -> Handler:
     """Resolve the node's handler once and bind its attributes; fail naming op, domain, opset, node.
 
     `fn` replaces the registered handler (the twin's op overrides); it may ignore attributes.
+    `compile_graph` turns graph attributes (If/Loop/Scan bodies) into callables, once, here.
     """
     strict = fn is None
     fn = fn or lookup(node.op_type, node.domain, opset)
@@ -124,6 +126,8 @@ def bind(node: onnx.NodeProto, opset: int, ctx: Any, fn: Handler | None = None) 
     if unknown:
         raise UnsupportedOpError(f"unsupported attribute {', '.join(unknown)} of {describe(node, opset)}")
     kwargs = {k: v for k, v in attrs.items() if takes_any or k in accepted}
+    if compile_graph is not None:
+        kwargs = {k: _compiled(v, compile_graph) for k, v in kwargs.items()}
     if "ctx" in accepted:
         kwargs["ctx"] = ctx
     if "n_outputs" in accepted:
@@ -131,6 +135,14 @@ def bind(node: onnx.NodeProto, opset: int, ctx: Any, fn: Handler | None = None) 
     if not kwargs:
         return fn
     return _Bound(fn, kwargs)
+
+
+def _compiled(value: Any, compile_graph: Callable[[onnx.GraphProto], Any]) -> Any:
+    if isinstance(value, onnx.GraphProto):
+        return compile_graph(value)
+    if isinstance(value, list) and value and isinstance(value[0], onnx.GraphProto):
+        return [compile_graph(g) for g in value]
+    return value
 
 
 class _Bound:

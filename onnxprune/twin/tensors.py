@@ -62,3 +62,8 @@ def torch_dtype(elem_type: int) -> torch.dtype:
     except KeyError:
         name = helper.tensor_dtype_to_string(elem_type)
         raise TypeError(f"element type {name} has no torch equivalent") from None
+
+
+def int_list(t: torch.Tensor | None) -> list[int]:
+    """An int64 shape/axes/sizes input as a Python list (a scalar counts as one element; None as [])."""
+    return [int(v) for v in t.reshape(-1).tolist()] if t is not None else []

@@ -22,16 +22,53 @@ BINARY = {
     "LessOrEqual": torch.le,
 }
 
-for _op, _fn in {**UNARY, **BINARY}.items():
-    add(_op, _fn)
+# torch has few CPU kernels for uint16/32/64 (no add, compare, shift, remainder): compute those in a
+# wider signed type and cast back. Exact for uint16/32; uint64 goes through int64, which is exact for
+# wrapping +, -, * and for values below 2**63.
+_WIDER = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
 
 
-@register("Div")
-def div(a, b):
+def unsigned_safe(fn):
+    def handler(*xs):
+        wide = _WIDER.get(xs[0].dtype)
+        if wide is None:
+            return fn(*xs)
+        out = fn(*(x.to(wide) for x in xs))
+        return out if out.dtype == torch.bool else out.to(xs[0].dtype)
+    return handler
+
+
+def _div(a, b):
     # ONNX integer division truncates toward zero (C semantics), torch's `/` would return floats.
-    if a.is_floating_point():
-        return a / b
-    return torch.div(a, b, rounding_mode="trunc")
+    return a / b if a.is_floating_point() else torch.div(a, b, rounding_mode="trunc")
+
+
+BINARY["Div"] = _div
+BINARY.update({
+    "BitwiseAnd": torch.bitwise_and, "BitwiseOr": torch.bitwise_or, "BitwiseXor": torch.bitwise_xor,
+})
+for _op, _fn in UNARY.items():
+    add(_op, _fn)
+add("BitwiseNot", unsigned_safe(torch.bitwise_not))
+for _op, _fn in BINARY.items():
+    add(_op, unsigned_safe(_fn))
+
+
+@register("Mod", since=10)
+def mod(a, b, *, fmod):
+    # fmod=0: the result takes the divisor's sign (Python's %, torch.remainder); fmod=1: the dividend's.
+    return unsigned_safe(torch.fmod if fmod else torch.remainder)(a, b)
+
+
+@register("BitShift", since=11)
+def bit_shift(x, y, *, direction):
+    shift = torch.bitwise_left_shift if direction == "LEFT" else torch.bitwise_right_shift
+    return unsigned_safe(shift)(x, y)
+
+
+@register("IsInf", since=10)
+def is_inf(x, *, detect_negative, detect_positive):
+    return (torch.isposinf(x) & bool(detect_positive)) | (torch.isneginf(x) & bool(detect_negative))
 
 
 @register("Pow")
@@ -50,7 +87,7 @@ def _folded(fn):
 
 
 for _op, _fn in {"Sum": torch.add, "Max": torch.maximum, "Min": torch.minimum}.items():
-    add(_op, _folded(_fn))
+    add(_op, unsigned_safe(_folded(_fn)))
 
 
 @register("Mean")

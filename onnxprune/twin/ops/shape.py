@@ -7,11 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import register
-from ..tensors import to_torch
-
-
-def _ints(t) -> list[int]:
-    return [int(v) for v in t.tolist()] if t is not None else []
+from ..tensors import int_list, to_torch
 
 
 @register("Identity")
@@ -21,7 +17,7 @@ def identity(x):
 
 @register("Reshape", since=5)
 def reshape(x, shape, *, allowzero=0):
-    dims = _ints(shape)
+    dims = int_list(shape)
     if not allowzero:  # 0 copies the input's dim at that position
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
     return x.reshape(dims)
@@ -50,7 +46,7 @@ def squeeze_attr(x, *, axes):
 
 @register("Squeeze", since=13)
 def squeeze(x, axes=None):
-    return _squeeze(x, _ints(axes) if axes is not None else None)
+    return _squeeze(x, int_list(axes) if axes is not None else None)
 
 
 def _squeeze(x, axes):
@@ -66,7 +62,7 @@ def unsqueeze_attr(x, *, axes):
 
 @register("Unsqueeze", since=13)
 def unsqueeze(x, axes):
-    return _unsqueeze(x, _ints(axes))
+    return _unsqueeze(x, int_list(axes))
 
 
 def _unsqueeze(x, axes):
@@ -100,8 +96,8 @@ def slice_attr(x, *, axes, ends, starts):
 
 @register("Slice", since=10)
 def slice_(x, starts, ends, axes=None, steps=None):
-    return _slice(x, _ints(starts), _ints(ends), _ints(axes) if axes is not None else None,
-                  _ints(steps) if steps is not None else None)
+    return _slice(x, int_list(starts), int_list(ends), int_list(axes) if axes is not None else None,
+                  int_list(steps) if steps is not None else None)
 
 
 def _slice(x, starts, ends, axes, steps):
@@ -124,27 +120,27 @@ def _slice(x, starts, ends, axes, steps):
 
 
 @register("Constant", since=1)
-def constant(*, value=None, value_float=None, value_floats=None, value_int=None, value_ints=None,
+def constant(*, ctx, value=None, value_float=None, value_floats=None, value_int=None, value_ints=None,
              sparse_value=None, value_string=None, value_strings=None):
+    return ctx.promote(_constant(value, sparse_value, value_float, value_floats, value_int, value_ints))
+
+
+def _constant(value, sparse_value, value_float, value_floats, value_int, value_ints):
     if value is not None:
         return to_torch(value)
     if sparse_value is not None:
         return to_torch(sparse_value)
-    if value_float is not None:
-        return torch.tensor(value_float, dtype=torch.float32)
-    if value_floats is not None:
-        return torch.tensor(value_floats, dtype=torch.float32)
-    if value_int is not None:
-        return torch.tensor(value_int, dtype=torch.int64)
-    if value_ints is not None:
-        return torch.tensor(value_ints, dtype=torch.int64)
+    if value_float is not None or value_floats is not None:
+        return torch.tensor(value_float if value_floats is None else value_floats, dtype=torch.float32)
+    if value_int is not None or value_ints is not None:
+        return torch.tensor(value_int if value_ints is None else value_ints, dtype=torch.int64)
     raise TypeError("Constant: string values have no torch equivalent")
 
 
 @register("ConstantOfShape", since=9)
-def constant_of_shape(shape, *, value):
+def constant_of_shape(shape, *, value, ctx):
     fill = to_torch(value) if value is not None else torch.zeros(1, dtype=torch.float32)
-    return fill.reshape(()).to(shape.device).expand(_ints(shape)).clone()
+    return ctx.promote(fill.reshape(()).to(shape.device).expand(int_list(shape)).clone())
 
 
 @register("Cast", since=6)

@@ -1,0 +1,268 @@
+"""The Python API: `onnxprune.prune(model_or_path, compression=..., method=...)` and friends.
+
+The `onnxprune prune` command is a thin layer over `prune()`: same option names, same defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import onnx
+import torch
+
+from .errors import DataError, OnnxPruneError
+from .io import load_model, save_model
+from .report import Report, layer_macs, layer_rows
+from .twin import Twin
+from .twin.tensors import FLOAT_TYPES, TORCH_DTYPES
+from .writeback import FORMATS, twin_tensors, write_back
+
+PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+DATA_METHODS = ("snip", "grasp", "loss", "gradnorm")  # scored on (inputs, labels) batches
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Pruned:
+    """What `prune()` returns: the pruned model (not yet written), the masks and the report."""
+
+    model: onnx.ModelProto
+    masks: dict[str, torch.Tensor]  # bool, on the CPU, by ONNX tensor name
+    report: Report
+    twin: Twin  # masked twin of the input model, for evaluation or training
+    external_data: bool = False  # the input kept its weights in an external file; so will the output
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, inputs: tuple = ()) -> int:
+        """Write atomically (external data if the input had it, or over 2 GB); returns bytes written."""
+        from .io import check_output_path
+
+        path = check_output_path(path, overwrite=overwrite, inputs=inputs)
+        save_model(self.model, path, external_data=True if self.external_data else None)
+        self.report.output = file_info(path)
+        return self.report.output["bytes"]
+
+
+# ----- targets, shapes, feeds --------------------------------------------------------------------
+def target_density(compression: float | None = None, density: float | None = None,
+                   sparsity: float | None = None) -> float:
+    """Fraction of prunable weights kept: 10**-compression, density, or 1 - sparsity (exactly one)."""
+    given = [(n, v) for n, v in (("compression", compression), ("density", density), ("sparsity", sparsity))
+             if v is not None]
+    if len(given) != 1:
+        names = " / ".join(f"--{n}" for n, _ in given) if given else "none"
+        raise OnnxPruneError(f"give exactly one of --compression, --density, --sparsity (got {names})")
+    name, value = given[0]
+    if not math.isfinite(value):
+        raise OnnxPruneError(f"--{name} must be a finite number, not {value}")
+    if name == "compression":
+        if value < 0:
+            raise OnnxPruneError(f"--compression must be >= 0 (it keeps 10**-C of the weights), not {value}")
+        return 10.0 ** -value
+    kept = value if name == "density" else 1.0 - value
+    if not 0.0 < kept <= 1.0:
+        bounds = "in (0, 1]" if name == "density" else "in [0, 1)"
+        raise OnnxPruneError(f"--{name} must be {bounds}, not {value}")
+    return kept
+
+
+def resolve_shapes(twin: Twin, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                   *, strict: bool = True) -> dict[str, tuple[int, ...]] | None:
+    """Concrete shape per graph input: the given one, else the declared one with a symbolic batch
+    (first) dim set to 1. A symbolic dim elsewhere needs --input-shape (strict) or gives None."""
+    input_shapes = dict(input_shapes or {})
+    unknown = sorted(set(input_shapes) - set(twin.input_names))
+    if unknown:
+        raise OnnxPruneError(f"--input-shape names unknown input(s) {unknown}; the model's inputs are "
+                             f"{twin.input_names}")
+    shapes = {}
+    for spec in twin.inputs:
+        if spec.name in input_shapes:
+            shapes[spec.name] = tuple(int(d) for d in input_shapes[spec.name])
+            continue
+        dims = list(spec.shape or ())
+        if spec.shape is None or any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
+            if not strict:
+                return None
+            shown = "unknown rank" if spec.shape is None else "x".join(str(d) for d in dims)
+            raise OnnxPruneError(f"input '{spec.name}' has shape {shown}: give it with --input-shape "
+                                 f"{spec.name}=1x...")
+        if dims and (not isinstance(dims[0], int) or dims[0] <= 0):
+            dims[0] = 1
+        shapes[spec.name] = tuple(dims)
+    return shapes
+
+
+def example_feeds(twin: Twin, shapes: Mapping[str, tuple[int, ...]], *, seed: int | None = None,
+                  device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """One input per graph input: standard normal floats (seeded), or zeros when seed is None.
+    Integer and bool inputs are zeros (a safe index for Gather / embedding inputs)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    feeds = {}
+    for spec in twin.inputs:
+        dtype = TORCH_DTYPES.get(spec.elem_type, torch.float32)
+        shape = tuple(shapes[spec.name])
+        if spec.elem_type in FLOAT_TYPES and gen is not None:
+            value = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+        else:
+            value = torch.zeros(shape, dtype=dtype)
+        feeds[spec.name] = value.to(device)
+    return feeds
+
+
+def load_twin(model_or_path: onnx.ModelProto | str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Twin:
+    """The exact PyTorch twin of an ONNX model (path or ModelProto)."""
+    model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_model(model_or_path)
+    return Twin(model, dtype=dtype)
+
+
+def pick_device(device: str | torch.device) -> torch.device:
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise OnnxPruneError("--device cuda: no CUDA device is available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise OnnxPruneError(f"--device must be one of {', '.join(DEVICES)}, not {name!r}") from None
+
+
+# ----- files -------------------------------------------------------------------------------------
+def file_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Path, sha256 and size of an ONNX file (size includes its `<name>.data` external file if any)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    size = path.stat().st_size + sum(p.stat().st_size for p in _external_files(path))
+    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": size}
+
+
+def _external_files(path: Path) -> list[Path]:
+    """External data files next to `path` that its tensors name (read without loading the data)."""
+    model = onnx.load(str(path), load_external_data=False)
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    names = {e.value for t in _get_all_tensors(model) if uses_external_data(t)
+             for e in t.external_data if e.key == "location"}
+    return [path.parent / n for n in sorted(names) if (path.parent / n).is_file()]
+
+
+def model_info(model: onnx.ModelProto) -> dict[str, Any]:
+    data = model.SerializeToString() if model.ByteSize() < 2**31 else b""
+    return {"path": None, "sha256": hashlib.sha256(data).hexdigest() if data else None, "bytes": model.ByteSize()}
+
+
+# ----- data for data-driven methods ---------------------------------------------------------------
+def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None, *, batch_size: int,
+                 n_batches: int, seed: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) batches from an .npz path (x_train / y_train) or any iterable of pairs."""
+    if isinstance(data, (str, os.PathLike)):
+        spec = twin.inputs[0] if len(twin.inputs) == 1 else None
+        batches = list(_npz_batches(Path(data), batch_size, n_batches, spec, seed))
+    else:
+        batches = list(data)
+    if not batches:
+        raise DataError("the data gave no batch")
+    if shapes and len(shapes) == 1:
+        expected = next(iter(shapes.values()))[1:]
+        got = tuple(batches[0][0].shape[1:])
+        if got != tuple(expected):
+            raise DataError(f"data samples have shape {'x'.join(map(str, got))}, the model's input "
+                            f"{'x'.join(map(str, expected))} (per sample)")
+    return [(x.to(device), y.to(device)) for x, y in batches]
+
+
+def _npz_batches(path: Path, batch_size: int, n_batches: int, spec, seed: int):
+    """The training helper's loader (normalized, in the model's layout) when present, else ours."""
+    try:
+        from .train.data import npz_batches
+    except ImportError:
+        return _own_npz_batches(path, batch_size, n_batches)
+    return npz_batches(path, batch_size, n_batches, input_spec=spec, seed=seed)
+
+
+def _own_npz_batches(path: Path, batch_size: int, n_batches: int):
+    """Minimal .npz reader: x_train (uint8 scaled to [0, 1], or float) and y_train (int labels)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        with np.load(path) as archive:
+            x, y = archive["x_train"], archive["y_train"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path}: not an .npz with x_train and y_train arrays ({type(err).__name__})") from None
+    if len(x) != len(y) or len(x) == 0:
+        raise DataError(f"{path}: x_train and y_train must be non-empty and of equal length")
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    for i in range(min(n_batches, math.ceil(len(x) / batch_size))):
+        sl = slice(i * batch_size, (i + 1) * batch_size)
+        yield torch.from_numpy(x[sl]), torch.from_numpy(y[sl].astype(np.int64))
+
+
+# ----- pruning ------------------------------------------------------------------------------------
+def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: float | None = None,
+          density: float | None = None, sparsity: float | None = None, method: str = "synflow",
+          iterations: int | None = None, schedule: str = "exponential", scope: str = "global",
+          prune_bias: bool = False, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+          data: str | os.PathLike | Iterable | None = None, batch_size: int = 64, data_batches: int = 1,
+          format: str = "auto", precision: str | torch.dtype = "float64", device: str = "auto", seed: int = 0,
+          exclude: Iterable[str] = (), min_layer_density: float = 0.0,
+          progress: Callable[[int, int], None] | None = None) -> Pruned:
+    """Prune a model at initialization; returns the pruned ModelProto, masks and report (`Pruned`).
+
+    `compression` c keeps 10**-c of the prunable weights (or give `density` / `sparsity`). Nothing
+    is written: call `.save(path)` on the result.
+    """
+    from .prune import METHODS, prune_twin
+
+    start = time.perf_counter()
+    keep = target_density(compression, density, sparsity)
+    if method not in METHODS:
+        raise OnnxPruneError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if format not in FORMATS:
+        raise OnnxPruneError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    dtype = PRECISIONS.get(precision, precision) if isinstance(precision, str) else precision
+    if dtype not in PRECISIONS.values():
+        raise OnnxPruneError(f"--precision must be float64 or float32, not {precision!r}")
+    if method in DATA_METHODS and data is None:
+        raise DataError(f"method {method} scores weights on data: give --data PATH.npz")
+    dev = pick_device(device)
+
+    if isinstance(model_or_path, onnx.ModelProto):
+        model, source, external = model_or_path, model_info(model_or_path), False
+    else:
+        model, source = load_model(model_or_path), file_info(model_or_path)
+        external = source["bytes"] > Path(model_or_path).stat().st_size
+    twin = Twin(model).to(dev)
+    shapes = resolve_shapes(twin, input_shapes, strict=False)
+    if shapes is None and input_shapes:
+        resolve_shapes(twin, input_shapes)  # raises the message naming the input that still lacks a shape
+    batches = None
+    if method in DATA_METHODS:
+        batches = load_batches(data, twin, shapes, seed=seed, batch_size=batch_size, n_batches=data_batches, device=dev)
+    result = prune_twin(twin, method=method, density=keep, iterations=iterations, schedule=schedule,
+                        scope=scope, prune_bias=prune_bias, exclude=tuple(exclude),
+                        min_layer_density=min_layer_density, batches=batches,
+                        input_shapes=shapes if shapes is not None else dict(input_shapes or {}),
+                        precision=dtype, seed=seed, progress=progress)
+    pruned = write_back(model, twin_tensors(twin, result.prunable), fmt=format)
+    storage = {t.values.name: "sparse" for t in pruned.graph.sparse_initializer}
+    macs = layer_macs(twin, example_feeds(twin, shapes, device=dev)) if shapes is not None else None
+    report = Report(
+        method=method, target_density=keep, prunable=result.total, kept=result.kept,
+        layers=layer_rows(twin, result.prunable, result.masks, macs, storage),
+        iterations=result.iterations, seconds=time.perf_counter() - start,
+        settings={"schedule": schedule, "scope": scope, "prune_bias": prune_bias, "exclude": list(exclude),
+                  "min_layer_density": min_layer_density, "precision": str(dtype).replace("torch.", ""),
+                  "format": format, "seed": seed, "device": str(dev), "scoring_seconds": round(result.seconds, 4)},
+        input=source, output=model_info(pruned))
+    masks = {name: mask.detach().bool().cpu() for name, mask in result.masks.items()}
+    return Pruned(pruned, masks, report, twin, external)

@@ -1,0 +1,127 @@
+"""`onnxprune prune MODEL.onnx`: prune at initialization and write the same graph with pruned weights."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import OnnxPruneError
+
+METHODS = ("synflow", "mag", "rand", "snip", "grasp", "loss", "gradnorm")  # the engine's METHODS, for --help
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """NAME=1x3x224x224 -> ("NAME", (1, 3, 224, 224)). The name may itself contain '='; the last one splits."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise OnnxPruneError(f"--input-shape {text!r}: expected NAME=DIMxDIMx... with positive dims, "
+                             "e.g. input=1x3x224x224")
+    return name, shape
+
+
+def default_output(model: Path) -> Path:
+    """MODEL.pruned.onnx beside the input."""
+    stem = model.name[:-5] if model.name.endswith(".onnx") else model.name
+    return model.with_name(f"{stem}.pruned.onnx")
+
+
+@contextlib.contextmanager
+def progress_bar(console, enabled: bool):
+    """A rich progress bar over pruning iterations; yields the engine's progress(k, n) callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("pruning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("prune", total=None)
+        yield lambda k, n: bar.update(task, completed=k, total=n)
+
+
+@click.command("prune")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-c", "--compression", type=float, help="Keep 10**-C of the prunable weights (C=2 keeps 1 %).")
+@click.option("--density", type=float, help="Fraction of prunable weights kept, in (0, 1].")
+@click.option("--sparsity", type=float, help="Fraction of prunable weights removed, in [0, 1).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [MODEL.pruned.onnx].")
+@click.option("--overwrite", is_flag=True, help="Allow replacing an existing output (even the input file).")
+@click.option("-m", "--method", type=click.Choice(METHODS), default="synflow", show_default=True)
+@click.option("-n", "--iterations", type=click.IntRange(min=1), help="Pruning rounds [synflow 100, others 1].")
+@click.option("--schedule", type=click.Choice(["exponential", "linear"]), default="exponential", show_default=True)
+@click.option("--scope", type=click.Choice(["global", "local"]), default="global", show_default=True,
+              help="Rank scores across all layers, or keep the same density in each layer.")
+@click.option("--prune-bias", is_flag=True, help="Prune Conv/Gemm biases too.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
+              help="Concrete shape of an input (repeatable); needed when a non-batch dim is symbolic.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="An .npz with x_train / y_train, for data-driven methods (snip, grasp, loss, gradnorm).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Batch size of --data.")
+@click.option("--data-batches", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many batches of --data each scoring pass sees.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "sparse", "dense"]), default="auto", show_default=True,
+              help="Pruned tensors as sparse initializers, dense with zeros, or whichever is smaller.")
+@click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of scoring (float32 overflows SynFlow on deep nets).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Keep tensors matching GLOB dense (repeatable).")
+@click.option("--min-layer-density", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Keep at least this fraction of every layer (guards against layer collapse).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON report here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a per-layer density chart (PNG).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
+def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
+          prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
+          min_layer_density, report_path, plot_path, quiet) -> None:
+    """Prune MODEL at initialization; write the same graph with pruned weights.
+
+    Only the pruned initializers change: graph, opset, IR version, names and metadata are the input's.
+    """
+    from rich.console import Console
+
+    from .. import api, io
+    from ..report import plot_density, print_table, write_json
+
+    api.target_density(compression, density, sparsity)  # fail fast, before loading anything
+    shapes = dict(parse_input_shape(text) for text in input_shapes)
+    output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
+    for extra in (report_path, plot_path):
+        if extra is not None:
+            if extra.resolve() in (model.resolve(), output.resolve()):
+                raise OnnxPruneError(f"{extra}: --report / --plot must not name the input or output model")
+            io.check_output_path(extra, overwrite=overwrite)
+
+    err = Console(stderr=True)
+    with progress_bar(err, not quiet and err.is_terminal) as progress:
+        result = api.prune(model, compression=compression, density=density, sparsity=sparsity, method=method,
+                           iterations=iterations, schedule=schedule, scope=scope, prune_bias=prune_bias,
+                           input_shapes=shapes, data=data, batch_size=batch_size, data_batches=data_batches,
+                           format=fmt, precision=precision, device=device, seed=seed, exclude=exclude,
+                           min_layer_density=min_layer_density, progress=progress)
+    result.save(output, overwrite=True, inputs=(model,) if overwrite else ())
+    if report_path is not None:
+        write_json(result.report, report_path)
+    if plot_path is not None:
+        plot_density(result.report, plot_path)
+    if quiet:
+        for line in _warnings(result.report):
+            click.echo(f"warning: {line}", err=True)
+        return
+    out = Console(width=None if sys.stdout.isatty() else 120)
+    print_table(result.report, out, sizes=(result.report.input["bytes"], result.report.output["bytes"]))
+    out.print(f"wrote {output}", highlight=False)
+
+
+def _warnings(report):
+    from ..report import warnings_for
+
+    return warnings_for(report)

@@ -1,0 +1,95 @@
+"""`onnxprune train MODEL.onnx`: train a (pruned) model through its twin; pruned weights stay zero."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import OnnxPruneError
+from ..train import DATASETS, OPTIMIZER_NAMES
+
+
+def parse_drops(text: str | None) -> tuple[int, ...]:
+    """'30,60' or '30 60' -> (30, 60)."""
+    if not text:
+        return ()
+    try:
+        drops = tuple(int(t) for t in text.replace(",", " ").split())
+    except ValueError:
+        raise OnnxPruneError(f"--lr-drops {text!r}: expected epoch numbers such as 30,60") from None
+    if any(d <= 0 for d in drops):
+        raise OnnxPruneError(f"--lr-drops {text!r}: epochs must be positive")
+    return drops
+
+
+def default_output(model: Path) -> Path:
+    stem = model.name[:-5] if model.name.endswith(".onnx") else model.name
+    return model.with_name(f"{stem}.trained.onnx")
+
+
+@click.command("train")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--dataset", type=click.Choice(DATASETS), required=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
+              help="Dataset root folder (for npz: the .npz file). Nothing is downloaded.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Trained model [MODEL.trained.onnx].")
+@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Global batch size (split across processes under torchrun).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adam", show_default=True,
+              help="momentum = SGD with Nesterov momentum 0.9.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr-drops", metavar="E1,E2,...", help="Epochs after which the LR is multiplied by --lr-drop-rate.")
+@click.option("--lr-drop-rate", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=click.IntRange(min=0), help="Data-loading processes [0 for npz, else up to 4].")
+@click.option("--augment/--no-augment", default=None, help="Random crop + flip [on for CIFAR and imagefolder].")
+@click.option("--normalize/--no-normalize", default=True, show_default=True,
+              help="Subtract the dataset's mean, divide by its std (off when the graph normalizes itself).")
+@click.option("--test-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["auto", "sparse", "dense"]), default="auto", show_default=True,
+              help="Pruned tensors as sparse initializers, dense with zeros, or whichever is smaller.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="JSON: per-epoch train loss/accuracy and test loss/accuracy.")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="Checkpoint written after every epoch [OUTPUT.ckpt]; kept, so --resume can extend a run.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint (finished epochs are not redone).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
+          weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
+          checkpoint, resume, quiet):
+    """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
+
+    BatchNormalization trains with batch statistics and its running statistics are written back.
+    Under torchrun (`torchrun --nproc_per_node N -m onnxprune train ...`) it trains with
+    DistributedDataParallel: gloo on CPU, nccl on CUDA.
+    """
+    from ..train.loop import TrainConfig
+    from ..train.run import TrainRequest
+    from ..train.run import train as run_training
+
+    output = output or default_output(model)
+    if output.resolve() == model.resolve():
+        raise OnnxPruneError(f"{output}: the output would replace the input model; pass another -o")
+    if workers is None:
+        workers = 0 if dataset == "npz" else min(4, os.cpu_count() or 1)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                         lr_drops=parse_drops(lr_drops), lr_drop_rate=lr_drop_rate, weight_decay=weight_decay,
+                         seed=seed, test_batch_size=test_batch_size, workers=workers)
+    request = TrainRequest(model, dataset, data_dir, config, device=device, augment=augment, normalize=normalize,
+                           output=output, fmt=fmt, report=report_path,
+                           checkpoint=checkpoint or output.with_name(output.name + ".ckpt"),
+                           resume=resume, quiet=quiet)
+    result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
+    if not result.main:
+        return
+    if result.history:
+        last = result.history[-1]
+        density = f"{100 * result.kept / result.total:.2f} %" if result.total else "n/a"
+        click.echo(f"trained {len(result.history)} epochs (density {density}): "
+                   f"test accuracy {100 * last.test_accuracy:.2f} %, train loss {last.train_loss:.4f}")
+    click.echo(f"wrote {output}")

@@ -1,0 +1,161 @@
+"""SynFlow's policy for general graphs: make the network linear while it is being scored.
+
+SynFlow's theory (and its reference code) runs a ReLU network with non-negative parameters on an
+all-ones input: every ReLU then passes its input unchanged, so the network is linear and its synaptic
+saliencies are conserved layer by layer. ONNX graphs carry other nonlinearities; scored as they are,
+a Tanh saturates and a LayerNorm zeroes the all-ones signal, and whole layers score 0. So, while
+scoring (see DESIGN.md "SynFlow on general graphs"):
+
+- elementwise activations act as the identity (`IDENTITY_OPS`);
+- self-gating activations written out as `x * gate(x)` (SiLU as Mul(x, Sigmoid(x)), Erf/tanh GELU,
+  Mish, HardSwish via HardSigmoid or Clip) become `x`: the gate takes its value for a large positive
+  input ("open"), which is what these activations do on SynFlow's growing non-negative signal;
+- LayerNormalization / InstanceNormalization / GroupNormalization keep only their affine part, LRN
+  is the identity;
+- BatchNormalization always uses its running statistics (an affine map), never batch statistics.
+
+Everything else (pooling, Add, Concat, Reshape, ...) runs as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import onnx
+import torch
+import torch.nn.functional as F
+
+from ..twin import Twin
+
+IDENTITY_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Tanh",
+                "Softplus", "Softsign", "Gelu", "HardSwish", "Mish", "ThresholdedRelu", "Clip", "Softmax",
+                "LogSoftmax", "LRN")
+
+# Gates of `x * gate(x)` patterns, and the value each saturates to for a large positive input.
+GATES = ("Sigmoid", "Tanh", "Erf", "HardSigmoid", "Clip")
+# Ops through which a gate's input, or the gated operand, is still "x" (scaled, shifted, powered).
+_SCALING = ("Add", "Sub", "Mul", "Div", "Pow")
+_UNARY_SAME = ("Identity", "Cast", "Softplus")
+_MAX_CHAIN = 6
+
+
+def identity(x, *_):
+    return x
+
+
+def layer_norm_affine(x, scale, bias=None, *, n_outputs):
+    y = x * scale if bias is None else x * scale + bias
+    return y if n_outputs == 1 else (y, *([None] * (n_outputs - 1)))
+
+
+def _channelwise(v, x):
+    return v.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def instance_norm_affine(x, scale, bias):
+    return x * _channelwise(scale, x) + _channelwise(bias, x)
+
+
+def group_norm_affine(x, scale, bias, *, num_groups):
+    channels = x.shape[1]
+    if scale.numel() != channels:  # opset 18 form: one scale per group
+        scale, bias = (v.repeat_interleave(channels // num_groups) for v in (scale, bias))
+    return x * _channelwise(scale, x) + _channelwise(bias, x)
+
+
+def batch_norm_running(x, scale, bias, mean, var, *, epsilon, n_outputs):
+    y = F.batch_norm(x, mean.detach(), var.detach(), scale, bias, False, 0.0, epsilon)
+    return y if n_outputs == 1 else (y, mean, var)
+
+
+HANDLERS = {
+    **{op: identity for op in IDENTITY_OPS},
+    "LayerNormalization": layer_norm_affine,
+    "InstanceNormalization": instance_norm_affine,
+    "GroupNormalization": group_norm_affine,
+    "BatchNormalization": batch_norm_running,
+}
+
+
+class _Graph:
+    """Producer / consumer lookups over the twin's resolved steps."""
+
+    def __init__(self, twin: Twin):
+        self.constants = set(twin.elem_types)
+        self.producer = {out: step.node for step in twin.program.steps for out in step.outputs}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for step in twin.program.steps:
+            for name in step.inputs:
+                self.consumers.setdefault(name, []).append(step.node)
+
+    def root(self, name: str, budget: int = _MAX_CHAIN) -> str:
+        """The value `name` is a scaled / shifted / powered copy of (itself if none); `budget` bounds
+        how many nodes back it looks."""
+        while budget > 0:
+            budget -= 1
+            node = self.producer.get(name)
+            if node is None:
+                return name
+            if node.op_type in _UNARY_SAME:
+                name = node.input[0]
+                continue
+            if node.op_type not in _SCALING:
+                return name
+            roots = {self.root(i, budget) for i in node.input if i and i not in self.constants}
+            if len(roots) != 1:
+                return name
+            name = roots.pop()
+        return name
+
+    def is_gate(self, node: onnx.NodeProto) -> bool:
+        """Does `node` gate its own input, i.e. feed (through constant scalings) a Mul by that input?"""
+        x = self.root(node.input[0])
+        value = node.output[0]
+        for _ in range(_MAX_CHAIN):
+            users = self.consumers.get(value, [])
+            if len(users) != 1 or users[0].op_type not in _SCALING[:4]:
+                return False
+            user = users[0]
+            others = [i for i in user.input if i != value]
+            if user.op_type == "Mul" and len(others) == 1 and others[0] not in self.constants:
+                return self.root(others[0]) == x
+            if not all(i in self.constants for i in others):
+                return False
+            value = user.output[0]
+        return False
+
+
+def _open_gate(node: onnx.NodeProto):
+    """The gate's saturated value: 1 for Sigmoid/Tanh/Erf/HardSigmoid, the upper bound for Clip."""
+    if node.op_type != "Clip":
+        return lambda x, *_: torch.ones_like(x)
+    upper = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "max"), None)
+    if upper is not None:  # Clip before opset 11: bounds are attributes
+        return lambda x, *_: torch.full_like(x, upper)
+    if len(node.input) > 2 and node.input[2]:
+        return lambda x, lo=None, hi=None: torch.ones_like(x) * hi.to(x.dtype)
+    return None  # unbounded above: not a gate
+
+
+@contextlib.contextmanager
+def _gates_open(twin: Twin) -> Iterator[None]:
+    graph = _Graph(twin)
+    saved = []
+    for i, step in enumerate(twin.program.steps):
+        if step.node.op_type in GATES and graph.is_gate(step.node):
+            fn = _open_gate(step.node)
+            if fn is not None:
+                saved.append((i, step.fn))
+                step.fn = fn
+    try:
+        yield
+    finally:
+        twin.program.restore(saved)
+
+
+@contextlib.contextmanager
+def linearized(twin: Twin) -> Iterator[Twin]:
+    """Run the twin under the linearization policy; the original handlers come back on exit."""
+    with twin.replaced_ops(HANDLERS), _gates_open(twin):
+        yield twin

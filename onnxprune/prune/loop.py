@@ -1,0 +1,153 @@
+"""The prune loop: score, keep the schedule's count of the best unpruned entries, repeat.
+
+State between iterations is, per prunable tensor, the flat indices still unpruned ("alive"). It only
+shrinks: an iteration scores the alive entries (SynFlow forms no other score), selects among them and
+tells the scorer which entries left. Nothing proportional to the whole model is copied per iteration,
+and the threshold search only ever sees unpruned scores (see masks.py). The masks set on the twin at
+the end are explicit boolean tensors; `kept` is exactly round(total × density).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..errors import ScoringError
+from ..twin import Twin
+from .masks import SCOPES, select
+from .scorers import METHODS, scorer
+from .targets import prunable_tensors
+
+SCHEDULES = ("exponential", "linear")
+
+
+@dataclass
+class PruneResult:
+    masks: dict[str, torch.Tensor]  # bool, one per prunable tensor, same shape
+    prunable: list[str]
+    total: int  # prunable params
+    kept: int  # == round(total * density) exactly
+    iterations: int
+    seconds: float
+    method: str = ""
+    per_tensor: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (kept, size)
+
+
+def keep_schedule(total: int, density: float, iterations: int, schedule: str = "exponential") -> list[int]:
+    """Kept count after each iteration k = 1..N: density**(k/N) (exponential) or 1 - (1-density)·k/N
+    (linear) of `total`, never increasing, the last exactly round(total × density)."""
+    if schedule not in SCHEDULES:
+        raise ScoringError(f"unknown schedule '{schedule}' (choose from {', '.join(SCHEDULES)})")
+    counts, previous = [], total
+    for k in range(1, iterations + 1):
+        t = k / iterations
+        fraction = density ** t if schedule == "exponential" else 1.0 - (1.0 - density) * t
+        # Synaptic-Flow prunes int((1 - fraction) * total) entries; following its rounding on the way
+        # keeps iterative masks on the reference's trajectory (one weight more or less early on
+        # changes every later score).
+        previous = min(previous, total - int((1.0 - fraction) * total))
+        counts.append(previous)
+    counts[-1] = round(total * density)
+    return counts
+
+
+def _check(method: str, density: float, iterations: int | None, scope: str, min_layer_density: float) -> int:
+    if method not in METHODS:
+        raise ScoringError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    if not 0.0 <= density <= 1.0 or math.isnan(density):
+        raise ScoringError(f"density must be in [0, 1] (the fraction kept), got {density}")
+    if scope not in SCOPES:
+        raise ScoringError(f"unknown scope '{scope}' (choose from {', '.join(SCOPES)})")
+    if not 0.0 <= min_layer_density <= 1.0:
+        raise ScoringError(f"min_layer_density must be in [0, 1], got {min_layer_density}")
+    n = scorer(method).default_iterations if iterations is None else int(iterations)
+    if n < 1:
+        raise ScoringError(f"iterations must be at least 1, got {iterations}")
+    return n
+
+
+def _alive(twin: Twin, names: list[str]) -> list[torch.Tensor]:
+    """Flat indices of each tensor's unpruned entries: all, or those an existing mask keeps."""
+    alive = []
+    for name in names:
+        mask = twin.mask(name)
+        p = twin.parameter(name)
+        flat = torch.ones(p.numel(), dtype=torch.bool, device=p.device) if mask is None else mask.reshape(-1) != 0
+        alive.append(torch.nonzero(flat).squeeze(1))
+    return alive
+
+
+def _invert(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The Synaptic-Flow ablation: rank by 1/score (its v / v²); a zero score becomes +inf."""
+    return [torch.where(s == 0, torch.full_like(s, math.inf), 1.0 / s) for s in scores]
+
+
+def _masks(names, sizes, shapes, alive, shuffle: bool, generator) -> dict[str, torch.Tensor]:
+    masks = {}
+    for name, n, shape, a in zip(names, sizes, shapes, alive):
+        flat = torch.zeros(n, dtype=torch.bool, device=a.device)
+        flat[a] = True
+        if shuffle:  # the ablation: same count per tensor, positions at random
+            flat = flat[torch.randperm(n, generator=generator).to(a.device)]
+        masks[name] = flat.reshape(shape)
+    return masks
+
+
+def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iterations: int | None = None,
+               schedule: str = "exponential", scope: str = "global", prune_bias: bool = False,
+               exclude: Iterable[str] = (), min_layer_density: float = 0.0, batches: Iterable[Any] | None = None,
+               input_shapes: dict[str, tuple[int, ...]] | None = None, precision: torch.dtype = torch.float64,
+               seed: int = 0, shuffle: bool = False, invert: bool = False,
+               progress: Callable[[int, int], None] | None = None, input_values: dict | None = None,
+               train_mode: bool = False) -> PruneResult:
+    """Prune the twin's prunable tensors to `density` (fraction kept) and set the masks on it.
+
+    Everything else about the twin is left as it was. Extra keywords beyond the contract:
+    `input_values` (SynFlow: explicit tensors for non-float inputs), `train_mode` (data scorers run
+    the twin in train mode, e.g. BatchNorm on batch statistics; default eval as Synaptic-Flow).
+    """
+    start = time.perf_counter()
+    n_iter = _check(method, density, iterations, scope, min_layer_density)
+    names = prunable_tensors(twin, prune_bias=prune_bias, exclude=exclude)
+    if not names:
+        raise ScoringError("the model has no prunable weights (Conv/ConvTranspose/Gemm/MatMul constants)")
+    params = [twin.parameter(n) for n in names]
+    sizes, shapes = [p.numel() for p in params], [tuple(p.shape) for p in params]
+    total = sum(sizes)
+    counts = keep_schedule(total, density, n_iter, schedule)
+    alive = _alive(twin, names)
+    if counts[-1] > sum(a.numel() for a in alive):
+        raise ScoringError(f"density {density} keeps {counts[-1]} weights but only "
+                           f"{sum(a.numel() for a in alive)} are unpruned")
+    floors = [min(math.ceil(round(min_layer_density * n, 9)), a.numel()) for n, a in zip(sizes, alive)]
+    if sum(floors) > counts[-1]:
+        raise ScoringError(f"min_layer_density {min_layer_density} needs {sum(floors)} weights but density "
+                           f"{density} keeps {counts[-1]}")
+    generator = torch.Generator().manual_seed(seed)
+    session = scorer(method)(twin, names, batches=batches, input_shapes=input_shapes, input_values=input_values,
+                             precision=precision, generator=generator, train_mode=train_mode)
+    with session:
+        for k, count in enumerate(counts, start=1):
+            count = min(count, sum(a.numel() for a in alive))
+            scores = session.scores(alive)
+            if invert:
+                scores = _invert(scores)
+            if torch.stack([torch.isnan(s).any() for s in scores]).any():
+                raise ScoringError(f"{method} produced nan scores")
+            flags = select(scores, count, scope, sizes, floors)
+            for j, f in enumerate(flags):
+                if not bool(f.all()):
+                    session.prune(j, alive[j][~f])
+                    alive[j] = alive[j][f]
+            if progress is not None:
+                progress(k, n_iter)
+    masks = _masks(names, sizes, shapes, alive, shuffle, generator)
+    for name, mask in masks.items():
+        twin.set_mask(name, mask)
+    per_tensor = {n: (int(a.numel()), s) for n, a, s in zip(names, alive, sizes)}
+    return PruneResult(masks, names, total, sum(a.numel() for a in alive), n_iter, time.perf_counter() - start,
+                       method, per_tensor)

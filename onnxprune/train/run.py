@@ -1,0 +1,162 @@
+"""`onnxprune train` end to end: model file -> twin with masks -> epochs -> trained ONNX file + report."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from ..errors import DataError, OnnxPruneError
+from ..io import load_model, save_model
+from ..twin.module import Twin
+from .checkpoint import Checkpoint, file_hash
+from .data import load_dataset, num_classes
+from .distributed import setup
+from .loop import EpochRecord, Objective, TrainConfig, Trainer, check_classes, first_output
+from .params import freeze_constants, masks_from_zeros
+from .progress import Reporter
+from .untie import untie
+
+NORM_OPS = {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LRN"}
+# Below this many weight layers a network trains fine without normalization (LeNet-5 has 5).
+DEEP = 6
+KEEP_BN_HINT = ("export with BatchNorm kept: torch.onnx.export(model, x, path, dynamo=False, "
+                "training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)")
+
+
+@dataclass
+class TrainRequest:
+    model: Path
+    dataset: str
+    data_dir: Path
+    config: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"
+    augment: bool | None = None
+    normalize: bool = True
+    output: Path | None = None
+    fmt: str = "auto"
+    report: Path | None = None
+    checkpoint: Path | None = None  # None: no checkpoints
+    resume: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochRecord]
+    kept: int
+    total: int
+    untied: list[str]
+    frozen: list[str]
+    resumed_from: int
+    device: str
+    world: int
+    main: bool = True  # rank 0 (the process that writes and prints)
+
+
+def _output_kind(model: onnx.ModelProto) -> str:
+    producer = {o: n for n in model.graph.node for o in n.output}.get(model.graph.output[0].name)
+    return {"Softmax": "probs", "LogSoftmax": "log_probs"}.get(producer.op_type if producer else "", "logits")
+
+
+def _normalization_warning(model: onnx.ModelProto, twin: Twin) -> str | None:
+    if any(n.op_type in NORM_OPS for n in model.graph.node):
+        return None
+    layers = len({u.node for u in twin.weight_uses if u.role == "weight"})
+    if layers < DEEP:
+        return None
+    return (f"the graph has no normalization layers ({layers} weight layers; BatchNorm folded into Conv at "
+            f"export?): deep networks train poorly without them; {KEEP_BN_HINT}")
+
+
+def _untie_warnings(result) -> list[str]:
+    notes = []
+    if result.untied:
+        shown = ", ".join(result.untied[:4]) + (", ..." if len(result.untied) > 4 else "")
+        notes.append(f"{len(result.untied)} BatchNorm/bias tensors were merged by value with others at export "
+                     f"(Identity nodes; {shown}); they train separately and the output stores each as its "
+                     "own initializer")
+    if result.shared_stats:
+        notes.append(f"BatchNorm statistics {', '.join(result.shared_stats)} share their tensor with other "
+                     "values through non-Identity ops and could not be untied: training updates the shared "
+                     "tensor; re-export with keep_initializers_as_inputs=True")
+    return notes
+
+
+def _identity(req: TrainRequest, world: int) -> dict:
+    """What must match for --resume: same file, data and trajectory-shaping options."""
+    cfg = asdict(req.config)
+    for key in ("epochs", "workers", "test_batch_size"):
+        cfg.pop(key)
+    return {"model": file_hash(req.model), "dataset": req.dataset, "data": os.path.abspath(req.data_dir),
+            "augment": req.augment, "normalize": req.normalize, "world": world, **cfg}
+
+
+def train(req: TrainRequest, warn: Callable[[str], None]) -> TrainResult:
+    info, device = setup(req.device)
+    try:
+        return _train(req, warn if info.main else (lambda _: None), info, device)
+    finally:
+        info.close()
+
+
+def _train(req: TrainRequest, warn, info, device) -> TrainResult:
+    cfg = req.config
+    torch.manual_seed(cfg.seed)
+    original = load_model(req.model)
+    tied = untie(original)
+    for note in _untie_warnings(tied):
+        warn(note)
+    twin = Twin(tied.model)
+    kept, total = masks_from_zeros(twin)
+    if note := _normalization_warning(tied.model, twin):
+        warn(note)
+    if len(twin.inputs) != 1:
+        raise DataError(f"the model has {len(twin.inputs)} inputs ({', '.join(twin.input_names)}); "
+                        "training feeds one image input")
+    spec = twin.inputs[0]
+    train_set = load_dataset(req.dataset, req.data_dir, train=True, input_spec=spec, augment=req.augment,
+                             normalize=req.normalize)
+    test_set = load_dataset(req.dataset, req.data_dir, train=False, input_spec=spec, normalize=req.normalize)
+    if cfg.batch_size < info.world:
+        raise OnnxPruneError(f"--batch-size {cfg.batch_size} is smaller than the {info.world} processes")
+    twin.to(device)
+    probe = torch.stack([train_set[i][0] for i in range(min(2, len(train_set)))]).to(device)
+    with torch.no_grad():
+        check_classes(first_output(twin.eval()(probe)), num_classes(train_set), req.dataset)
+    frozen = freeze_constants(twin, probe)
+    checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
+    reporter = Reporter(quiet=req.quiet, enabled=info.main)
+    trainer = Trainer(twin, train_set, test_set, cfg, device, info, Objective(_output_kind(tied.model)),
+                      reporter, checkpoint)
+    payload = checkpoint.load() if checkpoint and req.resume else None
+    if payload is not None:
+        trainer.restore(payload)
+        reporter.line(f"resuming after epoch {trainer.start_epoch} from {req.checkpoint}")
+    history = trainer.fit()
+    if info.main:
+        _write_outputs(req, tied.model, twin, history, kept, total)
+    return TrainResult(history, kept, total, tied.untied, frozen, trainer.start_epoch if payload else 0,
+                       str(device), info.world, info.main)
+
+
+def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, history, kept, total) -> None:
+    from ..writeback import twin_tensors, write_back
+
+    if req.output is not None:
+        twin.cpu()
+        save_model(write_back(model, twin_tensors(twin), fmt=req.fmt), req.output)
+    if req.report is not None:
+        report = {
+            "model": str(req.model), "dataset": req.dataset, "data_dir": str(req.data_dir),
+            "output": str(req.output) if req.output else None, "config": asdict(req.config),
+            "prunable": total, "kept": kept, "density": kept / total if total else 1.0,
+            "epochs": [asdict(r) for r in history],
+            "final": asdict(history[-1]) if history else None,
+        }
+        Path(req.report).write_text(json.dumps(report, indent=2) + "\n")

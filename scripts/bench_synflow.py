@@ -1,0 +1,102 @@
+"""Benchmark: onnxprune's SynFlow loop vs a plain re-implementation of the reference loop.
+
+Model: torchvision resnet18 (num_classes=10) at 3x32x32, seeded init. The reference runs on the native
+torchvision module the way the Synaptic-Flow code does (every parameter and buffer made non-negative,
+eval mode, all-ones input, masks multiplied into the weights, a kthvalue over ALL scores every
+iteration, `score <= threshold` pruned), in float64 like onnxprune's default. onnxprune runs on the
+model exported to ONNX. Prints the median of a few runs of each, the ratio, the Jaccard index of the
+kept sets and the kept counts.
+
+    .venv/bin/python scripts/bench_synflow.py [--runs 3] [--iterations 100] [--compression 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.torch_nets import export  # noqa: E402
+from onnxprune.prune import prune_twin  # noqa: E402
+from onnxprune.twin import Twin  # noqa: E402
+
+
+def reference_synflow(model: nn.Module, shape, density: float, iterations: int) -> dict[str, torch.Tensor]:
+    """The Synaptic-Flow loop (Pruners/pruners.py SynFlow + prune.py prune_loop), in float64."""
+    model = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.abs_()
+    prunable = {n: m.weight for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    masks = {n: torch.ones_like(w) for n, w in prunable.items()}
+    x = torch.ones((1, *shape), dtype=torch.float64)
+    for k in range(1, iterations + 1):
+        with torch.no_grad():
+            for n, w in prunable.items():
+                w.mul_(masks[n])  # the masked layer's weight * mask (masks only ever shrink)
+        model.zero_grad()
+        model(x).sum().backward()
+        scores = {n: (w.grad * w).detach().abs() for n, w in prunable.items()}
+        flat = torch.cat([s.reshape(-1) for s in scores.values()])
+        kth = int((1.0 - density ** (k / iterations)) * flat.numel())
+        if kth >= 1:
+            threshold = torch.kthvalue(flat, kth).values
+            masks = {n: (s > threshold).to(torch.float64) for n, s in scores.items()}
+    return {f"{n}.weight": m.bool() for n, m in masks.items()}
+
+
+def jaccard(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    inter = sum(int((a[n] & b[n]).sum()) for n in a)
+    union = sum(int((a[n] | b[n]).sum()) for n in a)
+    return inter / union if union else 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--compression", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    density = 10 ** -args.compression
+    shape = (3, 32, 32)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    twin = Twin(export(model, (1, *shape)))
+
+    ours_times, ref_times = [], []
+    for _ in range(args.runs):
+        for name in list(twin.masks()):
+            twin.set_mask(name, None)
+        result = prune_twin(twin, method="synflow", density=density, iterations=args.iterations)
+        ours_times.append(result.seconds)
+        start = time.perf_counter()
+        ref = reference_synflow(model, shape, density, args.iterations)
+        ref_times.append(time.perf_counter() - start)
+    ours, reference = statistics.median(ours_times), statistics.median(ref_times)
+    missing = sorted(set(ref) ^ set(result.masks))
+    if missing:
+        raise SystemExit(f"prunable tensors differ between the two: {missing}")
+    ref_kept = sum(int(m.sum()) for m in ref.values())
+    print(f"resnet18 (10 classes) 3x32x32, {result.total} prunable weights, compression {args.compression}, "
+          f"{args.iterations} iterations, {args.threads} thread(s), {args.runs} run(s)")
+    print(f"onnxprune  median {ours:7.2f} s   runs {', '.join(f'{t:.2f}' for t in ours_times)}")
+    print(f"reference  median {reference:7.2f} s   runs {', '.join(f'{t:.2f}' for t in ref_times)}")
+    print(f"ratio      {ours / reference:.3f}")
+    print(f"jaccard    {jaccard(result.masks, ref):.6f}")
+    print(f"kept       onnxprune {result.kept}  reference {ref_kept}  target {round(result.total * density)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Run the twin over onnx's backend node test cases and print passed / attempted / total per op.
+
+    OMP_NUM_THREADS=1 python scripts/conformance.py [--op Conv] [--failures]
+
+Each case (onnx.backend.test.case.node.collect_testcases) is one op: a single-node model, or the
+op's function body expanded into several nodes (`*_expanded*` cases, counted under the op they
+expand). A case is *attempted* when the twin has a handler for every node of its graph (subgraphs
+included) at the case's opsets; it *passes* when the twin builds, runs in float32 mode and every
+output matches the numpy reference (dtype, shape and values within the tolerance of its dtype, see
+TOLERANCES). Cases the twin cannot
+hold (string tensors, float8/int4 types torch lacks) are attempted and fail with the reason shown.
+Exits 0 whatever the counts: tests/test_conformance.py holds the thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from onnxprune.errors import OnnxPruneError  # noqa: E402
+from onnxprune.twin import Twin  # noqa: E402
+from onnxprune.twin import registry  # noqa: E402
+from onnxprune.twin.tensors import to_numpy, to_torch  # noqa: E402
+
+# (rtol, atol) by expected dtype. The references are numpy results; the twin uses torch kernels that
+# round differently (fused/vectorized transcendental functions, other summation orders). float32:
+# eps is 1.2e-7 and reductions over ~10^2-10^3 elements or libm-vs-SLEEF exp/log/erf differ by up to
+# ~10^2 ulp, hence rtol 1e-4; atol 1e-5 covers results near 0 from cancelling O(1) terms (x - mean).
+# float16 / bfloat16: a few ulp of their eps (9.8e-4, 7.8e-3). float64: same reasoning at eps 2.2e-16.
+TOLERANCES = {
+    np.dtype(np.float64): (1e-9, 1e-12),
+    np.dtype(np.float32): (1e-4, 1e-5),
+    np.dtype(np.float16): (4e-3, 1e-3),
+}
+BF16_TOLERANCE = (3e-2, 1e-2)
+EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
+
+
+@dataclass
+class Outcome:
+    op: str
+    name: str
+    attempted: bool
+    passed: bool
+    reason: str = ""
+
+
+def load_cases(op: str | None = None) -> list:
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the generators overflow casts on purpose
+        return list(collect_testcases(op))
+
+
+def case_ops(cases) -> dict[str, str]:
+    """case name -> the op type it tests (expanded cases: their base case's)."""
+    direct = {case.name: case.model.graph.node[0].op_type for case in cases if not EXPANDED.search(case.name)}
+    return {case.name: direct.get(EXPANDED.sub("", case.name), "?") for case in cases}
+
+
+def to_value(value):
+    """A case's input or output as the twin's runtime value (tensor, list of tensors, or None)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [to_value(v) for v in value]
+    if isinstance(value, onnx.TensorProto):
+        value = numpy_helper.to_array(value)
+    return to_torch(np.asarray(value))
+
+
+def expected_array(value):
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    return np.asarray(value)
+
+
+def mismatch(expected, actual) -> str:
+    """Why `actual` is not `expected` ('' when it is)."""
+    if expected is None or actual is None:
+        return "" if expected is None and actual is None else "optional presence differs"
+    if isinstance(expected, list):
+        if not isinstance(actual, (list, tuple)) or len(actual) != len(expected):
+            return "sequence length differs"
+        return next((m for e, a in zip(expected, actual) if (m := mismatch(e, a))), "")
+    if not isinstance(actual, torch.Tensor):
+        return f"got {type(actual).__name__}, not a tensor"
+    want = expected_array(expected)
+    bf16 = want.dtype.name == "bfloat16" and actual.dtype == torch.bfloat16
+    got = to_numpy(actual)
+    if bf16:
+        want = want.astype(np.float32)
+    elif got.dtype != want.dtype:
+        return f"dtype {got.dtype}, expected {want.dtype}"
+    if got.shape != want.shape:
+        return f"shape {got.shape}, expected {want.shape}"
+    if want.dtype.kind not in "fc":
+        return "" if np.array_equal(got, want) else "values differ"
+    rtol, atol = BF16_TOLERANCE if bf16 else TOLERANCES.get(want.dtype, (0, 0))
+    if not np.array_equal(np.isnan(got), np.isnan(want)):
+        return "NaN positions differ"
+    ok = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+    if ok.all():
+        return ""
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))[~ok]
+    return f"{(~ok).sum()} of {ok.size} values differ (max abs err {err.max():.3g})"
+
+
+def handled(graph: onnx.GraphProto, opsets: dict[str, int]) -> bool:
+    """Whether the twin has a handler for every node of the graph (subgraphs included)."""
+    for node in graph.node:
+        domain = registry.canonical_domain(node.domain)
+        if registry.lookup(node.op_type, domain, opsets.get(domain, 0)) is None:
+            return False
+        graphs = [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+        graphs += [g for a in node.attribute for g in a.graphs]
+        if not all(handled(g, opsets) for g in graphs):
+            return False
+    return True
+
+
+def run_case(case, op: str) -> Outcome:
+    opsets = {registry.canonical_domain(o.domain): o.version for o in case.model.opset_import}
+    outcome = Outcome(op, case.name, handled(case.model.graph, opsets), False)
+    try:
+        twin = Twin(case.model, dtype=torch.float32)
+        names = [v.name for v in case.model.graph.input]
+        for inputs, outputs in case.data_sets:
+            got = twin.run({n: to_value(v) for n, v in zip(names, inputs)})
+            results = list(got.values())
+            for expected, actual in zip(outputs, results):
+                why = mismatch(expected, actual)
+                if why:
+                    outcome.reason = why
+                    return outcome
+    except OnnxPruneError as exc:
+        outcome.reason = str(exc)
+        return outcome
+    except Exception as exc:  # noqa: BLE001 (a crash is a failed case, reported with its cause)
+        outcome.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return outcome
+    outcome.passed = True
+    return outcome
+
+
+def run_all(cases) -> list[Outcome]:
+    ops = case_ops(cases)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [run_case(case, ops[case.name]) for case in cases]
+
+
+def table(outcomes: list[Outcome]) -> dict[str, tuple[int, int, int]]:
+    """op -> (passed, attempted, total)."""
+    rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for o in outcomes:
+        row = rows[o.op]
+        row[0] += o.passed
+        row[1] += o.attempted
+        row[2] += 1
+    return {op: tuple(row) for op, row in sorted(rows.items())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--op", help="only the cases of this op type")
+    parser.add_argument("--failures", action="store_true", help="list each failing case with its reason")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    outcomes = run_all(load_cases(args.op))
+    seconds = time.perf_counter() - start
+    rows = table(outcomes)
+    width = max([len(op) for op in rows] + [2])
+    print(f"{'op':<{width}}  passed  attempted  total")
+    for op, (passed, attempted, total) in rows.items():
+        flag = "" if passed == total else "  *"
+        print(f"{op:<{width}}  {passed:6d}  {attempted:9d}  {total:5d}{flag}")
+    passed = sum(o.passed for o in outcomes)
+    attempted = sum(o.attempted for o in outcomes)
+    full = sum(p == t for p, _, t in rows.values())
+    print(f"\ntotal: {passed} passed / {attempted} attempted / {len(outcomes)} cases; "
+          f"{full} of {len(rows)} ops pass every case ({seconds:.1f} s)")
+    if args.failures:
+        reasons = Counter()
+        for o in outcomes:
+            if not o.passed:
+                print(f"FAIL {o.op:<{width}} {o.name}: {o.reason}")
+                reasons[o.reason.split(":")[0] if o.reason.startswith("unsupported op") else o.reason] += 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

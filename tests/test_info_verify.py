@@ -1,0 +1,123 @@
+"""`onnxprune info` and `onnxprune verify` through the CLI, on models pruned by the Python API."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+import onnxprune
+from models.torch_nets import ResNet20, kaiming_init, export
+from onnxprune.cli import main
+from onnxprune.io import save_model
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """ResNet-20 (BatchNorm kept) and its magnitude-pruned version at compression 2."""
+    folder = tmp_path_factory.mktemp("models")
+    original = export(kaiming_init(ResNet20(), seed=3), (1, 3, 32, 32))
+    save_model(original, folder / "r20.onnx")
+    result = onnxprune.prune(folder / "r20.onnx", compression=2, method="mag")
+    result.save(folder / "r20.pruned.onnx")
+    return folder / "r20.onnx", folder / "r20.pruned.onnx", result
+
+
+def test_info_reports_what_is_stored(files):
+    original, pruned, result = files
+    got = run("info", pruned, "--json")
+    assert got.exit_code == 0, got.output
+    info = json.loads(got.output)
+    model = onnx.load(str(pruned))
+    assert info["op_counts"] == dict(Counter(n.op_type for n in model.graph.node))
+    sparse = {s.values.name for s in model.graph.sparse_initializer}
+    assert info["initializers"]["sparse"] == len(sparse) > 0
+    rows = {row["name"]: row for row in info["layers"]}
+    for name, mask in result.masks.items():
+        assert rows[name]["nonzero"] == int(mask.sum())
+        assert rows[name]["storage"] == ("sparse" if name in sparse else "dense")
+        assert rows[name]["density"] == pytest.approx(float(mask.float().mean()))
+    assert info["weight_nonzero"] == result.report.kept and info["weight_params"] == result.report.prunable
+    assert info["compression"] == pytest.approx(2, abs=0.01)  # kept = round(total / 100)
+
+
+def test_info_on_an_unpruned_model_shows_full_density(files):
+    original, _, _ = files
+    got = run("info", original)
+    assert got.exit_code == 0, got.output
+    assert "100.0000%" in got.output and "Conv 21" in got.output and "0 sparse" in got.output
+
+
+def test_verify_accepts_the_pruned_model(files):
+    original, pruned, result = files
+    got = run("verify", pruned, "--reference", original, "--json")
+    assert got.exit_code == 0, got.output
+    out = json.loads(got.output)
+    assert out["ok"] and all(o["ok"] for o in out["outputs"])
+    ref = out["reference"]
+    assert ref["problems"] == [] and ref["pruned_tensors"] == len(result.masks)
+    assert ref["zeroed"] == result.report.prunable - result.report.kept  # kaiming weights are never 0
+    assert "verified" in run("verify", pruned).output
+
+
+def _tampered(pruned, tmp_path, change) -> str:
+    model = onnx.load(str(pruned))
+    change(model)
+    path = tmp_path / "tampered.onnx"
+    save_model(model, path)
+    return path
+
+
+def _bump_initializer(name):
+    def change(model):
+        tensor = next(t for t in model.graph.initializer if t.name == name)
+        value = numpy_helper.to_array(tensor).copy()
+        value.reshape(-1)[0] = np.nextafter(value.reshape(-1)[0], np.float32(np.inf))  # one ulp
+        tensor.CopyFrom(numpy_helper.from_array(value, name))
+    return change
+
+
+def _bump_kept_weight(model):
+    sparse = model.graph.sparse_initializer[0]
+    values = numpy_helper.to_array(sparse.values).copy()
+    values[0] *= 2
+    sparse.values.CopyFrom(numpy_helper.from_array(values, sparse.values.name))
+
+
+def _change_attribute(model):
+    node = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    next(a for a in node.attribute if a.name == "epsilon").f *= 2
+
+
+@pytest.mark.parametrize("change, message", [
+    (_bump_initializer("bn.running_var"), "non-prunable tensor changed"),
+    (_bump_kept_weight, "kept entries differ"),
+    (_change_attribute, "nodes differ"),
+])
+def test_verify_catches_any_other_change(files, tmp_path, change, message):
+    original, pruned, _ = files
+    got = run("verify", _tampered(pruned, tmp_path, change), "--reference", original)
+    assert got.exit_code == 1, got.output
+    assert message in got.output and "verify failed" in got.output
+
+
+def test_verify_needs_a_shape_for_symbolic_dims(files, tmp_path):
+    _, pruned, _ = files
+    model = onnx.load(str(pruned))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "width"
+    path = tmp_path / "symbolic.onnx"
+    save_model(model, path)
+    got = run("verify", path)
+    assert got.exit_code == 2 and "--input-shape" in got.output
+    got = run("verify", path, "--input-shape", "input=2x3x40x40")  # the net is size-agnostic (global pool)
+    assert got.exit_code == 0, got.output
