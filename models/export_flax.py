@@ -55,10 +55,10 @@ def _randomize_batchnorm(model: CNN, key: jax.Array) -> None:
     """Fresh BN is the identity; random statistics make the exported affine map non-trivial."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
     bn = model.bn
-    bn.scale.value = jax.random.uniform(k1, bn.scale.value.shape, minval=0.5, maxval=1.5)
-    bn.bias.value = 0.1 * jax.random.normal(k2, bn.bias.value.shape)
-    bn.mean.value = 0.1 * jax.random.normal(k3, bn.mean.value.shape)
-    bn.var.value = jax.random.uniform(k4, bn.var.value.shape, minval=0.5, maxval=1.5)
+    bn.scale[...] = jax.random.uniform(k1, bn.scale.shape, minval=0.5, maxval=1.5)
+    bn.bias[...] = 0.1 * jax.random.normal(k2, bn.bias.shape)
+    bn.mean[...] = 0.1 * jax.random.normal(k3, bn.mean.shape)
+    bn.var[...] = jax.random.uniform(k4, bn.var.shape, minval=0.5, maxval=1.5)
 
 
 def export(model: nnx.Module, shape: tuple, name: str) -> None:

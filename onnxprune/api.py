@@ -84,7 +84,7 @@ def resolve_shapes(twin: Twin, input_shapes: Mapping[str, tuple[int, ...]] | Non
     shapes = {}
     for spec in twin.inputs:
         if spec.name in input_shapes:
-            shapes[spec.name] = tuple(int(d) for d in input_shapes[spec.name])
+            shapes[spec.name] = _fits_declared(spec, tuple(int(d) for d in input_shapes[spec.name]))
             continue
         dims = list(spec.shape or ())
         if spec.shape is None or any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
@@ -97,6 +97,23 @@ def resolve_shapes(twin: Twin, input_shapes: Mapping[str, tuple[int, ...]] | Non
             dims[0] = 1
         shapes[spec.name] = tuple(dims)
     return shapes
+
+
+def _fits_declared(spec, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A given shape must have the declared rank and agree with every fixed dim (onnxruntime would
+    refuse it, and torch might silently read a missing batch dim as unbatched)."""
+    given = "x".join(map(str, shape))
+    if spec.shape is None:
+        return shape
+    declared = "x".join(str(d) for d in spec.shape)
+    if len(shape) != len(spec.shape):
+        raise OnnxPruneError(f"--input-shape {spec.name}={given} has rank {len(shape)}; input '{spec.name}' "
+                             f"is {declared} (rank {len(spec.shape)})")
+    for axis, (d, g) in enumerate(zip(spec.shape, shape)):
+        if isinstance(d, int) and d > 0 and d != g:
+            raise OnnxPruneError(f"--input-shape {spec.name}={given}: dim {axis} of input '{spec.name}' is "
+                                 f"fixed to {d} ({declared})")
+    return shape
 
 
 def example_feeds(twin: Twin, shapes: Mapping[str, tuple[int, ...]], *, seed: int | None = None,
@@ -119,7 +136,7 @@ def example_feeds(twin: Twin, shapes: Mapping[str, tuple[int, ...]], *, seed: in
 def load_twin(model_or_path: onnx.ModelProto | str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Twin:
     """The exact PyTorch twin of an ONNX model (path or ModelProto)."""
     model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_model(model_or_path)
-    return Twin(model, dtype=dtype)
+    return Twin(model, dtype=dtype).eval()
 
 
 def pick_device(device: str | torch.device) -> torch.device:
@@ -241,17 +258,21 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     else:
         model, source = load_model(model_or_path), file_info(model_or_path)
         external = source["bytes"] > Path(model_or_path).stat().st_size
-    twin = Twin(model).to(dev)
+    twin = Twin(model).to(dev).eval()  # the twin of a deployed model: BatchNorm on running statistics
     shapes = resolve_shapes(twin, input_shapes, strict=False)
-    if shapes is None and input_shapes:
+    if shapes is None and (input_shapes or method == "synflow"):
         resolve_shapes(twin, input_shapes)  # raises the message naming the input that still lacks a shape
+    given = dict(input_shapes or {})
+    # Non-float inputs (token ids) get no made-up shape for scoring: SynFlow refuses them unless given.
+    floats = {spec.name for spec in twin.inputs if spec.elem_type in FLOAT_TYPES}
+    scoring_shapes = {n: s for n, s in (shapes or given).items() if n in floats or n in given}
     batches = None
     if method in DATA_METHODS:
         batches = load_batches(data, twin, shapes, seed=seed, batch_size=batch_size, n_batches=data_batches, device=dev)
     result = prune_twin(twin, method=method, density=keep, iterations=iterations, schedule=schedule,
                         scope=scope, prune_bias=prune_bias, exclude=tuple(exclude),
                         min_layer_density=min_layer_density, batches=batches,
-                        input_shapes=shapes if shapes is not None else dict(input_shapes or {}),
+                        input_shapes=scoring_shapes,
                         precision=dtype, seed=seed, progress=progress)
     pruned = write_back(model, twin_tensors(twin, result.prunable), fmt=format)
     storage = {t.values.name: "sparse" for t in pruned.graph.sparse_initializer}

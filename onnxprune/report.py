@@ -194,10 +194,13 @@ def _node_shapes(twin, feeds) -> dict[str, tuple[Any, list, tuple]]:
 
         saved.append((i, step.fn))
         step.fn = wrapped
+    was_training = twin.training
+    twin.eval()  # a train-mode run would update BatchNorm running statistics
     try:
         twin.run(feeds)
     finally:
         program.restore(saved)
+        twin.train(was_training)
     return seen
 
 

@@ -90,6 +90,19 @@ def prune(twin: Twin, method: str, compression: float, **kwargs):
     return prune_twin(twin, method=method, density=10.0 ** -compression, **kwargs)
 
 
+def disconnected(twin: Twin) -> bool:
+    """No input-output path of unpruned weights left (the masks set on the twin).
+
+    SynFlow's R on the masked network, with |θ| and an all-ones input, is a sum over input-output
+    paths of products of weights; it is 0 exactly when every path is cut, and then every SynFlow score
+    is 0. (Exact here: biases, BN shifts and running means are 0 at initialization, so nothing but
+    paths feeds the output.) A fully pruned layer inside a residual branch does not disconnect.
+    """
+    from onnxprune.prune import score
+
+    return all(float(s.sum()) == 0.0 for s in score(twin, "synflow", precision=torch.float64).values())
+
+
 def layer_kept(result) -> list[tuple[str, int, int]]:
     """(tensor name, size, kept) per prunable tensor, in the engine's (graph) order."""
     return [(name, result.masks[name].numel(), int(result.masks[name].sum())) for name in result.prunable]
@@ -149,12 +162,19 @@ def save_figure(fig, path: Path) -> int:
 
 
 class Timer:
+    """Wall seconds, and CPU seconds of this process (what a dedicated machine's wall time would be
+    with one thread, when the shared one is busy)."""
+
     def __enter__(self):
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu_start
+
+    def __str__(self) -> str:
+        return f"{self.seconds:.0f}s wall, {self.cpu_seconds:.0f}s CPU"
 
 
 def log(*parts) -> None:

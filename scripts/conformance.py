@@ -5,10 +5,9 @@
 Each case (onnx.backend.test.case.node.collect_testcases) is one op: a single-node model, or the
 op's function body expanded into several nodes (`*_expanded*` cases, counted under the op they
 expand). A case is *attempted* when the twin has a handler for every node of its graph (subgraphs
-included) at the case's opsets; it *passes* when the twin builds, runs in float32 mode and every
-output matches the numpy reference (dtype, shape and values within the tolerance of its dtype, see
-TOLERANCES). Cases the twin cannot
-hold (string tensors, float8/int4 types torch lacks) are attempted and fail with the reason shown.
+included) at the case's opsets and torch can hold every value it feeds or expects (not: strings,
+float4e2m1); it *passes* when the twin builds, runs in float32 mode and every output matches the
+numpy reference (dtype, shape, and values within the tolerance of the dtype: see TOLERANCES).
 Exits 0 whatever the counts: tests/test_conformance.py holds the thresholds.
 """
 
@@ -19,33 +18,36 @@ import re
 import sys
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onnxprune.errors import OnnxPruneError  # noqa: E402
 from onnxprune.twin import Twin  # noqa: E402
 from onnxprune.twin import registry  # noqa: E402
-from onnxprune.twin.tensors import to_numpy, to_torch  # noqa: E402
+from onnxprune.twin.tensors import FLOAT_TYPES, ONNX_TYPES, to_numpy, to_torch  # noqa: E402
 
-# (rtol, atol) by expected dtype. The references are numpy results; the twin uses torch kernels that
-# round differently (fused/vectorized transcendental functions, other summation orders). float32:
-# eps is 1.2e-7 and reductions over ~10^2-10^3 elements or libm-vs-SLEEF exp/log/erf differ by up to
-# ~10^2 ulp, hence rtol 1e-4; atol 1e-5 covers results near 0 from cancelling O(1) terms (x - mean).
-# float16 / bfloat16: a few ulp of their eps (9.8e-4, 7.8e-3). float64: same reasoning at eps 2.2e-16.
+# (rtol, atol) by expected dtype; other types compare exactly. The references are numpy results; the
+# twin uses torch kernels that round differently (vectorized exp/log/erf, other summation orders).
+# float32: eps is 1.2e-7, and reductions over 10^2-10^3 elements or libm-vs-SLEEF transcendental
+# functions differ by up to ~10^2 ulp, hence rtol 1e-4; atol 1e-5 covers results near 0 that come from
+# cancelling O(1) terms (x - mean). float16 / bfloat16: a few ulp of their eps (9.8e-4, 7.8e-3).
+# float64: the same reasoning at eps 2.2e-16. float8: a cast's rounding is exact (0, 0).
 TOLERANCES = {
-    np.dtype(np.float64): (1e-9, 1e-12),
-    np.dtype(np.float32): (1e-4, 1e-5),
-    np.dtype(np.float16): (4e-3, 1e-3),
+    "float64": (1e-9, 1e-12),
+    "float32": (1e-4, 1e-5),
+    "float16": (4e-3, 1e-3),
+    "bfloat16": (3e-2, 1e-2),
+    **{name: (0.0, 0.0) for name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                                     "float8_e8m0fnu")},
 }
-BF16_TOLERANCE = (3e-2, 1e-2)
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
 
 
@@ -89,35 +91,35 @@ def expected_array(value):
     return np.asarray(value)
 
 
-def mismatch(expected, actual) -> str:
-    """Why `actual` is not `expected` ('' when it is)."""
+def mismatch(expected, actual, promoted: bool = False) -> str:
+    """Why `actual` is not `expected` ('' when it is). `promoted`: the twin ran in float64 mode, where a
+    float output is float64 whatever its ONNX type; its values are compared at the expected type's
+    tolerance."""
     if expected is None or actual is None:
         return "" if expected is None and actual is None else "optional presence differs"
     if isinstance(expected, list):
         if not isinstance(actual, (list, tuple)) or len(actual) != len(expected):
             return "sequence length differs"
-        return next((m for e, a in zip(expected, actual) if (m := mismatch(e, a))), "")
+        return next((m for e, a in zip(expected, actual) if (m := mismatch(e, a, promoted))), "")
     if not isinstance(actual, torch.Tensor):
         return f"got {type(actual).__name__}, not a tensor"
     want = expected_array(expected)
-    bf16 = want.dtype.name == "bfloat16" and actual.dtype == torch.bfloat16
+    want_type, got_type = helper.np_dtype_to_tensor_dtype(want.dtype), ONNX_TYPES[actual.dtype]
+    if got_type != want_type and not (promoted and got_type == TensorProto.DOUBLE and want_type in FLOAT_TYPES):
+        return f"type {helper.tensor_dtype_to_string(got_type)}, expected {helper.tensor_dtype_to_string(want_type)}"
     got = to_numpy(actual)
-    if bf16:
-        want = want.astype(np.float32)
-    elif got.dtype != want.dtype:
-        return f"dtype {got.dtype}, expected {want.dtype}"
     if got.shape != want.shape:
         return f"shape {got.shape}, expected {want.shape}"
-    if want.dtype.kind not in "fc":
-        return "" if np.array_equal(got, want) else "values differ"
-    rtol, atol = BF16_TOLERANCE if bf16 else TOLERANCES.get(want.dtype, (0, 0))
+    if want.dtype.name not in TOLERANCES:  # integers, bools: exact
+        return "" if np.array_equal(got.astype(want.dtype), want) else "values differ"
+    rtol, atol = TOLERANCES[want.dtype.name]
+    got, want = got.astype(np.float64), want.astype(np.float64)
     if not np.array_equal(np.isnan(got), np.isnan(want)):
         return "NaN positions differ"
     ok = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
     if ok.all():
         return ""
-    err = np.abs(got.astype(np.float64) - want.astype(np.float64))[~ok]
-    return f"{(~ok).sum()} of {ok.size} values differ (max abs err {err.max():.3g})"
+    return f"{(~ok).sum()} of {ok.size} values differ (max abs err {np.abs(got - want)[~ok].max():.3g})"
 
 
 def handled(graph: onnx.GraphProto, opsets: dict[str, int]) -> bool:
@@ -133,35 +135,51 @@ def handled(graph: onnx.GraphProto, opsets: dict[str, int]) -> bool:
     return True
 
 
-def run_case(case, op: str) -> Outcome:
+def untranslatable(case) -> str:
+    """The first type among the case's values that torch cannot hold ('' when there is none)."""
+    for inputs, outputs in case.data_sets:
+        for value in list(inputs) + list(outputs):
+            try:
+                to_value(value)
+            except TypeError as exc:
+                return str(exc)
+    return ""
+
+
+def run_case(case, op: str, dtype: torch.dtype = torch.float32) -> Outcome:
     opsets = {registry.canonical_domain(o.domain): o.version for o in case.model.opset_import}
     outcome = Outcome(op, case.name, handled(case.model.graph, opsets), False)
+    if outcome.attempted and (why := untranslatable(case)):
+        outcome.attempted, outcome.reason = False, why
+    if not outcome.attempted:
+        outcome.reason = outcome.reason or "unsupported op"
+        return outcome
     try:
-        twin = Twin(case.model, dtype=torch.float32)
-        names = [v.name for v in case.model.graph.input]
-        for inputs, outputs in case.data_sets:
-            got = twin.run({n: to_value(v) for n, v in zip(names, inputs)})
-            results = list(got.values())
-            for expected, actual in zip(outputs, results):
-                why = mismatch(expected, actual)
-                if why:
-                    outcome.reason = why
-                    return outcome
+        outcome.reason = _first_mismatch(case, dtype)
     except OnnxPruneError as exc:
         outcome.reason = str(exc)
-        return outcome
     except Exception as exc:  # noqa: BLE001 (a crash is a failed case, reported with its cause)
         outcome.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        return outcome
-    outcome.passed = True
+    outcome.passed = not outcome.reason
     return outcome
 
 
-def run_all(cases) -> list[Outcome]:
+def _first_mismatch(case, dtype: torch.dtype) -> str:
+    twin = Twin(case.model, dtype=dtype)
+    names = [v.name for v in case.model.graph.input]
+    for inputs, outputs in case.data_sets:
+        got = list(twin.run({n: to_value(v) for n, v in zip(names, inputs)}).values())
+        for expected, actual in zip(outputs, got):
+            if why := mismatch(expected, actual, promoted=dtype == torch.float64):
+                return why
+    return ""
+
+
+def run_all(cases, dtype: torch.dtype = torch.float32) -> list[Outcome]:
     ops = case_ops(cases)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [run_case(case, ops[case.name]) for case in cases]
+        return [run_case(case, ops[case.name], dtype) for case in cases]
 
 
 def table(outcomes: list[Outcome]) -> dict[str, tuple[int, int, int]]:
@@ -175,15 +193,7 @@ def table(outcomes: list[Outcome]) -> dict[str, tuple[int, int, int]]:
     return {op: tuple(row) for op, row in sorted(rows.items())}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--op", help="only the cases of this op type")
-    parser.add_argument("--failures", action="store_true", help="list each failing case with its reason")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    outcomes = run_all(load_cases(args.op))
-    seconds = time.perf_counter() - start
+def report(outcomes: list[Outcome], seconds: float, failures: bool) -> None:
     rows = table(outcomes)
     width = max([len(op) for op in rows] + [2])
     print(f"{'op':<{width}}  passed  attempted  total")
@@ -195,12 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     full = sum(p == t for p, _, t in rows.values())
     print(f"\ntotal: {passed} passed / {attempted} attempted / {len(outcomes)} cases; "
           f"{full} of {len(rows)} ops pass every case ({seconds:.1f} s)")
-    if args.failures:
-        reasons = Counter()
+    if failures:
         for o in outcomes:
             if not o.passed:
-                print(f"FAIL {o.op:<{width}} {o.name}: {o.reason}")
-                reasons[o.reason.split(":")[0] if o.reason.startswith("unsupported op") else o.reason] += 1
+                kind = "FAIL" if o.attempted else "SKIP"
+                print(f"{kind} {o.op:<{width}} {o.name}: {o.reason[:300]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--op", help="only the cases of this op type")
+    parser.add_argument("--failures", action="store_true", help="list each case not passed, with why")
+    parser.add_argument("--float64", action="store_true",
+                        help="run the twin in float64 mode (float outputs compared at their own type's tolerance)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cases = load_cases(args.op)
+    start = time.perf_counter()
+    outcomes = run_all(cases, torch.float64 if args.float64 else torch.float32)
+    report(outcomes, time.perf_counter() - start, args.failures)
     return 0
 
 

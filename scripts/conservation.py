@@ -11,6 +11,7 @@ Networks: a bias-free ReLU CNN (no BatchNorm: the law is exact there) and the pa
 BatchNorm at init: β = 0 and running mean 0 keep it homogeneous, so the law holds up to BN's eps).
 
     .venv/bin/python scripts/conservation.py --small      # docs/figures/conservation.{png,csv}
+    (--small changes nothing here: one scoring pass per method is already quick)
     .venv/bin/python scripts/conservation.py --plot-only  # redraw from the CSV
 """
 
@@ -169,7 +170,7 @@ def main() -> None:
         with Timer() as t:
             rows = run(args)
         write_csv(csv_path, rows)
-        log(f"total {t.seconds:.0f}s")
+        log(f"total {t}")
     size = plot(rows, png_path)
     for (net, method), layers in groups(rows).items():
         log(f"{net:9s} {method:8s} {spread_line(layers)}")

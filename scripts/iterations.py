@@ -25,7 +25,7 @@ def options():
     p.add_argument("--network", default="vgg16", choices=list(NETWORKS))
     p.add_argument("--iterations", nargs="+", type=int, default=[1, 10, 100])
     p.add_argument("--max-compression", type=float, default=6.0)
-    p.add_argument("--step", type=float, default=0.5)
+    p.add_argument("--step", type=float, default=None, help="compression step (default 0.25; --small 0.5)")
     p.add_argument("--at", type=float, default=None,
                    help="compression of the per-layer panel (default: where 1 iteration first collapses)")
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from the existing CSV")
@@ -110,8 +110,7 @@ def plot(rows: list[dict], path, at: float | None) -> int:
 def main() -> None:
     args = options().parse_args()
     set_threads(args.threads)
-    if args.small:
-        args.step = max(args.step, 1.0)
+    args.step = args.step or (0.5 if args.small else 0.25)
     csv_path, png_path = args.out / "iterations.csv", args.out / "iterations.png"
     if args.plot_only:
         rows = read_csv(csv_path)
@@ -119,7 +118,7 @@ def main() -> None:
         with Timer() as t:
             rows = run(args)
         write_csv(csv_path, rows)
-        log(f"total {t.seconds:.0f}s")
+        log(f"total {t}")
     size = plot(rows, png_path, args.at)
     for n, pts in collapse_curve(rows).items():
         log(f"iterations={n:<3d} collapsed per compression {pts}  max without collapse {max_safe_compression(pts)}")

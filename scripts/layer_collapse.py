@@ -2,18 +2,24 @@
 
 For the paper's CIFAR VGG-16 and ResNet-20 (Kaiming init, exported to ONNX), prune at compressions
 0.5..6 with random, magnitude, SNIP, GraSP and SynFlow, all global, and count the weight tensors left
-with no weight: once one layer is empty the network computes a constant. SNIP and GraSP need data;
+with no weight. In a chain (VGG) one empty layer cuts every path: the output no longer depends on
+the input. In a ResNet an empty layer inside a residual branch is bypassed by the identity shortcut,
+so the script also records whether any input-output path of unpruned weights is left. SNIP and GraSP need data;
 here they get standard Gaussian inputs with uniformly random labels (everything stays data-free).
 
     .venv/bin/python scripts/layer_collapse.py --small     # docs/figures/layer_collapse.{png,csv}
+    (--small skips re-proving the one-shot shortcut with SNIP/GraSP on VGG-16, two slow scoring passes)
     .venv/bin/python scripts/layer_collapse.py --plot-only # redraw from the CSV
 """
 
 from __future__ import annotations
 
-from _common import (COLORS, CIFAR_SHAPE, LABELS, NETWORKS, Timer, cifar_twin, collapsed, compressions,
-                     critical_compression, layer_kept, log, max_safe_compression, parser, plt, prune,
+import torch
+
+from _common import (COLORS, CIFAR_SHAPE, LABELS, NETWORKS, Timer, cifar_twin, clear_masks, compressions,
+                     critical_compression, disconnected, log, max_safe_compression, parser, plt, prune,
                      random_batches, read_csv, save_figure, set_threads, write_csv)
+from onnxprune.prune import score, select_masks
 
 METHODS = ("rand", "mag", "snip", "grasp", "synflow")
 DATA_METHODS = {"snip", "grasp"}
@@ -33,36 +39,87 @@ def options():
     return p
 
 
+class Pruner:
+    """Masks for one (network, method) at any compression, from the engine.
+
+    SynFlow iterates, so each compression is one `prune_twin` call. The other methods are one-shot
+    (one scoring pass, then the top `round(total × density)` kept): their scores do not depend on the
+    compression, so they are computed once with the engine's `score` and each compression is one
+    `select_masks`, which is what `prune_twin(iterations=1)` does; `check` proves it on one point.
+    """
+
+    def __init__(self, twin, method: str, args, batches):
+        self.twin, self.method, self.args = twin, method, args
+        self.kwargs = {"batches": batches} if method in DATA_METHODS else {}
+        self.scores = None
+        if method != "synflow":
+            clear_masks(twin)
+            generator = torch.Generator().manual_seed(args.seed)  # prune_twin seeds `rand` the same way
+            self.scores = score(twin, method, precision=torch.float64, generator=generator, **self.kwargs)
+
+    def masks(self, c: float) -> dict[str, torch.Tensor]:
+        if self.scores is None:
+            return prune(self.twin, "synflow", c, iterations=self.args.iterations, seed=self.args.seed).masks
+        total = sum(s.numel() for s in self.scores.values())
+        masks = select_masks(self.scores, round(total * 10.0 ** -c))
+        clear_masks(self.twin)
+        for name, mask in masks.items():
+            self.twin.set_mask(name, mask)
+        return masks
+
+    def check(self, c: float) -> None:
+        """The shortcut gives prune_twin's masks exactly (raises otherwise)."""
+        if self.scores is None:
+            return
+        mine = self.masks(c)
+        theirs = prune(self.twin, self.method, c, seed=self.args.seed, **self.kwargs).masks
+        bad = [n for n in mine if not torch.equal(mine[n], theirs[n])]
+        if bad:
+            raise RuntimeError(f"{self.method}: one-shot masks differ from prune_twin's at c={c} on {bad}")
+        log(f"  check: {self.method} masks at c={c} equal prune_twin's")
+
+
 def run_network(net: str, args) -> list[dict]:
     twin = cifar_twin(net, seed=args.seed)
     batches = random_batches(CIFAR_SHAPE, n_batches=1, batch_size=args.batch_size, seed=args.seed)
+    grid = compressions(args.step, args.max_compression, args.step)
     rows = []
     for method in args.methods:
-        kwargs = {"batches": batches} if method in DATA_METHODS else {}
-        if method == "synflow":
-            kwargs["iterations"] = args.iterations
-        for c in compressions(args.step, args.max_compression, args.step):
+        with Timer() as t:
+            pruner = Pruner(twin, method, args, batches)
+        log(f"{net:9s} {method:8s} setup {t.seconds:.1f}s")
+        # proving the shortcut costs a second scoring pass: --small skips it for slow scorers on VGG
+        if not (args.small and net == "vgg16" and method in DATA_METHODS):
+            pruner.check(grid[len(grid) // 2])
+        for c in grid:
             with Timer() as t:
-                result = prune(twin, method, c, seed=args.seed, **kwargs)
-            layers = layer_kept(result)
+                masks = pruner.masks(c)
+            layers = [(n, m.numel(), int(m.sum())) for n, m in masks.items()]
+            n_collapsed = sum(kept == 0 for _, _, kept in layers)
             rows.append({
                 "network": net, "method": method, "compression": c, "density": 10.0 ** -c,
-                "iterations": result.iterations, "total": result.total, "kept": result.kept,
-                "layers": len(layers), "collapsed": collapsed(result),
-                "frac_collapsed": round(collapsed(result) / len(layers), 6),
+                "iterations": args.iterations if method == "synflow" else 1,
+                "total": sum(s for _, s, _ in layers), "kept": sum(k for _, _, k in layers),
+                "layers": len(layers), "collapsed": n_collapsed,
+                "frac_collapsed": round(n_collapsed / len(layers), 6),
+                "disconnected": int(disconnected(twin)),
                 "critical_compression": round(critical_compression(s for _, s, _ in layers), 4),
                 "seconds": round(t.seconds, 3)})
-            log(f"{net:9s} {method:8s} c={c:<4} collapsed {rows[-1]['collapsed']:2d}/{len(layers)}"
-                f"  {t.seconds:6.1f}s")
+            log(f"{net:9s} {method:8s} c={c:<4} collapsed {n_collapsed:2d}/{len(layers)}"
+                f"{'  disconnected' if rows[-1]['disconnected'] else ''}  {t.seconds:6.1f}s")
+    clear_masks(twin)
     return rows
 
 
-def summary(rows: list[dict]) -> dict[tuple[str, str], str]:
-    """(network, method) -> max compression on the grid reached without any collapsed layer."""
-    points: dict[tuple[str, str], list] = {}
+def summary(rows: list[dict]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(network, method) -> max grid compression (without an empty layer, still connected)."""
+    layers: dict[tuple[str, str], list] = {}
+    paths: dict[tuple[str, str], list] = {}
     for r in rows:
-        points.setdefault((r["network"], r["method"]), []).append((float(r["compression"]), int(r["collapsed"])))
-    return {key: max_safe_compression(p) for key, p in points.items()}
+        key, c = (r["network"], r["method"]), float(r["compression"])
+        layers.setdefault(key, []).append((c, int(r["collapsed"])))
+        paths.setdefault(key, []).append((c, int(r["disconnected"])))
+    return {key: (max_safe_compression(layers[key]), max_safe_compression(paths[key])) for key in layers}
 
 
 def plot(rows: list[dict], path) -> int:
@@ -76,14 +133,19 @@ def plot(rows: list[dict], path) -> int:
             # overlapping lines (all at zero early on) stay visible: wide first, narrow last, own markers
             ax.plot([c for c, _ in pts], [f for _, f in pts], marker=MARKERS[i % len(MARKERS)], ms=9 - 1.2 * i,
                     lw=4.5 - 0.8 * i, alpha=0.85, color=COLORS[method],
-                    label=f"{LABELS[method]} (max without collapse: {safe[(net, method)]})")
+                    label=f"{LABELS[method]}: {safe[(net, method)][0]} / {safe[(net, method)][1]}")
+            cut = [(float(r["compression"]), float(r["frac_collapsed"])) for r in mine
+                   if r["method"] == method and int(r["disconnected"])]
+            ax.scatter([c for c, _ in cut], [f for _, f in cut], marker="x", s=22, color="k", lw=1, zorder=5)
+        ax.scatter([], [], marker="x", s=22, color="k", lw=1, label="× no input-output path left")
         critical = float(mine[0]["critical_compression"])
         ax.axvline(critical, color="k", ls=":", lw=1)
         ax.text(critical, 0.5, " 1 weight/layer", rotation=90, va="center", ha="right", fontsize=8)
         ax.set(title=f"{NETWORKS[net][0]} (CIFAR-10 shape, Kaiming init)", xlabel="compression (log10 ×)",
                ylabel="fraction of layers fully pruned", ylim=(-0.03, 1.05))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="upper left")
+        ax.legend(fontsize=7.5, loc="upper left", title="max compression: no empty layer / connected",
+                  title_fontsize=7.5)
     fig.suptitle("Layer collapse at initialization (SNIP/GraSP on random Gaussian inputs, random labels)",
                  fontsize=10)
     fig.tight_layout()
@@ -93,8 +155,6 @@ def plot(rows: list[dict], path) -> int:
 def main() -> None:
     args = options().parse_args()
     set_threads(args.threads)
-    if args.small:
-        args.step, args.batch_size = max(args.step, 0.5), min(args.batch_size, 100)
     csv_path, png_path = args.out / "layer_collapse.csv", args.out / "layer_collapse.png"
     if args.plot_only:
         rows = read_csv(csv_path)
@@ -102,10 +162,10 @@ def main() -> None:
         with Timer() as t:
             rows = [row for net in args.networks for row in run_network(net, args)]
         write_csv(csv_path, rows)
-        log(f"total {t.seconds:.0f}s")
+        log(f"total {t}")
     size = plot(rows, png_path)
-    for (net, method), value in summary(rows).items():
-        log(f"max compression without collapse  {net:9s} {method:8s} {value}")
+    for (net, method), (no_empty, connected) in summary(rows).items():
+        log(f"max compression  {net:9s} {method:8s} no empty layer {no_empty:6s} still connected {connected}")
     log(f"wrote {csv_path} and {png_path} ({size // 1024} KB)")
 
 

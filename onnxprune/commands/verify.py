@@ -53,7 +53,7 @@ def compare_with_ort(path: Path, model: onnx.ModelProto, *, input_shapes=None, s
     from ..api import example_feeds, resolve_shapes
     from ..twin import Twin
 
-    twin = Twin(model, dtype=torch.float64)
+    twin = Twin(model, dtype=torch.float64).eval()
     feeds = example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed)
     ort_out = ort_session(path).run(None, {name: value.numpy() for name, value in feeds.items()})
     with torch.no_grad():

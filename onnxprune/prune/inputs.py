@@ -18,7 +18,7 @@ def _shape(spec, input_shapes: Mapping[str, Any]) -> tuple[int, ...]:
     if spec.name in input_shapes:
         return tuple(int(d) for d in input_shapes[spec.name])
     if spec.shape is None:
-        raise ScoringError(f"input '{spec.name}' has no declared shape: give its shape (input_shapes)")
+        raise ScoringError(f"input '{spec.name}' has no declared shape: give its shape (--input-shape; input_shapes in the API)")
     dims = []
     for axis, dim in enumerate(spec.shape):
         if isinstance(dim, int) and dim > 0:
@@ -27,7 +27,7 @@ def _shape(spec, input_shapes: Mapping[str, Any]) -> tuple[int, ...]:
             dims.append(1)
         else:
             raise ScoringError(f"input '{spec.name}' has symbolic dim {axis} ('{dim}'): give its shape "
-                               f"(input_shapes)")
+                               f"(--input-shape; input_shapes in the API)")
     return tuple(dims)
 
 
@@ -47,8 +47,9 @@ def ones_feeds(twin: Twin, input_shapes: Mapping[str, Any] | None = None,
             continue
         if spec.elem_type not in FLOAT_TYPES and spec.name not in input_shapes:
             kind = helper.tensor_dtype_to_string(spec.elem_type)
-            raise ScoringError(f"input '{spec.name}' is {kind}: SynFlow needs its values or shape "
-                               f"(input_values / input_shapes)")
+            raise ScoringError(f"input '{spec.name}' is {kind}: SynFlow has no all-ones value for it: "
+                               f"give its shape to score with zeros (--input-shape {spec.name}=...; input_values / "
+                               f"input_shapes in the API)")
         shape = _shape(spec, input_shapes)
         if spec.elem_type in FLOAT_TYPES:
             feeds[spec.name] = torch.ones(shape, dtype=twin.ctx.dtype(spec.elem_type), device=device)
@@ -89,6 +90,10 @@ def batch_loss(twin: Twin, batch: tuple[Any, Any], device: torch.device | None =
     labels = torch.as_tensor(labels, device=out.device)
     if labels.is_floating_point():
         return F.mse_loss(out, labels.to(out.dtype))
+    classes = out.shape[1] if out.dim() > 1 else 0
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise DataError(f"labels must be class indices in [0, {classes}) for the model's output "
+                        f"{'x'.join(map(str, out.shape))}; the data has {int(labels.min())}..{int(labels.max())}")
     return F.cross_entropy(out, labels.long())
 
 

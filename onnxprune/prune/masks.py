@@ -1,9 +1,9 @@
-"""Choosing which entries to keep, given scores: exact counts, deterministic ties, only unpruned entries.
+"""Choosing which entries go, given scores: exact counts, deterministic ties, only unpruned entries.
 
-The loop works on "alive" views: for each prunable tensor, the flat indices still unpruned and their
-scores. Pruned entries never come back, so they are never ranked again (their score is 0 by
-definition, and excluding them makes every selection cheaper as pruning proceeds). `select_masks`
-is the same operation on whole tensors and boolean masks, for callers outside the loop.
+The loop works on the scores of the entries still unpruned ("alive"), concatenated over the prunable
+tensors in order. Pruned entries never come back, so they are never ranked again (their score would
+be 0), which also makes each selection cheaper as pruning proceeds. `select_masks` is the same
+operation on whole tensors and boolean masks, for callers outside the loop.
 
 Ties: among equal scores the entry that comes first (tensor order, then flat index) is kept, so a
 given set of scores always gives the same masks.
@@ -20,49 +20,88 @@ from ..errors import ScoringError
 
 SCOPES = ("global", "local")
 
-# Above this many scores the k-th value is found from a sample first (see `kth_smallest`).
-_SAMPLED_ABOVE = 1 << 20
-_SAMPLE = 1 << 14
+# Above this many scores, the pruning threshold is bracketed from a sample first (see `lowest`).
+_SAMPLED_ABOVE = 1 << 18
+_SAMPLE = 1 << 13
 
 
-def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th smallest value (1-based) of a flat tensor, exactly.
-
-    `torch.kthvalue` over millions of entries costs a quickselect over a copy (~0.2 s for 11 M
-    scores on one core). A strided sample's quantiles bracket the answer instead; one comparison pass
-    counts what lies below the bracket and only the few entries inside it go to `kthvalue`. When the
-    bracket misses (a skewed sample), the plain full `kthvalue` answers.
-    """
+def _upper_bound(scores: torch.Tensor, count: int) -> torch.Tensor | None:
+    """A value probably just above the `count`-th smallest score, from a strided sample; None when
+    the tensor is small or a large share goes (then a plain kthvalue is as cheap)."""
     n = scores.numel()
     if n <= _SAMPLED_ABOVE:
-        return torch.kthvalue(scores, k).values
+        return None
     sample = scores[:: n // _SAMPLE].sort().values
     m = sample.numel()
-    q = k / n
+    q = count / n
     margin = 6.0 * math.sqrt(q * (1.0 - q) / m) + 2.0 / m  # six standard errors of a sample quantile
-    lo = sample[max(int((q - margin) * m), 0)]
-    hi = sample[min(int((q + margin) * m), m - 1)]
-    below = int((scores < lo).sum())
-    band = scores[(scores >= lo) & (scores <= hi)]
-    if below < k <= below + band.numel():
-        return torch.kthvalue(band, k - below).values
-    return torch.kthvalue(scores, k).values
+    if q + margin >= 0.5:
+        return None
+    return sample[min(math.ceil((q + margin) * m), m - 1)]
 
 
-def keep_top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean flags keeping exactly the k largest scores; among ties the earliest entries are kept."""
+def _last_true(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Sorted positions of the last `count` True entries, scanning back in growing chunks (ties
+    usually sit together, e.g. SynFlow's zero scores of a layer the signal cannot reach)."""
+    found, end, chunk = [], mask.numel(), max(4 * count, 1 << 16)
+    total = 0
+    while total < count and end > 0:
+        start = max(end - chunk, 0)
+        hits = torch.nonzero(mask[start:end]).squeeze(1) + start
+        found.insert(0, hits)
+        total += hits.numel()
+        end, chunk = start, 2 * chunk
+    return torch.cat(found)[total - count:] if found else mask.new_empty(0, dtype=torch.long)
+
+
+def lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Sorted positions of the `count` smallest entries of a flat tensor; among equal scores the
+    later entries are taken first (so the earlier ones are kept).
+
+    `torch.kthvalue` over millions of scores is a quickselect over a copy (~0.2 s for 11 M on one
+    core, the reference loop's main cost). Instead a sample bounds the threshold from above and one
+    comparison pass leaves the few entries below the bound (a few percent per iteration of an
+    iterative schedule); only they are ranked. When ties fill the count at the bound itself (SynFlow
+    gives millions of exact zeros to weights the signal cannot reach), the bound is the threshold
+    and nothing is ranked. Exactness never depends on the sample: a bound too low falls back to
+    ranking every entry.
+    """
     n = scores.numel()
-    if k >= n:
-        return torch.ones(n, dtype=torch.bool, device=scores.device)
-    if k <= 0:
-        return torch.zeros(n, dtype=torch.bool, device=scores.device)
-    threshold = kth_smallest(scores, n - k)  # the largest value that is pruned (ties aside)
-    keep = scores > threshold
-    missing = k - int(keep.sum())
+    if count <= 0:
+        return torch.empty(0, dtype=torch.long, device=scores.device)
+    if count >= n:
+        return torch.arange(n, device=scores.device)
+    bound = _upper_bound(scores, count)
+    if bound is not None:
+        below = scores < bound
+        n_below = int(torch.count_nonzero(below))
+        if n_below < count:
+            at = scores == bound
+            if n_below + int(torch.count_nonzero(at)) >= count:  # the bound is the threshold
+                ties = _last_true(at, count - n_below)
+                if n_below == 0:
+                    return ties
+                return torch.cat([torch.nonzero(below).squeeze(1), ties]).sort().values
+        else:
+            candidates = torch.nonzero(below).squeeze(1)
+            return candidates[_lowest_exact(scores[candidates], count)]
+    return _lowest_exact(scores, count)
+
+
+def _lowest_exact(values: torch.Tensor, count: int) -> torch.Tensor:
+    threshold = torch.kthvalue(values, count).values
+    chosen = values < threshold
+    missing = count - int(torch.count_nonzero(chosen))
     if missing > 0:
-        ties = torch.nonzero(scores == threshold).squeeze(1)
-        keep[ties[:missing]] = True
-    return keep
+        chosen[_last_true(values == threshold, missing)] = True
+    return torch.nonzero(chosen).squeeze(1)
+
+
+def highest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Sorted positions of the `count` largest entries (the complement of `lowest`)."""
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    keep[lowest(scores, scores.numel() - count)] = False
+    return torch.nonzero(keep).squeeze(1)
 
 
 def apportion(sizes: Sequence[int], target: int, lower: Sequence[int], upper: Sequence[int]) -> list[int]:
@@ -87,29 +126,33 @@ def apportion(sizes: Sequence[int], target: int, lower: Sequence[int], upper: Se
     return counts
 
 
-def select(alive_scores: Sequence[torch.Tensor], keep: int, scope: str, sizes: Sequence[int],
-           floors: Sequence[int] | None = None) -> list[torch.Tensor]:
-    """Which alive entries stay: one bool tensor per prunable tensor, `keep` True in all.
+def select_pruned(scores: torch.Tensor, counts: Sequence[int], keep: int, scope: str, sizes: Sequence[int],
+                  floors: Sequence[int] | None = None) -> torch.Tensor:
+    """Sorted positions (into the concatenated alive scores) to prune so that `keep` entries remain.
 
-    `sizes`: each tensor's full element count (local scope keeps a share proportional to it).
-    `floors`: per-tensor minimum kept (min_layer_density); those entries are a tensor's best.
+    `scores`: alive scores of each tensor in turn, `counts[j]` of them for tensor j (overwritten
+    where floors apply). `sizes`: each tensor's full element count (local scope keeps a share
+    proportional to it). `floors`: per-tensor minimum kept (min_layer_density), a tensor's best.
     """
-    floors = list(floors) if floors is not None else [0] * len(alive_scores)
+    floors = list(floors) if floors is not None else [0] * len(counts)
+    offsets = [0]
+    for c in counts:
+        offsets.append(offsets[-1] + c)
+    segments = [scores[offsets[j]:offsets[j + 1]] for j in range(len(counts))]
     if scope == "local":
-        counts = apportion(sizes, keep, floors, [s.numel() for s in alive_scores])
-        return [keep_top(s, c) for s, c in zip(alive_scores, counts)]
+        quota = apportion(sizes, keep, floors, counts)
+        parts = [lowest(seg, c - q) + off for seg, c, q, off in zip(segments, counts, quota, offsets)]
+        return torch.cat(parts) if parts else scores.new_empty(0, dtype=torch.long)
     if scope != "global":
         raise ScoringError(f"unknown scope '{scope}' (choose from {', '.join(SCOPES)})")
     if sum(floors) > keep:
         raise ScoringError(f"the per-tensor minimum needs {sum(floors)} weights but only {keep} are kept")
-    flat = torch.cat([s.reshape(-1) for s in alive_scores])
-    offset = 0
-    for s, floor in zip(alive_scores, floors):
-        if floor > 0:  # reserve a tensor's best `floor` entries: +inf ranks them above everything
-            best = torch.nonzero(keep_top(s, floor)).squeeze(1)
-            flat[offset + best] = math.inf
-        offset += s.numel()
-    return list(torch.split(keep_top(flat, keep), [s.numel() for s in alive_scores]))
+    for seg, floor, c in zip(segments, floors, counts):
+        if 0 < floor < c:  # reserve a tensor's best `floor` entries: +inf ranks them above everything
+            seg[highest(seg, floor)] = math.inf
+        elif floor >= c:
+            seg.fill_(math.inf)
+    return lowest(scores, scores.numel() - keep)
 
 
 def select_masks(scores: dict[str, torch.Tensor], keep: int, scope: str = "global",
@@ -117,23 +160,25 @@ def select_masks(scores: dict[str, torch.Tensor], keep: int, scope: str = "globa
                  floors: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Boolean masks keeping `keep` entries in all, chosen by score among those `previous` left unpruned.
 
-    Entries pruned in `previous` stay pruned whatever their score (topk among unpruned entries only).
+    Entries pruned in `previous` stay pruned whatever their score (top-k among unpruned entries only).
     """
     names = list(scores)
-    alive = []
+    masks = {}
     for name in names:
         mask = None if previous is None else previous.get(name)
-        flat = torch.ones(scores[name].numel(), dtype=torch.bool, device=scores[name].device) \
-            if mask is None else mask.reshape(-1).to(torch.bool)
-        alive.append(torch.nonzero(flat).squeeze(1))
-    alive_scores = [scores[n].reshape(-1)[a] for n, a in zip(names, alive)]
-    if keep > sum(a.numel() for a in alive):
-        raise ScoringError(f"cannot keep {keep} weights: only {sum(a.numel() for a in alive)} are unpruned")
-    floor_list = [min((floors or {}).get(n, 0), a.numel()) for n, a in zip(names, alive)]
-    flags = select(alive_scores, keep, scope, [scores[n].numel() for n in names], floor_list)
-    masks = {}
-    for name, a, f in zip(names, alive, flags):
-        mask = torch.zeros(scores[name].numel(), dtype=torch.bool, device=a.device)
-        mask[a[f]] = True
-        masks[name] = mask.reshape(scores[name].shape)
+        masks[name] = torch.ones(scores[name].numel(), dtype=torch.bool, device=scores[name].device) \
+            if mask is None else mask.reshape(-1).to(torch.bool).clone()
+    alive = [torch.nonzero(masks[n]).squeeze(1) for n in names]
+    counts = [a.numel() for a in alive]
+    if keep > sum(counts):
+        raise ScoringError(f"cannot keep {keep} weights: only {sum(counts)} are unpruned")
+    flat = torch.cat([scores[n].reshape(-1)[a] for n, a in zip(names, alive)])
+    floor_list = [min((floors or {}).get(n, 0), c) for n, c in zip(names, counts)]
+    pruned = select_pruned(flat, counts, keep, scope, [scores[n].numel() for n in names], floor_list)
+    owner = torch.repeat_interleave(torch.arange(len(names), device=flat.device),
+                                    torch.tensor(counts, device=flat.device))[pruned]
+    flat_index = torch.cat(alive)[pruned] if alive else pruned
+    for j, name in enumerate(names):
+        masks[name][flat_index[owner == j]] = False
+        masks[name] = masks[name].reshape(scores[name].shape)
     return masks

@@ -98,12 +98,17 @@ class Scorer:
         """Entries `flat_index` of tensor j are pruned from now on."""
         self.masks[j].view(-1)[flat_index] = 0
 
-    def scores(self, alive: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """Scores per prunable tensor: whole tensors, or the flat entries `alive[j]` of each."""
-        dense = self.dense()
-        if alive is None:
-            return dense
-        return [d.reshape(-1)[a] if a.numel() < d.numel() else d.reshape(-1) for d, a in zip(dense, alive)]
+    def scores(self) -> list[torch.Tensor]:
+        """One score tensor per prunable tensor, shaped like it."""
+        return self.dense()
+
+    def alive_scores(self, alive: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+        """Scores of the flat entries `alive[j]` of each tensor, concatenated into `out` (a view of it)."""
+        offset = 0
+        for d, a in zip([d.detach() for d in self.dense()], alive):
+            gather(d.reshape(-1), a, out[offset:offset + a.numel()])
+            offset += a.numel()
+        return out[:offset]
 
     def dense(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -140,8 +145,17 @@ class Scorer:
         return [p.detach() for p in self.params]
 
 
+def gather(src: torch.Tensor, index: torch.Tensor, dst: torch.Tensor) -> None:
+    """dst = src[index] without allocating (unless the dtypes differ, e.g. a float16 tensor)."""
+    if src.dtype == dst.dtype:
+        torch.index_select(src, 0, index, out=dst)
+    else:
+        dst.copy_(src.index_select(0, index))
+
+
 def _finite(scores: list[torch.Tensor], method: str, precision: torch.dtype) -> list[torch.Tensor]:
-    if not all(bool(torch.isfinite(s).all()) for s in scores):
+    """Scores unchanged, or ScoringError on inf/nan (one float64 sum per tensor: a single pass)."""
+    if not all(bool(torch.isfinite(s.sum(dtype=torch.float64))) for s in scores):
         dtype = str(precision).replace("torch.", "")
         hint = "; score in float64 (precision=torch.float64)" if precision != torch.float64 else ""
         raise ScoringError(f"{method} scores are not finite (inf or nan) in {dtype}{hint}")
@@ -238,6 +252,7 @@ class SynFlow(Scorer):
                 twin.set_mask(name, None)
         device = self.params[0].device
         self.feeds = ones_feeds(twin, self.input_shapes, self.input_values, device=device)
+        self._gathered = None
         self._stack.enter_context(linearized(twin))
 
     @torch.no_grad()
@@ -251,20 +266,35 @@ class SynFlow(Scorer):
             raise ScoringError("synflow needs a float output: the model has none")
         r = sum(o.sum() for o in outputs)
         if not bool(torch.isfinite(r)):
-            raise ScoringError(f"synflow: R is {float(r)} in {str(self.precision).replace('torch.', '')}; "
+            raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}; "
                                f"score in float64 (precision=torch.float64)")
         return r, self.grads(r)
 
-    def scores(self, alive=None):
+    def dense(self):
         _, grads = self.flow()
-        out = []
-        for j, (p, g) in enumerate(zip(self.params, grads)):
-            if alive is None or alive[j].numel() == p.numel():
-                out.append((p.detach() * g).abs().reshape(-1) if alive is not None else (p.detach() * g).abs())
+        return _finite([(p.detach() * g).abs() for p, g in zip(self.params, grads)], self.name, self.precision)
+
+    def alive_scores(self, alive, out):
+        """|θ ⊙ ∂R/∂θ| gathered at the alive entries only, into preallocated buffers."""
+        _, grads = self.flow()
+        with torch.no_grad():
+            return self._gather_scores(grads, alive, out)
+
+    def _gather_scores(self, grads, alive, out):
+        if self._gathered is None or self._gathered.numel() < out.numel():
+            self._gathered = torch.empty_like(out)
+        offset = 0
+        for p, g, a in zip(self.params, grads, alive):
+            n = a.numel()
+            dst, aux = out[offset:offset + n], self._gathered[offset:offset + n]
+            if n == p.numel():
+                torch.mul(p.reshape(-1), g.reshape(-1), out=dst)
             else:
-                a = alive[j]
-                out.append((p.detach().reshape(-1)[a] * g.reshape(-1)[a]).abs_())
-        return _finite(out, self.name, self.precision)
+                gather(p.reshape(-1), a, dst)
+                gather(g.reshape(-1), a, aux)
+                dst.mul_(aux)
+            offset += n
+        return _finite([out[:offset].abs_()], self.name, self.precision)[0]
 
 
 def _batchnorm_statistics(twin: Twin) -> set[str]:

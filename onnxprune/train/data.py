@@ -142,7 +142,7 @@ def _npz_arrays(path: Path, train: bool) -> tuple[np.ndarray, np.ndarray, np.nda
     split = "train" if train else "test"
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in (f"x_{split}", f"y_{split}", "x_train") if k not in f.files]
+            missing = [k for k in dict.fromkeys((f"x_{split}", f"y_{split}", "x_train")) if k not in f.files]
             if missing:
                 raise DataError(f"{path}: npz has no {', '.join(missing)} (it has {', '.join(f.files) or 'nothing'})")
             return f[f"x_{split}"], f[f"y_{split}"], f["x_train"] if not train else None
@@ -198,6 +198,8 @@ def _npz(path: Path, train: bool, spec, augment: bool, normalize: bool) -> Array
     x, y, x_train = _npz_arrays(path, train)
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{path}: labels must be one integer per image ({len(x)} images, labels {y.shape})")
+    if len(x) == 0:
+        raise DataError(f"{path}: no images (x_{'train' if train else 'test'} is empty)")
     x = _as_nchw(x, path)
     stats = _npz_stats(_as_nchw(x_train, path) if x_train is not None else x) if normalize else None
     layout = plan_layout(spec, tuple(x.shape[1:]), f"the images in {path.name}")

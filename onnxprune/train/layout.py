@@ -48,7 +48,7 @@ def _dims(spec) -> tuple:
 
 
 def _shape_text(spec) -> str:
-    return "[" + ", ".join(str(d) if d else "?" for d in (spec.shape or ())) + "]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in (spec.shape or ())) + "]"
 
 
 def plan_layout(spec, sample: tuple[int, int, int], what: str) -> Layout:

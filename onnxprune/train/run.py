@@ -138,6 +138,8 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     if payload is not None:
         trainer.restore(payload)
         reporter.line(f"resuming after epoch {trainer.start_epoch} from {req.checkpoint}")
+    elif req.resume:
+        reporter.line(f"no checkpoint at {req.checkpoint}: starting from epoch 1")
     history = trainer.fit()
     if info.main:
         _write_outputs(req, tied.model, twin, history, kept, total)

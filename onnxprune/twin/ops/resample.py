@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..registry import register
 from ..tensors import int_list
@@ -189,3 +190,17 @@ def upsample_7(x, *, mode, scales):
 @register("Upsample", since=9)
 def upsample(x, scales, *, mode):
     return _upsample(x, _floats(scales), mode)
+
+
+# ----- GridSample / AffineGrid ------------------------------------------------------------------------
+_GRID_MODES = {"linear": "bilinear", "cubic": "bicubic"}  # opset 20 names -> torch's (= opset 16's)
+
+
+@register("GridSample", since=16)
+def grid_sample(x, grid, *, align_corners, mode, padding_mode):
+    return F.grid_sample(x, grid.to(x.dtype), _GRID_MODES.get(mode, mode), padding_mode, bool(align_corners))
+
+
+@register("AffineGrid", since=20)
+def affine_grid(theta, size, *, align_corners):
+    return F.affine_grid(theta, int_list(size), bool(align_corners))

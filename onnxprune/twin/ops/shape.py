@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import register
-from ..tensors import int_list, to_torch
+from ..tensors import FLOAT8_TYPES, SUBBYTE_TYPES, int_list, readable, to_float8, to_subbyte, to_torch
 
 
 @register("Identity")
@@ -143,14 +143,25 @@ def constant_of_shape(shape, *, value, ctx):
     return ctx.promote(fill.reshape(()).to(shape.device).expand(int_list(shape)).clone())
 
 
+def _cast(x, dtype, saturate, round_mode):
+    if x.dtype == dtype:
+        return x
+    x = readable(x)
+    if dtype in FLOAT8_TYPES.values():
+        return to_float8(x, dtype, bool(saturate), round_mode)
+    if dtype in SUBBYTE_TYPES.values():
+        return to_subbyte(x, dtype)
+    return x.to(dtype)
+
+
 @register("Cast", since=6)
-def cast(x, *, to, ctx, saturate=1, round_mode=None):
-    return x.to(ctx.dtype(to))
+def cast(x, *, to, ctx, saturate=1, round_mode="up"):  # saturate: since 19, round_mode: since 24
+    return _cast(x, ctx.dtype(to), saturate, round_mode)
 
 
 @register("CastLike", since=15)
-def cast_like(x, like, *, saturate=1, round_mode=None):
-    return x.to(like.dtype)
+def cast_like(x, like, *, saturate=1, round_mode="up"):
+    return _cast(x, like.dtype, saturate, round_mode)
 
 
 @register("Dropout", since=1)
