@@ -174,8 +174,12 @@ def _external_files(path: Path) -> list[Path]:
 
 
 def model_info(model: onnx.ModelProto) -> dict[str, Any]:
-    data = model.SerializeToString() if model.ByteSize() < 2**31 else b""
-    return {"path": None, "sha256": hashlib.sha256(data).hexdigest() if data else None, "bytes": model.ByteSize()}
+    """sha256 and size of the serialized model (sha256 None over protobuf's 2 GB limit)."""
+    try:
+        data = model.SerializeToString()
+    except ValueError:  # over 2 GB: only savable with external data
+        return {"path": None, "sha256": None, "bytes": model.ByteSize()}
+    return {"path": None, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 # ----- data for data-driven methods ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import onnx
-from onnx import defs, external_data_helper, helper, shape_inference
+from onnx import defs, external_data_helper, helper, numpy_helper, shape_inference
 
 from .errors import InvalidModelError, OutputError, one_line
 
@@ -100,12 +100,26 @@ def _check(model: onnx.ModelProto, path: Path) -> None:
                                     f"newer than this onnx knows (up to {versions[domain][1]})")
     if not model.graph.output:
         raise InvalidModelError(f"{path}: the graph has no outputs")
-    for tensor in list(model.graph.initializer) + [s.values for s in model.graph.sparse_initializer]:
+    _check_tensors(model.graph, path)
+
+
+def _check_tensors(graph: onnx.GraphProto, path: Path) -> None:
+    """Every stored tensor decodes to its declared shape. The checker only refuses too little data;
+    too much (or an unknown element type) would fail later, wherever the tensor is first read."""
+    tensors = list(graph.initializer)
+    tensors += [t for s in graph.sparse_initializer for t in (s.values, s.indices)]
+    tensors += [a.t for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    for tensor in tensors:
         try:
             helper.tensor_dtype_to_np_dtype(tensor.data_type)
         except Exception:  # noqa: BLE001 (KeyError for unknown codes)
-            raise InvalidModelError(f"{path}: initializer '{tensor.name}' has unknown element type "
+            raise InvalidModelError(f"{path}: tensor '{tensor.name}' has unknown element type "
                                     f"{tensor.data_type}") from None
+        try:
+            numpy_helper.to_array(tensor)
+        except Exception as err:  # noqa: BLE001 (ValueError mostly: data and dims disagree)
+            raise InvalidModelError(f"{path}: tensor '{tensor.name}' has data that does not fit its shape "
+                                    f"{list(tensor.dims)} ({one_line(str(err))})") from None
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

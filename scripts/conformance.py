@@ -61,11 +61,16 @@ class Outcome:
 
 
 def load_cases(op: str | None = None) -> list:
+    """The backend node cases (generated once per process), optionally only those testing `op`."""
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generators overflow casts on purpose
-        return list(collect_testcases(op))
+        cases = list(collect_testcases(None))
+    if op is None:
+        return cases
+    ops = case_ops(cases)
+    return [case for case in cases if ops[case.name] == op]
 
 
 def case_ops(cases) -> dict[str, str]:

@@ -142,15 +142,14 @@ def plot(rows: list[dict], path) -> int:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
     ax = axes[2]
-    for method in METHODS:
+    for method in METHODS:  # mean per weight as a share of the method's total: scales become comparable
         layers = runs[("vgg16", method)]
-        ax.scatter([int(r["size"]) for r in layers], [float(r["mean_abs_score"]) for r in layers], s=22,
-                   color=COLORS[method], label=LABELS[method])
+        ax.scatter([int(r["size"]) for r in layers], [float(r["abs_share"]) / int(r["size"]) for r in layers],
+                   s=22, color=COLORS[method], label=LABELS[method])
     sizes = sorted(int(r["size"]) for r in runs[("vgg16", "synflow")])
-    first = runs[("vgg16", "synflow")]
-    k = sum(float(r["abs_sum"]) for r in first) / len(first)
-    ax.plot(sizes, [k / s for s in sizes], color="tab:blue", ls="--", lw=1, label="∝ 1/size")
-    ax.set(xscale="log", yscale="log", xlabel="weights in the layer", ylabel="mean |score| per weight",
+    n = len(sizes)
+    ax.plot(sizes, [1 / (n * s) for s in sizes], color="k", ls=":", lw=1, label="equal totals: 1/(L·size)")
+    ax.set(xscale="log", yscale="log", xlabel="weights in the layer", ylabel="mean |score| per weight / total |score|",
            title="VGG-16: layer size vs mean score (Fig. 4)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")

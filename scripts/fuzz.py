@@ -192,20 +192,80 @@ def change_types(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
         tensor = _pick(rng, list(model.graph.initializer))
         array = numpy_helper.to_array(tensor)
         dtype = rng.choice([np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_])
-        tensor.CopyFrom(numpy_helper.from_array(array.astype(dtype), tensor.name))
+        with np.errstate(invalid="ignore"):  # NaN or inf cast to an integer type: any value will do
+            tensor.CopyFrom(numpy_helper.from_array(array.astype(dtype), tensor.name))
     return model
 
 
 def rewire(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
-    """Point one node input at another existing value, or rename a graph input/output."""
-    names = [v.name for v in model.graph.input] + [t.name for t in model.graph.initializer]
-    names += [o for n in model.graph.node for o in n.output]
-    node = _pick(rng, list(model.graph.node))
-    if node is not None and node.input and rng.random() < 0.7:
-        node.input[rng.randrange(len(node.input))] = rng.choice(names + [""])
+    """Point one node input at another value defined before it (the graph stays sorted), or rename a
+    graph input/output."""
+    nodes = list(model.graph.node)
+    if nodes and rng.random() < 0.7:
+        i = rng.randrange(len(nodes))
+        names = [v.name for v in model.graph.input] + [t.name for t in model.graph.initializer]
+        names += [o for n in nodes[:i] for o in n.output]
+        if nodes[i].input:
+            nodes[i].input[rng.randrange(len(nodes[i].input))] = rng.choice(names + [""])
     else:
         value = _pick(rng, list(model.graph.input) + list(model.graph.output))
-        value.name = rng.choice(names + ["renamed"])
+        value.name = rng.choice(["renamed", "y", "x", "fc0.weight"])
+    return model
+
+
+def poison_weights(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
+    """NaN, inf, huge, tiny or zero values in one initializer (all valid for the checker)."""
+    tensor = _pick(rng, [t for t in model.graph.initializer if t.data_type == TensorProto.FLOAT])
+    array = numpy_helper.to_array(tensor).copy()
+    value = rng.choice([np.nan, np.inf, -np.inf, 1e38, 1e-45, 0.0])
+    if rng.random() < 0.3:
+        array[...] = value
+    else:
+        array.reshape(-1)[rng.randrange(array.size)] = value
+    tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    return model
+
+
+def swap_op(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
+    """Another elementwise activation in place of one (attributes dropped: they belonged to the old op)."""
+    unary = ["Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softplus", "Identity", "Abs", "Neg", "Exp",
+             "HardSwish", "Softsign", "Sqrt", "Log", "Reciprocal", "Gelu"]
+    node = _pick(rng, [n for n in model.graph.node if len(n.input) == 1 and len(n.output) == 1])
+    node.op_type = rng.choice(unary)
+    del node.attribute[:]
+    return model
+
+
+def insert_node(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
+    """A pass-through node (Identity, Cast to float, Transpose twice) in front of some node input."""
+    nodes = list(model.graph.node)
+    i = rng.randrange(len(nodes))
+    slot = rng.randrange(len(nodes[i].input))
+    source, mid = nodes[i].input[slot], f"inserted_{rng.randrange(10**6)}"
+    kind = rng.choice(["Identity", "Cast", "Transpose", "Dropout"])
+    if kind == "Cast":
+        new = [helper.make_node("Cast", [source], [mid], to=TensorProto.FLOAT)]
+    elif kind == "Transpose":
+        new = [helper.make_node("Transpose", [source], [mid + "t"]), helper.make_node("Transpose", [mid + "t"], [mid])]
+    else:
+        new = [helper.make_node(kind, [source], [mid])]
+    nodes[i].input[slot] = mid
+    for j, node in enumerate(new):
+        model.graph.node.insert(i + j, node)
+    return model
+
+
+def conv_attrs(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
+    """Plausible Conv / pool attribute changes (strides, pads, dilations, auto_pad, ceil_mode)."""
+    node = _pick(rng, [n for n in model.graph.node if n.op_type in ("Conv", "MaxPool", "AveragePool")])
+    name, value = rng.choice([("strides", [2, 2]), ("pads", [0, 0, 0, 0]), ("pads", [2, 1, 0, 1]),
+                              ("dilations", [2, 2]), ("auto_pad", "SAME_UPPER"), ("auto_pad", "VALID"),
+                              ("kernel_shape", [3, 3]), ("ceil_mode", 1), ("group", 2)])
+    if name == "ceil_mode" and node.op_type == "Conv":
+        return model
+    kept = [a for a in node.attribute if a.name != name and not (name == "auto_pad" and a.name == "pads")]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute(name, value)])
     return model
 
 
@@ -228,7 +288,11 @@ def change_opset(model: onnx.ModelProto, rng: random.Random) -> onnx.ModelProto:
 
 
 MUTATORS = {f.__name__: f for f in (flip_bytes, truncate, drop_node, change_dims, change_attribute,
-                                    remove_initializer, change_types, rewire, change_opset)}
+                                    remove_initializer, change_types, rewire, change_opset, poison_weights,
+                                    swap_op, insert_node, conv_attrs)}
+# The mutations that keep a model loadable most of the time: drawn more often, so the fuzz reaches
+# the twin and the engine instead of stopping at the loader.
+DEEP = ("poison_weights", "swap_op", "insert_node", "conv_attrs", "change_dims", "rewire")
 
 
 def mutate(model: onnx.ModelProto, names: list[str], rng: random.Random) -> bytes:
@@ -260,7 +324,8 @@ class Outcome:
 
 
 def contract_problems(code: int, stdout: str, stderr: str, folder: Path, before: dict[str, str],
-                      output: Path | None, *, usage: bool = False, codes=(0, 2)) -> list[str]:
+                      output: Path | None, *, usage: bool = False, codes=(0, 2),
+                      extra_outputs: tuple[Path, ...] = ()) -> list[str]:
     """Everything the run did against the contract (empty list: it kept it)."""
     problems = []
     if code not in codes:
@@ -272,7 +337,8 @@ def contract_problems(code: int, stdout: str, stderr: str, folder: Path, before:
     changed = [n for n in before if after.get(n) != before[n]]
     if changed:
         problems.append(f"input files changed or removed: {changed}")
-    new = sorted(set(after) - set(before) - ({output.name} if output is not None and code == 0 else set()))
+    written = {p.name for p in (output, *extra_outputs) if p is not None} if code == 0 else set()
+    new = sorted(set(after) - set(before) - written)
     if new:
         problems.append(f"files left behind: {new}")
     if code != 0:
@@ -284,41 +350,94 @@ def contract_problems(code: int, stdout: str, stderr: str, folder: Path, before:
     return problems
 
 
-def output_problems(input_path: Path, output: Path) -> list[str]:
-    """A success must write a model that our loader and onnxruntime accept, if the input was."""
+def output_problems(input_path: Path, output: Path, report_path: Path | None = None) -> list[str]:
+    """A success must write a model that our loader and onnxruntime accept (when they accept the
+    input), and a report that tells the truth about it."""
     from onnxprune.errors import OnnxPruneError
     from onnxprune.io import load_model
 
     if not output.is_file():
         return ["exit 0 without an output file"]
     try:
-        load_model(output)
+        model = load_model(output)
     except OnnxPruneError as err:
         return [f"output does not load: {err}"]
-    if _ort_loads(input_path) and not _ort_loads(output):
+    if _ort_session(input_path) is not None and _ort_session(output) is None:
         return ["onnxruntime loads the input but not the output"]
-    return []
+    return report_problems(model, report_path) if report_path is not None else []
 
 
-def _ort_loads(path: Path) -> bool:
+def report_problems(model: onnx.ModelProto, report_path: Path) -> list[str]:
+    """The report's counts: kept == round(prunable x target density), and no layer of the written file
+    holds more non-zeros than the report says it kept."""
+    import json
+
+    from onnxprune.writeback import stored_tensors
+
+    if not report_path.is_file():
+        return ["exit 0 without the report"]
+    report = json.loads(report_path.read_text())
+    problems = []
+    if report["kept_params"] != round(report["prunable_params"] * report["target_density"]):
+        problems.append(f"report: kept {report['kept_params']} != round({report['prunable_params']} x "
+                        f"{report['target_density']})")
+    stored = stored_tensors(model.graph)
+    for layer in report["layers"]:
+        if layer["name"] not in stored:
+            continue  # a folded constant source: not stored as a tensor of that name
+        nonzero = int(np.count_nonzero(stored[layer["name"]][1]))
+        if nonzero > layer["kept"]:
+            problems.append(f"report: layer {layer['name']} kept {layer['kept']} but the file has {nonzero} non-zeros")
+    if sum(layer["kept"] for layer in report["layers"]) != report["kept_params"]:
+        problems.append("report: per-layer kept counts do not add up")
+    return problems
+
+
+def _ort_session(path: Path):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
     try:
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return True
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception:  # noqa: BLE001 (any failure means "does not load")
+        return None
+
+
+def ort_runs(path: Path) -> bool:
+    """onnxruntime runs the model on ones (symbolic dims 1): then a twin refusing to run a node of it
+    is a twin bug, not a bad model."""
+    session = _ort_session(path)
+    if session is None:
+        return False
+    feeds = {}
+    for spec in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+        dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                 "tensor(float16)": np.float16}.get(spec.type)
+        if dtype is None:
+            return False
+        feeds[spec.name] = np.ones(shape, dtype) if dtype != np.int64 else np.zeros(shape, dtype)
+    try:
+        session.run(None, feeds)
+        return True
+    except Exception:  # noqa: BLE001
         return False
 
 
-def prune_args(input_path: Path, output: Path, rng: random.Random) -> list[str]:
-    """A cheap prune command line: a data-free method, few iterations, a small compression."""
-    method = rng.choice(["synflow", "mag", "rand"])
-    args = ["prune", str(input_path), "-o", str(output), "--compression", str(rng.choice([0.3, 1, 2])),
-            "--method", method, "--seed", "0", "--quiet"]
+def prune_args(input_path: Path, output: Path, report: Path, rng: random.Random) -> list[str]:
+    """A cheap prune command line: a data-free method, few iterations, a small compression, and a
+    random pick of the other options."""
+    method = rng.choice(["synflow", "synflow", "mag", "rand"])
+    args = ["prune", str(input_path), "-o", str(output), "--report", str(report), "--compression",
+            str(rng.choice([0.3, 1, 2])), "--method", method, "--seed", "0", "--quiet"]
     if method == "synflow":
         args += ["--iterations", str(rng.randint(1, 3))]
+    extras = [["--scope", "local"], ["--prune-bias"], ["--format", "dense"], ["--format", "sparse"],
+              ["--schedule", "linear"], ["--precision", "float32"], ["--exclude", "fc0*"],
+              ["--min-layer-density", "0.05"], ["--input-shape", "x=2x8"], ["--input-shape", "x=1x1x8x8"]]
+    for extra in rng.sample(extras, rng.randint(0, 3)):
+        args += extra
     return args
 
 
@@ -347,15 +466,23 @@ def fuzz_case(folder: Path, base: str, names: list[str], seed: int, runner=run_i
     rng = random.Random(seed)
     source = folder / "model.onnx"
     source.write_bytes(mutate(BASES[base](seed=seed % 3), names, rng))
-    output = folder / "pruned.onnx"
-    args = prune_args(source, output, rng)
+    output, report = folder / "pruned.onnx", folder / "report.json"
+    args = prune_args(source, output, report, rng)
     before = snapshot(folder)
     code, stdout, stderr = runner(args)
     outcome = Outcome(code, stdout, stderr)
-    outcome.problems = contract_problems(code, stdout, stderr, folder, before, output)
+    outcome.problems = contract_problems(code, stdout, stderr, folder, before, output, extra_outputs=(report,))
     if code == 0 and not outcome.problems:
-        outcome.problems += output_problems(source, output)
+        outcome.problems += output_problems(source, output, report)
+    if "cannot run on these inputs" in stderr and ort_runs(source):
+        outcome.problems.append("the twin cannot run a node that onnxruntime runs")
     return outcome
+
+
+def draw(rng: random.Random) -> tuple[str, list[str], int]:
+    """One example: a base model, 1-3 mutations (half the time only the deep ones), a seed."""
+    pool = sorted(MUTATORS) if rng.random() < 0.5 else list(DEEP)
+    return rng.choice(sorted(BASES)), rng.sample(pool, rng.randint(1, 3)), rng.randrange(2**31)
 
 
 def main() -> int:
@@ -367,9 +494,7 @@ def main() -> int:
     rng = random.Random(opts.seed)
     failures, codes, start = 0, {}, time.time()
     for i in range(opts.examples):
-        base = rng.choice(sorted(BASES))
-        names = rng.sample(sorted(MUTATORS), rng.randint(1, 3))
-        seed = rng.randrange(2**31)
+        base, names, seed = draw(rng)
         with tempfile.TemporaryDirectory() as tmp:
             outcome = fuzz_case(Path(tmp), base, names, seed, run_subprocess if opts.subprocess else run_inprocess)
         codes[outcome.code] = codes.get(outcome.code, 0) + 1

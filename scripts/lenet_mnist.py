@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
+    parser.add_argument("--only", nargs="*", metavar="METHOD_C", help="a subset of runs, e.g. mag_c2 synflow_c1")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"{args.data}: not found (pass --data PATH/mnist10k.npz)")
@@ -85,6 +86,8 @@ def main() -> None:
         print(header, flush=True)
         rows = []
         for label, method, compression, reference in RUNS:
+            if args.only and f"{method or 'dense'}_c{compression:g}" not in args.only:
+                continue
             r = one_run(folder, dense, method, compression, args)
             diff = 100 * r["ort"] - reference
             rows.append({"run": label, "method": method or "dense", "compression": compression,

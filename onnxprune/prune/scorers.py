@@ -115,6 +115,8 @@ class Scorer:
 
     # ----- helpers -------------------------------------------------------------------------------
     def grads(self, value: torch.Tensor, create_graph: bool = False) -> list[torch.Tensor]:
+        if not value.requires_grad:  # e.g. a graph whose output is its input: every score would be 0
+            raise ScoringError(f"{self.name}: the model's outputs do not depend on its prunable weights")
         grads = torch.autograd.grad(value, self.params, allow_unused=True, create_graph=create_graph)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
 
@@ -157,7 +159,7 @@ def _finite(scores: list[torch.Tensor], method: str, precision: torch.dtype) -> 
     """Scores unchanged, or ScoringError on inf/nan (one float64 sum per tensor: a single pass)."""
     if not all(bool(torch.isfinite(s.sum(dtype=torch.float64))) for s in scores):
         dtype = str(precision).replace("torch.", "")
-        hint = "; score in float64 (precision=torch.float64)" if precision != torch.float64 else ""
+        hint = "; score in float64 (--precision float64; precision=torch.float64)" if precision != torch.float64 else ""
         raise ScoringError(f"{method} scores are not finite (inf or nan) in {dtype}{hint}")
     return scores
 
@@ -266,8 +268,10 @@ class SynFlow(Scorer):
             raise ScoringError("synflow needs a float output: the model has none")
         r = sum(o.sum() for o in outputs)
         if not bool(torch.isfinite(r)):
-            raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}; "
-                               f"score in float64 (precision=torch.float64)")
+            hint = ("it overflows: score in float64 (--precision float64; precision=torch.float64)"
+                    if self.precision != torch.float64 else "the weights hold inf/nan, or even float64 overflows")
+            raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}: "
+                               f"{hint}")
         return r, self.grads(r)
 
     def dense(self):

@@ -1,3 +1,3 @@
 """Op handlers, one module per family; importing this package registers them all."""
 
-from . import activations, controlflow, conv, elementwise, linalg, linear, losses, misc, norm, pool, quant, reduce, resample, sequence, shape, signal, tensor  # noqa: F401
+from . import activations, controlflow, conv, detection, elementwise, linalg, linear, losses, misc, ml, norm, pool, quant, reduce, resample, rnn, sequence, shape, signal, tensor, training  # noqa: F401

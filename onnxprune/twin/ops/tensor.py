@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import register
-from ..tensors import int_list
+from ..tensors import int_list, torch_dtype
 
 
 def _positive(indices: torch.Tensor, size: int) -> torch.Tensor:
@@ -292,3 +292,34 @@ def center_crop_pad(x, shape, *, axes=None):
             before = (target - size) // 2
             x = _pad(x, [before, target - size - before], "constant", 0, [a])
     return x
+
+
+@register("BitCast", since=26)
+def bit_cast(x, *, to):
+    # The bits themselves, so the ONNX type as given (never the float64 mode's promotion).
+    return x.view(torch_dtype(to))
+
+
+@register("Col2Im", since=18)
+def col2im(x, image_shape, block_shape, *, dilations, pads, strides):
+    # Sum every column entry into the image position its (kernel offset, block) pair covers.
+    image, kernel = int_list(image_shape), int_list(block_shape)
+    n = len(image)
+    dilations, strides, pads = dilations or [1] * n, strides or [1] * n, pads or [0] * (2 * n)
+    linear = torch.zeros((), dtype=torch.long, device=x.device)
+    inside = torch.ones((), dtype=torch.bool, device=x.device)
+    for i in range(n):
+        blocks = (image[i] + pads[i] + pads[i + n] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
+        pos = (torch.arange(kernel[i], device=x.device).reshape(-1, 1) * dilations[i]
+               + torch.arange(blocks, device=x.device) * strides[i] - pads[i])  # [kernel_i, blocks_i]
+        shape = [1] * (2 * n)
+        shape[i], shape[n + i] = kernel[i], blocks
+        pos = pos.reshape(shape)
+        inside = inside & (pos >= 0) & (pos < image[i])
+        linear = linear * image[i] + pos
+    k = math.prod(kernel)
+    inside, linear = inside.reshape(k, -1), linear.reshape(k, -1)
+    cols = x.reshape(x.shape[0], -1, k, inside.shape[1])
+    out = torch.zeros(x.shape[0], cols.shape[1], math.prod(image), dtype=x.dtype, device=x.device)
+    out.index_add_(2, linear[inside], cols[:, :, inside])
+    return out.reshape(x.shape[0], cols.shape[1], *image)
