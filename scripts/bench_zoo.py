@@ -6,7 +6,8 @@ For each model (torchvision, weights=None, never downloaded; seeded init) and de
   batch 1, R = sum of outputs, score |θ·∂R/∂θ| of Conv/Linear weights, exponential schedule, a
   kthvalue over all scores each iteration with `score <= threshold` pruned, float64;
 - onnxprune: `prune_twin` (method synflow, float64) on the twin of the exported ONNX file;
-- cli: `onnxprune prune model.onnx --compression C -o out.onnx`, end to end (CPU only).
+- cli: `onnxprune prune model.onnx --compression C -o out.onnx --iterations N --device D`, end to end
+  (process start, imports, load, twin, pruning, write-back, save; its peak is host RSS on any device).
 Each measurement runs in a fresh subprocess (peak memory = that process's ru_maxrss, or the CUDA
 allocator's peak on GPU); timings exclude building the model/twin except for the CLI. Medians of
 --runs runs. Devices without CUDA report "unmeasured".
@@ -102,6 +103,13 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     density = 10.0 ** -args.compression
+    import torchvision  # noqa: F401 (imports before the baseline: the job's own memory is peak - base)
+
+    from onnxprune.io import load_model
+    from onnxprune.prune import prune_twin
+    from onnxprune.twin import Twin
+
+    base = _peak_mb("cpu")
     if args.worker == "reference":
         model = torchvision_model(args.model, args.num_classes, args.seed)
         _sync(args.device)
@@ -109,25 +117,20 @@ def worker(args) -> dict:
         kept = reference_synflow(model, (1, 3, args.size, args.size), density, args.iterations, args.device)
         _sync(args.device)
     else:
-        from onnxprune.io import load_model
-        from onnxprune.prune import prune_twin
-        from onnxprune.twin import Twin
-
         twin = Twin(load_model(args.onnx)).to(args.device)
         _sync(args.device)
         start = time.perf_counter()
         kept = prune_twin(twin, method="synflow", density=density, iterations=args.iterations,
                           precision=torch.float64).kept
         _sync(args.device)
-    return {"seconds": time.perf_counter() - start, "peak_mb": _peak_mb(args.device), "kept": kept}
+    return {"seconds": time.perf_counter() - start, "peak_mb": _peak_mb(args.device), "base_mb": base, "kept": kept}
 
 
 def cli_worker(args) -> dict:
     """Runs the installed CLI as a child; its peak RSS is the largest child's (the only child)."""
     out = Path(args.onnx).with_suffix(".pruned.onnx")
-    command = [str(CLI), "prune", args.onnx, "--compression", str(args.compression), "-o", str(out)]
-    if "--iterations" in subprocess.run([str(CLI), "prune", "--help"], capture_output=True, text=True).stdout:
-        command += ["--iterations", str(args.iterations)]
+    command = [str(CLI), "prune", args.onnx, "--compression", str(args.compression), "-o", str(out),
+               "--iterations", str(args.iterations), "--device", args.device, "--quiet", "--overwrite"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -174,8 +177,7 @@ def bench_model(model: str, folder: Path, cuda: bool, args) -> dict:
            "prunable": n_weights, "iterations": args.iterations, "compression": args.compression,
            "runs": args.runs, "threads": args.threads}
     for device in args.device:
-        kinds = [k for k in KINDS if device == "cpu" or k != "cli"]
-        for kind in kinds:
+        for kind in KINDS:
             key = f"{kind}_{device}"
             if device == "cuda" and not cuda:
                 row[f"{key}_s"] = row[f"{key}_peak_mb"] = "unmeasured"
@@ -187,6 +189,7 @@ def bench_model(model: str, folder: Path, cuda: bool, args) -> dict:
             row[f"{key}_s"] = round(statistics.median(r["seconds"] for r in results), 3)
             row[f"{key}_peak_mb"] = round(statistics.median(r["peak_mb"] for r in results))
             if "kept" in results[0]:
+                row[f"{key}_base_mb"] = round(statistics.median(r["base_mb"] for r in results))
                 row[f"{key}_kept"] = results[0]["kept"]
             print(f"{model:13s} {kind:9s} {device}: {[round(r['seconds'], 2) for r in results]} s, "
                   f"peak {row[f'{key}_peak_mb']} MB", flush=True)
@@ -210,15 +213,19 @@ def versions() -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = ("| model | input | prunable weights | reference loop (s) | onnxprune (s) | speed-up | peak RSS ref / "
-            "onnxprune (MB) | CLI end-to-end (s) | CLI peak RSS (MB) | CUDA ref / onnxprune (s) |\n"
+            "onnxprune (MB) | CLI end-to-end (s) | CLI peak RSS (MB) | CUDA ref / onnxprune / CLI (s) |\n"
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
     lines = []
     for r in rows:
-        gpu = r.get("reference_cuda_s", "unmeasured")
-        gpu = gpu if gpu == "unmeasured" else f"{gpu} / {r['onnxprune_cuda_s']}"
-        lines.append(f"| {r['model']} | {r['input']} | {r['prunable'] / 1e6:.1f} M | {r['reference_cpu_s']} | "
-                     f"{r['onnxprune_cpu_s']} | {r['speedup_cpu']}× | {r['reference_cpu_peak_mb']} / "
-                     f"{r['onnxprune_cpu_peak_mb']} | {r['cli_cpu_s']} | {r['cli_cpu_peak_mb']} | {gpu} |")
+        get = lambda key: r.get(key, "—")  # noqa: E731 (a device not asked for)
+        gpu = get("reference_cuda_s")
+        if gpu not in ("unmeasured", "—"):
+            gpu = f"{gpu} / {get('onnxprune_cuda_s')} / {get('cli_cuda_s')}"
+        speedup = get("speedup_cpu")
+        lines.append(f"| {r['model']} | {r['input']} | {int(r['prunable']) / 1e6:.1f} M | {get('reference_cpu_s')} | "
+                     f"{get('onnxprune_cpu_s')} | {speedup}{'×' if isinstance(speedup, float) else ''} | "
+                     f"{get('reference_cpu_peak_mb')} / {get('onnxprune_cpu_peak_mb')} | {get('cli_cpu_s')} | "
+                     f"{get('cli_cpu_peak_mb')} | {gpu} |")
     return head + "\n".join(lines)
 
 
@@ -230,10 +237,11 @@ def plot(rows: list[dict], path: Path) -> int:
     width = 0.27
     for i, (kind, color) in enumerate(zip(KINDS, ("tab:gray", "tab:blue", "tab:green"))):
         xs = [j + (i - 1) * width for j in range(len(rows))]
-        seconds = [r[f"{kind}_cpu_s"] if isinstance(r[f"{kind}_cpu_s"], float) else 0 for r in rows]
-        peaks = [r[f"{kind}_cpu_peak_mb"] if isinstance(r[f"{kind}_cpu_peak_mb"], (int, float)) else 0 for r in rows]
-        ax_t.bar(xs, seconds, width, label=kind, color=color)
-        ax_m.bar(xs, peaks, width, label=kind, color=color)
+        seconds = [r.get(f"{kind}_cpu_s") if isinstance(r.get(f"{kind}_cpu_s"), float) else 0 for r in rows]
+        peaks = [r.get(f"{kind}_cpu_peak_mb") if isinstance(r.get(f"{kind}_cpu_peak_mb"), int) else 0 for r in rows]
+        label = {"reference": "reference loop", "onnxprune": "onnxprune (prune_twin)", "cli": "CLI end to end"}[kind]
+        ax_t.bar(xs, seconds, width, label=label, color=color)
+        ax_m.bar(xs, peaks, width, label=label, color=color)
     for ax, label in ((ax_t, "seconds (median)"), (ax_m, "peak RSS of the process (MB)")):
         ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
         ax.set_ylabel(label)

@@ -48,6 +48,22 @@ TOLERANCES = {
     **{name: (0.0, 0.0) for name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
                                      "float8_e8m0fnu")},
 }
+# Some generators type their expected values as 4-decimal literals (GridSample's bicubic, RoiAlign):
+# such a reference is only known to +-5e-5 plus the float32 error of whatever produced it
+# (onnxruntime itself is 8.4e-5 off RoiAlign's), so it is compared with atol 1e-4.
+LITERAL_ATOL = 1e-4
+
+
+def _four_decimal_literal(want: np.ndarray) -> bool:
+    finite = want[np.isfinite(want)]
+    rounded = np.round(finite, 4)
+    return finite.size > 0 and not np.all(finite == np.round(finite)) and np.allclose(finite, rounded, rtol=0, atol=1e-7)
+
+
+# Ops whose outputs are random draws: their references come from numpy's random stream, which no other
+# generator reproduces; a failure of theirs is labelled as such.
+RANDOM_OPS = {"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
+RANDOM_CASES = ("test_training_dropout",)  # Dropout with training_mode: a random mask
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
 
 
@@ -119,6 +135,8 @@ def mismatch(expected, actual, promoted: bool = False) -> str:
         return "" if np.array_equal(got.astype(want.dtype), want) else "values differ"
     rtol, atol = TOLERANCES[want.dtype.name]
     got, want = got.astype(np.float64), want.astype(np.float64)
+    if _four_decimal_literal(want):
+        atol = max(atol, LITERAL_ATOL)
     if not np.array_equal(np.isnan(got), np.isnan(want)):
         return "NaN positions differ"
     ok = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
@@ -166,6 +184,8 @@ def run_case(case, op: str, dtype: torch.dtype = torch.float32) -> Outcome:
     except Exception as exc:  # noqa: BLE001 (a crash is a failed case, reported with its cause)
         outcome.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     outcome.passed = not outcome.reason
+    if not outcome.passed and (op in RANDOM_OPS or case.name.startswith(RANDOM_CASES)):
+        outcome.reason = f"random draws differ from numpy's: {outcome.reason}"
     return outcome
 
 

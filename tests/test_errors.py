@@ -242,6 +242,10 @@ CASES = [
          (r"labels",)),
     Case("labels out of range", data_case(x_train=images(), y_train=np.full(32, 7, np.int64)), 2, (r"label",)),
     Case("empty dataset", data_case(x_train=images(n=0), y_train=np.zeros(0, np.int64)), 2, (r"empty|no ",)),
+    # --- the other commands load through the same door
+    Case("info on a truncated file", lambda f: ["info", str(raw(VALID[:40])(f))], 2, (r"not an ONNX model",)),
+    Case("verify with escaping external data", lambda f: ["verify", str(external("../x/../../etc/passwd")(f))], 2,
+         (r"outside the model's folder",)),
     # --- Click's own usage errors: usage block, then one error line, exit 2
     Case("unknown option", with_model(mlp, "--frobnicate"), 2, (r"no such option", "--frobnicate"), usage=True),
     Case("bad --method choice", with_model(mlp, "--method", "magic"), 2, (r"--method", "magic"), usage=True),

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ScoringError
 from ..twin import Twin
+from .alive import Alive
 from .masks import SCOPES, select_pruned
 from .scorers import METHODS, scorer
 from .targets import prunable_tensors
@@ -70,69 +71,13 @@ def _check(method: str, density: float, iterations: int | None, scope: str, min_
     return n
 
 
-class Alive:
-    """Per prunable tensor, the sorted flat indices still unpruned. It only ever shrinks."""
-
-    def __init__(self, twin: Twin, names: list[str]):
-        self.index = []
-        for name in names:
-            mask, p = twin.mask(name), twin.parameter(name)
-            flat = torch.ones(p.numel(), dtype=torch.bool, device=p.device) if mask is None else mask.reshape(-1) != 0
-            self.index.append(torch.nonzero(flat).squeeze(1))
-
-    @property
-    def counts(self) -> list[int]:
-        return [a.numel() for a in self.index]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
-
-    def remove(self, positions: torch.Tensor) -> list[torch.Tensor]:
-        """Drop sorted `positions` (into the concatenation of all tensors' alive entries); returns
-        the flat indices removed from each tensor."""
-        removed, offset = [], 0
-        bounds = torch.searchsorted(positions, torch.tensor(_cumulative(self.counts), device=positions.device))
-        for j, a in enumerate(self.index):
-            local = positions[int(bounds[j]):int(bounds[j + 1])] - offset
-            offset += a.numel()
-            removed.append(a[local])
-            if local.numel():
-                keep = torch.ones(a.numel(), dtype=torch.bool, device=a.device)
-                keep[local] = False
-                self.index[j] = _compress(a, keep)
-        return removed
-
-
-def _cumulative(counts: list[int]) -> list[int]:
-    out = [0]
-    for c in counts:
-        out.append(out[-1] + c)
+def _shuffled(masks: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """The ablation: same count per tensor, positions at random (a real permutation of each mask)."""
+    out = []
+    for m in masks:
+        perm = torch.randperm(m.numel(), generator=generator).to(m.device)
+        out.append(m.reshape(-1)[perm].reshape(m.shape))
     return out
-
-
-def _compress(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    # Boolean indexing on CPU costs ~15 ns per entry in torch (nonzero + gather), numpy's ~1 ns;
-    # this runs over every alive entry each iteration, so it matters. Other devices use torch.
-    if values.device.type == "cpu":
-        return torch.from_numpy(values.numpy()[keep.numpy()])
-    return values[keep]
-
-
-def _invert_(scores: torch.Tensor) -> torch.Tensor:
-    """The Synaptic-Flow ablation, in place: rank by 1/score (its v / v²); a zero score becomes +inf."""
-    return scores.reciprocal_()
-
-
-def _masks(names, sizes, shapes, alive: Alive, shuffle: bool, generator) -> dict[str, torch.Tensor]:
-    masks = {}
-    for name, n, shape, a in zip(names, sizes, shapes, alive.index):
-        flat = torch.zeros(n, dtype=torch.bool, device=a.device)
-        flat[a] = True
-        if shuffle:  # the ablation: same count per tensor, positions at random
-            flat = flat[torch.randperm(n, generator=generator).to(a.device)]
-        masks[name] = flat.reshape(shape)
-    return masks
 
 
 def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iterations: int | None = None,
@@ -164,7 +109,7 @@ def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iteration
         raise ScoringError(f"density {density:.3g} keeps round({total} x {density:.3g}) = 0 of {total} prunable "
                            f"weights: fewer than one weight would remain (compression at most "
                            f"~{math.log10(2 * total):.2f} here)")
-    alive = Alive(twin, names)
+    alive = Alive([twin.mask(n) for n in names], sizes, params[0].device)
     if counts[-1] > alive.total:
         raise ScoringError(f"density {density} keeps {counts[-1]} weights but only {alive.total} are unpruned")
     floors = [min(math.ceil(round(min_layer_density * n, 9)), c) for n, c in zip(sizes, alive.counts)]
@@ -177,18 +122,19 @@ def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iteration
     with session:
         buffer = torch.empty(alive.total, dtype=precision, device=params[0].device)  # reused every iteration
         for k, count in enumerate(counts, start=1):
-            scores = session.alive_scores(alive.index, buffer)
+            scores = session.alive_scores(alive, buffer)  # finite: scorers raise on inf / nan
             if invert:
-                _invert_(scores)
-            if bool(torch.isnan(scores.sum())):
-                raise ScoringError(f"{method} produced nan scores")
+                scores.reciprocal_()  # Synaptic-Flow's v / v²: rank by 1/score, a zero score becomes +inf
             pruned = select_pruned(scores, alive.counts, min(count, alive.total), scope, sizes, floors)
             for j, index in enumerate(alive.remove(pruned)):
                 if index.numel():
                     session.prune(j, index)
             if progress is not None:
                 progress(k, n_iter)
-    masks = _masks(names, sizes, shapes, alive, shuffle, generator)
+    masks = alive.masks(sizes, shapes)
+    if shuffle:
+        masks = _shuffled(masks, generator)
+    masks = dict(zip(names, masks))
     for name, mask in masks.items():
         twin.set_mask(name, mask)
     per_tensor = {n: (c, size) for n, c, size in zip(names, alive.counts, sizes)}

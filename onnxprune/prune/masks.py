@@ -73,18 +73,13 @@ def lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
         return torch.arange(n, device=scores.device)
     bound = _upper_bound(scores, count)
     if bound is not None:
-        below = scores < bound
-        n_below = int(torch.count_nonzero(below))
-        if n_below < count:
-            at = scores == bound
-            if n_below + int(torch.count_nonzero(at)) >= count:  # the bound is the threshold
-                ties = _last_true(at, count - n_below)
-                if n_below == 0:
-                    return ties
-                return torch.cat([torch.nonzero(below).squeeze(1), ties]).sort().values
-        else:
-            candidates = torch.nonzero(below).squeeze(1)
+        candidates = torch.nonzero(scores < bound).squeeze(1)
+        if candidates.numel() >= count:
             return candidates[_lowest_exact(scores[candidates], count)]
+        at = scores == bound
+        if candidates.numel() + int(torch.count_nonzero(at)) >= count:  # the bound is the threshold
+            ties = _last_true(at, count - candidates.numel())
+            return torch.cat([candidates, ties]).sort().values if candidates.numel() else ties
     return _lowest_exact(scores, count)
 
 

@@ -34,6 +34,7 @@ import torch
 from ..errors import ScoringError
 from ..twin import Twin
 from .inputs import batch_loss, float_outputs, materialize, ones_feeds
+from .alive import Alive
 from .linearize import linearized
 from .state import own_data, preserved
 
@@ -102,13 +103,11 @@ class Scorer:
         """One score tensor per prunable tensor, shaped like it."""
         return self.dense()
 
-    def alive_scores(self, alive: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
-        """Scores of the flat entries `alive[j]` of each tensor, concatenated into `out` (a view of it)."""
-        offset = 0
-        for d, a in zip([d.detach() for d in self.dense()], alive):
-            gather(d.reshape(-1), a, out[offset:offset + a.numel()])
-            offset += a.numel()
-        return out[:offset]
+    def alive_scores(self, alive: Alive, out: torch.Tensor) -> torch.Tensor:
+        """Scores of the alive entries, concatenated into `out` (returns a view of it)."""
+        for d, a, dst in zip(self.dense(), alive.segments(), alive.segments(out)):
+            gather(d.detach().reshape(-1), a, dst)
+        return out[:alive.total]
 
     def dense(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -168,7 +167,7 @@ class Magnitude(Scorer):
     name = "mag"
 
     def dense(self):
-        return [t.abs() for t in self.theta()]
+        return _finite([t.abs() for t in self.theta()], self.name, self.precision)
 
 
 class Random(Scorer):
@@ -254,7 +253,6 @@ class SynFlow(Scorer):
                 twin.set_mask(name, None)
         device = self.params[0].device
         self.feeds = ones_feeds(twin, self.input_shapes, self.input_values, device=device)
-        self._gathered = None
         self._stack.enter_context(linearized(twin))
 
     @torch.no_grad()
@@ -279,26 +277,25 @@ class SynFlow(Scorer):
         return _finite([(p.detach() * g).abs() for p, g in zip(self.params, grads)], self.name, self.precision)
 
     def alive_scores(self, alive, out):
-        """|θ ⊙ ∂R/∂θ| gathered at the alive entries only, into preallocated buffers."""
+        """|θ ⊙ ∂R/∂θ| at the alive entries only: the alive |θ| ride along with the alive index (a
+        payload), so an iteration gathers just the gradient, into preallocated memory."""
         _, grads = self.flow()
         with torch.no_grad():
-            return self._gather_scores(grads, alive, out)
+            theta = alive.payload("synflow.theta", lambda: self._gathered_theta(alive, out))
+            out = out[:alive.total]
+            for p, g, a, dst in zip(self.params, grads, alive.segments(), alive.segments(out)):
+                if a.numel() == p.numel():
+                    dst.copy_(g.reshape(-1))
+                else:
+                    gather(g.reshape(-1), a, dst)
+            out.mul_(theta[:alive.total]).abs_()
+            return _finite([out], self.name, self.precision)[0]
 
-    def _gather_scores(self, grads, alive, out):
-        if self._gathered is None or self._gathered.numel() < out.numel():
-            self._gathered = torch.empty_like(out)
-        offset = 0
-        for p, g, a in zip(self.params, grads, alive):
-            n = a.numel()
-            dst, aux = out[offset:offset + n], self._gathered[offset:offset + n]
-            if n == p.numel():
-                torch.mul(p.reshape(-1), g.reshape(-1), out=dst)
-            else:
-                gather(p.reshape(-1), a, dst)
-                gather(g.reshape(-1), a, aux)
-                dst.mul_(aux)
-            offset += n
-        return _finite([out[:offset].abs_()], self.name, self.precision)[0]
+    def _gathered_theta(self, alive: Alive, like: torch.Tensor) -> torch.Tensor:
+        theta = torch.empty(alive.total, dtype=like.dtype, device=like.device)
+        for p, a, dst in zip(self.params, alive.segments(), alive.segments(theta)):
+            gather(p.detach().reshape(-1), a, dst)
+        return theta
 
 
 def _batchnorm_statistics(twin: Twin) -> set[str]:

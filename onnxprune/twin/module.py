@@ -18,12 +18,13 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from ..errors import InvalidModelError
+from ..errors import InvalidModelError, UnsupportedOpError
 from . import ops  # noqa: F401  (registers every handler)
 from .context import Context
-from .program import GraphProgram
+from .program import GraphProgram, opset_of
+from .registry import describe
 from .sources import WeightUse, constant_names, weight_uses
-from .tensors import FLOAT_TYPES, ONNX_TYPES, sparse_to_dense, to_torch
+from .tensors import FLOAT_TYPES, ONNX_TYPES, sparse_to_dense, to_numpy, to_torch
 
 # Inputs of BatchNormalization that are statistics, not trainable parameters (kept as buffers).
 STAT_SLOTS = {"BatchNormalization": (3, 4)}
@@ -66,7 +67,10 @@ def _fold_constants(graph: onnx.GraphProto, ctx: Context) -> tuple[dict[str, np.
         if node.output and node.output[0] in foldable and node.output[0] not in arrays:
             program = GraphProgram([node], [node.output[0]], set(arrays), ctx)
             env = {name: to_torch(arrays[name]) for name in node.input if name}
-            arrays[node.output[0]] = program.run(env)[0].numpy()
+            try:
+                arrays[node.output[0]] = to_numpy(program.run(env)[0])
+            except TypeError as err:  # a string constant: nothing in the twin could compute with it
+                raise UnsupportedOpError(f"unsupported {describe(node, opset_of(node, ctx.opsets))}: {err}") from None
             folded.add(node.output[0])
     return arrays, folded
 

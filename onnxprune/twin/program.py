@@ -105,19 +105,25 @@ class GraphProgram:
             step.drop = tuple(n for n in uses if n and n not in seen)
             seen.update(uses)
 
-    def rebind(self, overrides: dict[str, Callable[..., Any]]) -> list[tuple[int, Callable[..., Any]]]:
-        """Swap handlers of the given op types; returns what to restore."""
-        saved = []
+    def rebind(self, overrides: dict[str, Callable[..., Any]]) -> list[tuple[Any, Callable[..., Any]]]:
+        """Swap handlers of the given op types, in subgraphs (If/Loop/Scan bodies) too.
+
+        Returns what `restore` needs: (index of a step of this program, or a nested Step, old handler).
+        """
+        saved: list[tuple[Any, Callable[..., Any]]] = []
         for i, step in enumerate(self.steps):
             fn = overrides.get(step.node.op_type)
             if fn is not None:
                 saved.append((i, step.fn))
                 step.fn = self._step(step.node, fn).fn
+            for sub in step.subgraphs:
+                saved += [(sub.program.steps[j] if isinstance(j, int) else j, old)
+                          for j, old in sub.program.rebind(overrides)]
         return saved
 
-    def restore(self, saved: list[tuple[int, Callable[..., Any]]]) -> None:
-        for i, fn in saved:
-            self.steps[i].fn = fn
+    def restore(self, saved: list[tuple[Any, Callable[..., Any]]]) -> None:
+        for key, fn in saved:
+            (self.steps[key] if isinstance(key, int) else key).fn = fn
 
     def run(self, env: dict[str, Any]) -> list[Any]:
         """Run every step over `env` (mutated) and return the graph outputs in order."""

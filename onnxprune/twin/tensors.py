@@ -80,8 +80,8 @@ def to_torch(array: np.ndarray) -> torch.Tensor:
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     tensor = tensor.detach().cpu()
-    if tensor.dtype == torch.bfloat16:
-        tensor = tensor.float()
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: onnx's ml_dtypes one, value for value
+        return tensor.float().numpy().astype(helper.tensor_dtype_to_np_dtype(TensorProto.BFLOAT16))
     if tensor.dtype in _SUBBYTE_RANGE:
         np_type = helper.tensor_dtype_to_np_dtype(ONNX_TYPES[tensor.dtype])
         return tensor.view(_SUBBYTE_RANGE[tensor.dtype][0]).numpy().astype(np_type)

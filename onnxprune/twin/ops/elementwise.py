@@ -15,11 +15,18 @@ UNARY = {
     "IsNaN": torch.isnan, "Round": torch.round,
 }
 
+
+def _div(a, b):
+    # ONNX integer division truncates toward zero (C semantics), torch's `/` would return floats.
+    return a / b if a.is_floating_point() else torch.div(a, b, rounding_mode="trunc")
+
+
 BINARY = {
-    "Add": torch.add, "Sub": torch.sub, "Mul": torch.mul,
+    "Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": _div,
     "And": torch.logical_and, "Or": torch.logical_or, "Xor": torch.logical_xor,
     "Equal": torch.eq, "Greater": torch.gt, "Less": torch.lt, "GreaterOrEqual": torch.ge,
     "LessOrEqual": torch.le,
+    "BitwiseAnd": torch.bitwise_and, "BitwiseOr": torch.bitwise_or, "BitwiseXor": torch.bitwise_xor,
 }
 
 # torch has few CPU kernels for uint16/32/64 (no add, compare, shift, remainder): compute those in a
@@ -38,20 +45,11 @@ def unsigned_safe(fn):
     return handler
 
 
-def _div(a, b):
-    # ONNX integer division truncates toward zero (C semantics), torch's `/` would return floats.
-    return a / b if a.is_floating_point() else torch.div(a, b, rounding_mode="trunc")
-
-
-BINARY["Div"] = _div
-BINARY.update({
-    "BitwiseAnd": torch.bitwise_and, "BitwiseOr": torch.bitwise_or, "BitwiseXor": torch.bitwise_xor,
-})
 for _op, _fn in UNARY.items():
     add(_op, _fn)
-add("BitwiseNot", unsigned_safe(torch.bitwise_not))
 for _op, _fn in BINARY.items():
     add(_op, unsigned_safe(_fn))
+add("BitwiseNot", unsigned_safe(torch.bitwise_not))
 
 
 @register("Mod", since=10)

@@ -25,8 +25,10 @@ def _extreme(fn, lowest):
             return kernel(x.to(torch.uint8), dims, keepdim).bool()
         if x.numel() == 0:
             shape = [1 if d in dims else s for d, s in enumerate(x.shape) if keepdim or d not in dims]
-            info = torch.finfo(x.dtype) if x.is_floating_point() else torch.iinfo(x.dtype)
-            fill = (-1 if lowest else 1) * float("inf") if x.is_floating_point() else (info.min if lowest else info.max)
+            if x.is_floating_point():
+                fill = float("-inf") if lowest else float("inf")
+            else:
+                fill = torch.iinfo(x.dtype).min if lowest else torch.iinfo(x.dtype).max
             return torch.full(shape, fill, dtype=x.dtype, device=x.device)
         return fn(x, dims, keepdim)
     return kernel
@@ -42,7 +44,8 @@ KERNELS = {
     "ReduceL2": lambda x, d, k: torch.sqrt(torch.sum(x * x, d, k)),
     "ReduceSumSquare": lambda x, d, k: torch.sum(x * x, d, k),
     "ReduceLogSum": lambda x, d, k: torch.log(torch.sum(x, d, k)),
-    "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, d, k) if x.numel() else torch.log(torch.sum(x.exp(), d, k)),
+    # logsumexp refuses empty inputs; log(sum(exp(empty))) is log(0) = -inf, as ONNX has it
+    "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, d, k) if x.numel() else torch.log(torch.sum(x, d, k)),
 }
 AXES_INPUT_SINCE = {op: 18 for op in KERNELS} | {"ReduceSum": 13}
 

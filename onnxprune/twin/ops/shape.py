@@ -134,7 +134,7 @@ def _constant(value, sparse_value, value_float, value_floats, value_int, value_i
         return torch.tensor(value_float if value_floats is None else value_floats, dtype=torch.float32)
     if value_int is not None or value_ints is not None:
         return torch.tensor(value_int if value_ints is None else value_ints, dtype=torch.int64)
-    raise TypeError("Constant: string values have no torch equivalent")
+    raise TypeError("string values have no torch equivalent")
 
 
 @register("ConstantOfShape", since=9)

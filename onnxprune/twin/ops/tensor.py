@@ -294,10 +294,18 @@ def center_crop_pad(x, shape, *, axes=None):
     return x
 
 
+_FLOAT_OF_SIZE = {2: torch.float16, 4: torch.float32, 8: torch.float64}
+
+
 @register("BitCast", since=26)
 def bit_cast(x, *, to):
-    # The bits themselves, so the ONNX type as given (never the float64 mode's promotion).
-    return x.view(torch_dtype(to))
+    # The bits themselves, so the ONNX type as given (never the float64 mode's promotion). In float64
+    # mode a float input may have been widened: narrow it back to the float of the target's width
+    # (float16 for 2 bytes: a bfloat16 input's bits are not recoverable there).
+    dtype = torch_dtype(to)
+    if x.is_floating_point() and x.element_size() != dtype.itemsize:
+        x = x.to(_FLOAT_OF_SIZE[dtype.itemsize])
+    return x.view(dtype)
 
 
 @register("Col2Im", since=18)
