@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -25,6 +28,27 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a pipeline's timeout) as an exception: `finally` blocks run, so the atomic writers
+    remove their temporary files, and the exit is the usual 128 + 15 with one line."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (e.g. not under some test runners)
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Group(click.Group):
     """Every failure ends in one line on stderr and an exit code; a traceback only with `--debug`.
 
@@ -38,7 +62,7 @@ class Group(click.Group):
         args = ["--debug", *args] if debug else args
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _sigterm_raises():
             if not debug:
                 warnings.showwarning = _warning_line
             try:
@@ -50,6 +74,9 @@ class Group(click.Group):
             except KeyboardInterrupt:
                 click.echo("error: interrupted", err=True)
                 code = 130
+            except Terminated:
+                click.echo("error: terminated", err=True)
+                code = 143
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -71,6 +98,13 @@ def _report(err: Exception) -> int:
     if isinstance(err, OSError) and err.errno == errno.EPIPE:  # output piped into `head` and cut short
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 1
+    if isinstance(err, MemoryError):
+        click.echo("error: out of memory", err=True)
+        return 1
+    if isinstance(err, OSError) and err.strerror:  # the system refused (disk full, permissions): not a bug
+        where = f"{err.filename}: " if err.filename else ""
+        click.echo(f"error: {where}{err.strerror}", err=True)
+        return 2
     message = one_line(str(err))
     click.echo(f"internal error: {type(err).__name__}{': ' + message if message else ''} "
                "(a bug; rerun with --debug for the traceback)", err=True)

@@ -167,7 +167,7 @@ def _as_stored(array: np.ndarray, elem_type: int | None, dims: tuple[int, ...], 
     if tuple(array.shape) != tuple(dims):
         raise ValueError(f"'{name}': new value has shape {tuple(array.shape)}, the model's tensor {tuple(dims)}")
     np_dtype = helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else np.dtype(np.float32)
-    return np.ascontiguousarray(array.astype(np_dtype, copy=False))
+    return np.require(array.astype(np_dtype, copy=False), requirements="C")  # ascontiguousarray makes 0-d 1-d
 
 
 def _unchanged(kind: str, item, array: np.ndarray) -> bool:

@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
+    parser.add_argument("--init", choices=["kaiming", "torch"], default="kaiming",
+                        help="kaiming: Kaiming-normal weights, zero biases (the paper's); torch: PyTorch's defaults")
     parser.add_argument("--only", nargs="*", metavar="METHOD_C", help="a subset of runs, e.g. mag_c2 synflow_c1")
     args = parser.parse_args()
     if not args.data.exists():
@@ -79,7 +81,8 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(args.seed)
         dense = folder / "lenet5.onnx"
-        save_model(export(kaiming_init(LeNet5(), seed=args.seed), (1, 1, 28, 28)), dense)
+        net = LeNet5() if args.init == "torch" else kaiming_init(LeNet5(), seed=args.seed)
+        save_model(export(net, (1, 1, 28, 28)), dense)
         print(f"LeNet-5 on {args.data.name}: Adam lr 1e-3, batch 64, {args.epochs} epochs, seed {args.seed}, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
         header = f"{'run':<16} {'kept':>8} {'twin %':>8} {'ORT top-1 %':>12} {'reference %':>12} {'diff':>6} {'train s':>8}"

@@ -199,6 +199,17 @@ def test_tiny_imagenet_layout(tmp_path):
     assert val[0][0].shape == (3, 64, 64)
 
 
+def test_corrupt_files_are_one_line_errors(tmp_path):
+    write_mnist(tmp_path)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    with pytest.raises(DataError, match="mnist files cannot be read"):
+        load_dataset("mnist", tmp_path, train=False)
+    write_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="cifar10 files cannot be read"):
+        load_dataset("cifar10", tmp_path, train=False)
+
+
 def test_missing_folders_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="MNIST/raw"):
         load_dataset("mnist", tmp_path, train=True)

@@ -26,6 +26,16 @@ LENET_WEIGHTS = ["features.0.weight", "features.3.weight", "classifier.1.weight"
                  "classifier.5.weight"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: a second intra-op thread only adds synchronization, and on a busy
+    machine (helpers share 2 cores) it costs 10-30x in wall time. Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def lenet_model() -> onnx.ModelProto:
     return export(kaiming_init(LeNet5(), seed=0), (1, 1, 28, 28))
@@ -260,7 +270,7 @@ def test_min_layer_density_keeps_every_layer(lenet, scope):
     if scope == "global":  # the floor matters: without it magnitude empties a layer here
         assert any(kept == 0 for kept, _ in plain.per_tensor.values())
     clear(lenet)
-    floor = 1e-3
+    floor = 5e-4
     result = prune_twin(lenet, method="mag", density=density, scope=scope, min_layer_density=floor)
     check_result(lenet, result, density)
     for kept, size in result.per_tensor.values():
@@ -313,15 +323,16 @@ def test_synflow_refuses_integer_inputs_without_values():
     graph = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [table, w])
     twin = Twin(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
-    with pytest.raises(ScoringError, match="input 'ids' is INT64"):
+    with pytest.raises(ScoringError, match="input 'ids' is .*INT64"):
         prune_twin(twin, density=0.5, iterations=2)
     result = prune_twin(twin, density=0.5, iterations=2, input_values={"ids": torch.tensor([[1, 2, 3]])})
     check_result(twin, result, 0.5)
 
 
 def test_synflow_overflow_in_float32_is_a_clear_error():
-    # 12 layers of width 16 with weights ~100: R ~ (100 * 16)^12 ~ 3e38 overflows float32, not float64.
-    twin = Twin(_mlp([1, 16], scale=100.0, layers=12))
+    # 16 layers of width 16 with |weights| ~ 80 on average: R ~ (80 * 16)^16 ~ 5e49 overflows float32
+    # (max 3.4e38), not float64.
+    twin = Twin(_mlp([1, 16], scale=100.0, layers=16))
     with pytest.raises(ScoringError, match="float64"):
         prune_twin(twin, density=0.1, iterations=3, precision=torch.float32)
     assert twin.masks() == {}

@@ -18,6 +18,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from models.torch_nets import export
@@ -240,7 +241,9 @@ def test_ddp_two_gloo_processes_match_one(tmp_path, data):
         # Same global batches; the only difference is summation order (two partial sums all-reduced):
         # float32 rounding of ~1e-7 per step, over 12 small Adam steps.
         np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-5, err_msg=name)
-    r1, r2 = (json.loads((tmp_path / f"{k}.json").read_text())["epochs"] for k in ("one", "two"))
+    r1, r2 = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
+    assert (r1["processes"], r2["processes"]) == (1, 2)
+    r1, r2 = r1["epochs"], r2["epochs"]
     for e1, e2 in zip(r1, r2):
         assert e1["test_accuracy"] == e2["test_accuracy"]
         assert e1["train_loss"] == pytest.approx(e2["train_loss"], rel=1e-5)
@@ -269,23 +272,35 @@ def test_warns_when_a_deep_graph_has_no_normalization(tmp_path, data, depth, war
         assert "dynamo=False, training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False" in got.stderr
 
 
+def constants_model() -> onnx.ModelProto:
+    """input * scale -> Conv -> Clip(lo, hi) -> GlobalAveragePool -> Flatten -> Gemm, where scale, lo
+    and hi are float initializers (as hand-written or converted graphs have them), not Constant nodes."""
+    rng = np.random.default_rng(0)
+    inits = {"scale": np.array([0.5], np.float32), "lo": np.array(0, np.float32), "hi": np.array(6, np.float32),
+             "conv.w": rng.standard_normal((4, 1, 3, 3)).astype(np.float32) * 0.5,
+             "conv.b": np.zeros(4, np.float32),
+             "fc.w": rng.standard_normal((10, 4)).astype(np.float32) * 0.5, "fc.b": np.zeros(10, np.float32)}
+    nodes = [helper.make_node("Mul", ["input", "scale"], ["scaled"]),
+             helper.make_node("Conv", ["scaled", "conv.w", "conv.b"], ["conv"]),
+             helper.make_node("Clip", ["conv", "lo", "hi"], ["act"]),
+             helper.make_node("GlobalAveragePool", ["act"], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "constants", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
 def test_graph_constants_stay_fixed(tmp_path, data):
-    class Scaled(nn.Module):  # x / 255-style scalar constants and ReLU6's Clip bounds are not weights
-        def __init__(self):
-            super().__init__()
-            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 10)
-
-        def forward(self, x):
-            y = nn.functional.relu6(self.conv(x * 0.5 + 0.25))
-            return self.fc(y.mean((2, 3)))
-
-    save_model(export(Scaled(), (1, *SHAPE)), tmp_path / "m.onnx")
-    got = run(*train_args(tmp_path / "m.onnx", data, tmp_path / "t.onnx", "--epochs", 1))
+    save_model(constants_model(), tmp_path / "m.onnx")
+    got = run(*train_args(tmp_path / "m.onnx", data, tmp_path / "t.onnx", "--epochs", 1, "--report", tmp_path / "r.json"))
     assert got.exit_code == 0, got.output
     before, after = initializers(tmp_path / "m.onnx"), initializers(tmp_path / "t.onnx")
-    scalars = [n for n, v in before.items() if v.size == 1 and v.dtype == np.float32]
-    assert scalars and all(np.array_equal(before[n], after[n]) for n in scalars)
-    assert not np.array_equal(before["conv.weight"], after["conv.weight"])
+    assert json.loads((tmp_path / "r.json").read_text())["fixed"] == ["scale", "lo", "hi"]
+    for name in before:  # the scalars are untouched, the layers trained
+        assert np.array_equal(before[name], after[name]) == (name in ("scale", "lo", "hi")), name
 
 
 @pytest.mark.parametrize("images,classes,message", [

@@ -12,6 +12,7 @@ near-zero entries of a well-scaled output do not blow it up).
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -181,42 +182,128 @@ def assert_gradients_reach(twin: Twin, feeds: dict[str, np.ndarray], names: set[
     """d(random projection of every float output)/d(weight) exists and is non-zero for each weight.
 
     A random projection, not a plain sum: softmax outputs sum to 1 whatever the weights (zero gradient).
+    float32 (torch's float64 depthwise-conv backward is ~50x slower); these nets are shallow enough that
+    no gradient underflows.
     """
     gen = torch.Generator().manual_seed(0)
     twin.zero_grad()
-    with twin.precision(torch.float64):  # float64: no underflow in deep products of small gradients
-        outputs = [t for t in twin.run(feeds).values() if t.is_floating_point()]
-        loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in outputs)
-        loss.backward()
-        params = twin.onnx_parameters()
-        missing = sorted(n for n in names if params[n].grad is None or not params[n].grad.abs().sum() > 0)
+    outputs = [t for t in twin.run(feeds).values() if t.is_floating_point()]
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in outputs)
+    loss.backward()
+    params = twin.onnx_parameters()
+    missing = sorted(n for n in names if params[n].grad is None or not params[n].grad.abs().sum() > 0)
     assert not missing, missing[:5]
 
 
 # ----- the zoo -----------------------------------------------------------------------------------------------
+class Case:
+    """One model, its inputs, and onnxruntime's outputs (computed once, shared by the tests)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model, self.feeds = model, sample_feeds(model)
+
+    @functools.cached_property
+    def ort(self) -> list[np.ndarray]:
+        return ort_run(self.model, self.feeds)
+
+
 @pytest.fixture(scope="module", params=zoo_names())
-def zoo_case(request):
-    model = zoo_model(request.param)
-    return request.param, model, sample_feeds(model)
+def zoo_case(request) -> Case:
+    return Case(zoo_model(request.param))
 
 
 def test_zoo_float32_matches_onnxruntime(zoo_case):
-    name, model, feeds = zoo_case
-    assert_outputs_match(twin_run(Twin(model), feeds), ort_run(model, feeds), F32_TOL)
+    assert_outputs_match(twin_run(Twin(zoo_case.model), zoo_case.feeds), zoo_case.ort, F32_TOL)
 
 
 def test_zoo_float64_is_exact(zoo_case):
-    name, model, feeds = zoo_case
-    twin = Twin(model, dtype=torch.float64)
-    outputs = twin_run(twin, feeds)
-    assert_outputs_match(outputs, ort_run(model, feeds), F64_VS_F32_TOL)
-    assert_outputs_match(outputs, float64_reference(model, feeds), F64_TOL)
+    outputs = twin_run(Twin(zoo_case.model, dtype=torch.float64), zoo_case.feeds)
+    assert_outputs_match(outputs, zoo_case.ort, F64_VS_F32_TOL)
+    assert_outputs_match(outputs, float64_reference(zoo_case.model, zoo_case.feeds), F64_TOL)
 
 
 def test_zoo_weights_are_parameters_and_get_gradients(zoo_case):
-    name, model, feeds = zoo_case
-    twin = Twin(model)
-    weights = assert_weights_are_parameters(twin, model)
+    twin = Twin(zoo_case.model)
+    weights = assert_weights_are_parameters(twin, zoo_case.model)
     # pruning masks the traced sources: every weight found independently must be one
     assert weights <= {use.source for use in twin.weight_uses}
-    assert_gradients_reach(twin, feeds, weights)
+    assert_gradients_reach(twin, zoo_case.feeds, weights)
+
+
+# ----- the Caffe2 "light" models shipped with onnx ----------------------------------------------------------
+def with_conv_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every Conv output as an extra graph output. The light models' weights are one
+    constant (ConstantOfShape), so every class gets the same logit and the softmax output is uniform
+    whatever the convolutions compute; their spatial maps are what shows an error."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    outputs = {o.name for o in model.graph.output}
+    extra = [n.output[0] for n in model.graph.node if n.op_type == "Conv" and n.output[0] not in outputs]
+    model.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in extra)
+    return model
+
+
+@pytest.mark.parametrize("path", sorted(LIGHT_DIR.glob("light_*.onnx")), ids=lambda p: p.stem)
+def test_light_models(path):
+    model = with_conv_outputs(onnx.load(path))
+    twin = Twin(model)
+    assert_weights_are_parameters(twin, model)
+    assert folded_weights(model) <= {use.source for use in twin.weight_uses}
+    feeds = sample_feeds(model, batch=1)
+    assert_outputs_match(twin_run(twin, feeds), ort_run(model, feeds), F32_TOL)
+
+
+# ----- storage variants -------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's own deprecation
+def test_initializers_listed_as_graph_inputs(tmp_path):
+    """torch's keep_initializers_as_inputs=True (IR < 4 style): every weight is also a graph input with
+    a default. The twin treats them as the constants onnxruntime uses when they are not fed."""
+    from models.torch_nets import LeNet5, kaiming_init
+
+    path = tmp_path / "lenet.onnx"
+    torch.onnx.export(kaiming_init(LeNet5()).eval(), (torch.randn(1, 1, 28, 28),), path, dynamo=False,
+                      input_names=["input"], keep_initializers_as_inputs=True, opset_version=13)
+    model = onnx.load(path)
+    initializers = {t.name for t in model.graph.initializer}
+    assert initializers < {v.name for v in model.graph.input}
+    twin = Twin(model)
+    assert twin.input_names == ["input"]
+    assert_weights_are_parameters(twin, model)
+    feeds = sample_feeds(model, batch=1)
+    assert_outputs_match(twin_run(twin, feeds), ort_run(model, feeds), F32_TOL)
+
+
+def sparsify(model: onnx.ModelProto, density: float, *, coordinate: set[str] = frozenset()) -> onnx.ModelProto:
+    """Zero all but `density` of each Conv/Gemm/MatMul weight initializer and store it as a
+    sparse_initializer: int64 linear indices (names in `coordinate`: [NNZ, rank] coordinates)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph, rng = model.graph, np.random.default_rng(0)
+    weights = weight_initializers(model)
+    for tensor in [t for t in graph.initializer if t.name in weights and len(t.dims) >= 2]:
+        dense = numpy_helper.to_array(tensor)
+        flat = np.flatnonzero(rng.random(dense.size) < density)
+        index = np.stack(np.unravel_index(flat, dense.shape), 1) if tensor.name in coordinate else flat
+        values = numpy_helper.from_array(dense.reshape(-1)[flat], tensor.name)
+        graph.sparse_initializer.append(
+            helper.make_sparse_tensor(values, numpy_helper.from_array(index.astype(np.int64)), dense.shape))
+        graph.initializer.remove(tensor)
+    return model
+
+
+def test_sparse_initializers():
+    dense = zoo_model("squeezenet1_1-torchscript")
+    model = sparsify(dense, 0.3)
+    assert len(model.graph.sparse_initializer) == len([n for n in dense.graph.node if n.op_type == "Conv"])
+    twin = Twin(model)
+    assert_weights_are_parameters(twin, model)
+    weight = model.graph.sparse_initializer[0]
+    assert int((twin.parameter(weight.values.name) != 0).sum()) == numpy_helper.to_array(weight.values).size
+    feeds = sample_feeds(model)
+    assert_outputs_match(twin_run(twin, feeds), ort_run(model, feeds), F32_TOL)
+
+
+def test_sparse_initializers_with_coordinate_indices():
+    dense = zoo_model("lenet5")
+    first = next(t.name for t in dense.graph.initializer if len(t.dims) == 4)
+    model = sparsify(dense, 0.5, coordinate={first})
+    feeds = sample_feeds(model)
+    assert_outputs_match(twin_run(Twin(model), feeds), ort_run(model, feeds), F32_TOL)

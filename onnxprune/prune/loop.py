@@ -80,21 +80,24 @@ def _shuffled(masks: list[torch.Tensor], generator: torch.Generator) -> list[tor
     return out
 
 
-def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iterations: int | None = None,
-               schedule: str = "exponential", scope: str = "global", prune_bias: bool = False,
-               exclude: Iterable[str] = (), min_layer_density: float = 0.0, batches: Iterable[Any] | None = None,
-               input_shapes: dict[str, tuple[int, ...]] | None = None, precision: torch.dtype = torch.float64,
-               seed: int = 0, shuffle: bool = False, invert: bool = False,
-               progress: Callable[[int, int], None] | None = None, input_values: dict | None = None,
-               train_mode: bool = False) -> PruneResult:
-    """Prune the twin's prunable tensors to `density` (fraction kept) and set the masks on it.
+@dataclass
+class _Plan:
+    """What one prune_twin call works on, checked before any scoring starts."""
 
-    Everything else about the twin is left as it was. Extra keywords beyond the contract:
-    `input_values` (SynFlow: explicit tensors for non-float inputs), `train_mode` (data scorers run
-    the twin in train mode, e.g. BatchNorm on batch statistics; default eval as Synaptic-Flow).
-    """
-    start = time.perf_counter()
-    n_iter = _check(method, density, iterations, scope, min_layer_density)
+    names: list[str]
+    sizes: list[int]
+    shapes: list[tuple[int, ...]]
+    counts: list[int]  # kept after each iteration
+    floors: list[int]  # per-tensor minimum kept (min_layer_density)
+    alive: Alive
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+
+def _plan(twin: Twin, density: float, n_iter: int, schedule: str, prune_bias: bool, exclude: Iterable[str],
+          min_layer_density: float) -> _Plan:
     names = prunable_tensors(twin, prune_bias=prune_bias, exclude=exclude)
     if not names:
         quantized = [n.name or n.output[0] for n in twin.model.graph.node if n.op_type == "DequantizeLinear"]
@@ -109,33 +112,59 @@ def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iteration
         raise ScoringError(f"density {density:.3g} keeps round({total} x {density:.3g}) = 0 of {total} prunable "
                            f"weights: fewer than one weight would remain (compression at most "
                            f"~{math.log10(2 * total):.2f} here)")
-    alive = Alive([twin.mask(n) for n in names], sizes, params[0].device)
+    alive = Alive([twin.mask(n) for n in names], sizes, params[0].device)  # earlier masks stay pruned
     if counts[-1] > alive.total:
         raise ScoringError(f"density {density} keeps {counts[-1]} weights but only {alive.total} are unpruned")
     floors = [min(math.ceil(round(min_layer_density * n, 9)), c) for n, c in zip(sizes, alive.counts)]
     if sum(floors) > counts[-1]:
         raise ScoringError(f"min_layer_density {min_layer_density} needs {sum(floors)} weights but density "
                            f"{density} keeps {counts[-1]}")
+    return _Plan(names, sizes, shapes, counts, floors, alive)
+
+
+def _iterate(session, plan: _Plan, scope: str, invert: bool, precision: torch.dtype,
+             progress: Callable[[int, int], None] | None) -> None:
+    alive = plan.alive
+    buffer = torch.empty(alive.total, dtype=precision, device=alive.index.device)  # reused every iteration
+    for k, count in enumerate(plan.counts, start=1):
+        scores = session.alive_scores(alive, buffer)  # finite: scorers raise on inf / nan
+        if invert:
+            scores.reciprocal_()  # Synaptic-Flow's v / v²: rank by 1/score, a zero score becomes +inf
+        pruned = select_pruned(scores, alive.counts, min(count, alive.total), scope, plan.sizes, plan.floors)
+        for j, index in enumerate(alive.remove(pruned)):
+            if index.numel():
+                session.prune(j, index)
+        if progress is not None:
+            progress(k, len(plan.counts))
+
+
+def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iterations: int | None = None,
+               schedule: str = "exponential", scope: str = "global", prune_bias: bool = False,
+               exclude: Iterable[str] = (), min_layer_density: float = 0.0, batches: Iterable[Any] | None = None,
+               input_shapes: dict[str, tuple[int, ...]] | None = None, precision: torch.dtype = torch.float64,
+               seed: int = 0, shuffle: bool = False, invert: bool = False,
+               progress: Callable[[int, int], None] | None = None, input_values: dict | None = None,
+               train_mode: bool = False) -> PruneResult:
+    """Prune the twin's prunable tensors to `density` (fraction kept) and set the masks on it.
+
+    Entries an existing mask already prunes stay pruned. Everything else about the twin is left as it
+    was. Extra keywords beyond the contract: `input_values` (SynFlow: explicit tensors for non-float
+    inputs), `train_mode` (data scorers run the twin in train mode, e.g. BatchNorm on batch
+    statistics; default eval, as Synaptic-Flow).
+    """
+    start = time.perf_counter()
+    n_iter = _check(method, density, iterations, scope, min_layer_density)
+    plan = _plan(twin, density, n_iter, schedule, prune_bias, exclude, min_layer_density)
     generator = torch.Generator().manual_seed(seed)
-    session = scorer(method)(twin, names, batches=batches, input_shapes=input_shapes, input_values=input_values,
-                             precision=precision, generator=generator, train_mode=train_mode)
-    with session:
-        buffer = torch.empty(alive.total, dtype=precision, device=params[0].device)  # reused every iteration
-        for k, count in enumerate(counts, start=1):
-            scores = session.alive_scores(alive, buffer)  # finite: scorers raise on inf / nan
-            if invert:
-                scores.reciprocal_()  # Synaptic-Flow's v / v²: rank by 1/score, a zero score becomes +inf
-            pruned = select_pruned(scores, alive.counts, min(count, alive.total), scope, sizes, floors)
-            for j, index in enumerate(alive.remove(pruned)):
-                if index.numel():
-                    session.prune(j, index)
-            if progress is not None:
-                progress(k, n_iter)
-    masks = alive.masks(sizes, shapes)
+    with scorer(method)(twin, plan.names, batches=batches, input_shapes=input_shapes, input_values=input_values,
+                        precision=precision, generator=generator, train_mode=train_mode) as session:
+        _iterate(session, plan, scope, invert, precision, progress)
+    masks = plan.alive.masks(plan.sizes, plan.shapes)
     if shuffle:
         masks = _shuffled(masks, generator)
-    masks = dict(zip(names, masks))
+    masks = dict(zip(plan.names, masks))
     for name, mask in masks.items():
         twin.set_mask(name, mask)
-    per_tensor = {n: (c, size) for n, c, size in zip(names, alive.counts, sizes)}
-    return PruneResult(masks, names, total, alive.total, n_iter, time.perf_counter() - start, method, per_tensor)
+    per_tensor = {n: (c, size) for n, c, size in zip(plan.names, plan.alive.counts, plan.sizes)}
+    return PruneResult(masks, plan.names, plan.total, plan.alive.total, n_iter, time.perf_counter() - start,
+                       method, per_tensor)

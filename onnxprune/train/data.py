@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Iterator
 
@@ -16,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
-from torchvision.transforms import v2
 
 from ..errors import DataError
 from . import DATASETS
-from .layout import Layout, plan_layout
+from .layout import plan_layout
+from .transforms import fixed_size_transform, folder_transform
 
 # Per-channel (mean, std) of each training set, the values their reference code normalizes with.
 STATS = {
@@ -50,8 +51,6 @@ class _LocalCIFAR10(tvd.CIFAR10):
         if not os.path.isfile(path):
             self.classes = list(range(max(self.targets) + 1))  # meta only names the classes
         else:
-            import pickle
-
             with open(path, "rb") as f:
                 self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
@@ -101,10 +100,12 @@ def _torchvision(name: str, data_dir: Path, train: bool):
             return cls(_root(data_dir, cls.__name__), train=train, download=False)
         cls = _LocalCIFAR10 if name == "cifar10" else _LocalCIFAR100
         return cls(_root(data_dir, cls.base_folder), train=train, download=False)
-    except RuntimeError:
+    except RuntimeError as err:
+        if "not found" not in str(err):
+            raise DataError(f"{data_dir}: {name} files cannot be read ({err})") from None
         raise DataError(f"{data_dir}: no {name} {'training' if train else 'test'} data ({_EXPECTED[name]}; "
                         "nothing is downloaded)") from None
-    except (OSError, ValueError, KeyError, EOFError) as err:
+    except (OSError, ValueError, KeyError, EOFError, AssertionError, pickle.UnpicklingError) as err:
         raise DataError(f"{data_dir}: {name} files cannot be read ({type(err).__name__}: {err})") from None
 
 
@@ -203,68 +204,8 @@ def _npz(path: Path, train: bool, spec, augment: bool, normalize: bool) -> Array
     x = _as_nchw(x, path)
     stats = _npz_stats(_as_nchw(x_train, path) if x_train is not None else x) if normalize else None
     layout = plan_layout(spec, tuple(x.shape[1:]), f"the images in {path.name}")
-    transform = _fixed_size_transform(tuple(x.shape[2:]), layout, stats, augment)
+    transform = fixed_size_transform(tuple(x.shape[2:]), layout, stats, augment)
     return ArrayDataset(x, torch.from_numpy(y.astype(np.int64)), transform, batched_ok=not augment)
-
-
-# ----- transforms ---------------------------------------------------------------------------------
-class _Finish:
-    """Normalize, then fit the model's layout; returns a plain tensor (not a tv_tensors.Image)."""
-
-    def __init__(self, stats, layout: Layout):
-        self.normalize = v2.Normalize(*stats) if stats else None
-        self.layout = layout
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.as_subclass(torch.Tensor)
-        return self.layout(self.normalize(x) if self.normalize else x)
-
-
-def _to_float_image():
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-
-
-def _fixed_size_transform(native: tuple[int, int], layout: Layout, stats, augment: bool):
-    """MNIST/CIFAR/npz images: resize only if the model wants another size; CIFAR-style augmentation."""
-    steps = _to_float_image()
-    if layout.size != native:
-        steps.append(v2.Resize(layout.size, antialias=True))
-    if augment:
-        steps += [v2.RandomCrop(layout.size, padding=max(1, min(layout.size) // 8)), v2.RandomHorizontalFlip()]
-    return v2.Compose(steps + [_Finish(stats, layout)])
-
-
-class _Cover:
-    """Resize so the image covers `size` * `ratio` (aspect kept), then center-crop `size`: any photo
-    becomes exactly `size`; an image already at `size` is left as it is."""
-
-    def __init__(self, size: tuple[int, int], ratio: float = 1.0):
-        self.size, self.ratio = size, ratio
-
-    def __call__(self, image):
-        h, w = image.shape[-2:]
-        scale = max(self.size[0] / h, self.size[1] / w) * self.ratio
-        target = (max(self.size[0], round(h * scale)), max(self.size[1], round(w * scale)))
-        if target != (h, w):
-            image = v2.functional.resize(image, list(target), antialias=True)
-        return v2.functional.center_crop(image, list(self.size))
-
-
-def _folder_transform(layout: Layout, stats, augment: bool):
-    """Photos of any size: ImageNet's recipe (random-resized crop / resize to 256/224 + center crop) at
-    128 px and up, CIFAR's (pad + random crop) for small images such as Tiny ImageNet's 64 px."""
-    size = layout.size
-    large = min(size) >= 128
-    steps = _to_float_image()
-    if augment and large:
-        steps.append(v2.RandomResizedCrop(size, antialias=True))
-    else:
-        steps.append(_Cover(size, 256 / 224 if large else 1.0))
-        if augment:
-            steps.append(v2.RandomCrop(size, padding=max(1, min(size) // 8)))
-    if augment:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps + [_Finish(stats, layout)])
 
 
 # ----- public API ---------------------------------------------------------------------------------
@@ -286,13 +227,13 @@ def load_dataset(name: str, data_dir, *, train: bool, input_spec=None, augment: 
         dataset = _image_folder(data_dir, train)
         sample = _first_image_shape(dataset, data_dir)
         layout = plan_layout(input_spec, sample, f"the images in {data_dir}")
-        dataset.transform = _folder_transform(layout, stats, augment)
+        dataset.transform = folder_transform(layout, stats, augment)
         return dataset
     dataset = _torchvision(name, data_dir, train)
     first = np.asarray(dataset.data[0])
     sample = (1, *first.shape) if first.ndim == 2 else (first.shape[2], *first.shape[:2])
     layout = plan_layout(input_spec, sample, f"{name} images")
-    dataset.transform = _fixed_size_transform(sample[1:], layout, stats, augment)
+    dataset.transform = fixed_size_transform(sample[1:], layout, stats, augment)
     return dataset
 
 

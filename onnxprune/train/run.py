@@ -142,12 +142,13 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         reporter.line(f"no checkpoint at {req.checkpoint}: starting from epoch 1")
     history = trainer.fit()
     if info.main:
-        _write_outputs(req, tied.model, twin, history, kept, total)
+        _write_outputs(req, tied.model, twin, history, kept, total,
+                       {"device": str(device), "processes": info.world, "untied": tied.untied, "fixed": frozen})
     return TrainResult(history, kept, total, tied.untied, frozen, trainer.start_epoch if payload else 0,
                        str(device), info.world, info.main)
 
 
-def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, history, kept, total) -> None:
+def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, history, kept, total, extra) -> None:
     from ..writeback import twin_tensors, write_back
 
     if req.output is not None:
@@ -157,7 +158,7 @@ def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, histor
         report = {
             "model": str(req.model), "dataset": req.dataset, "data_dir": str(req.data_dir),
             "output": str(req.output) if req.output else None, "config": asdict(req.config),
-            "prunable": total, "kept": kept, "density": kept / total if total else 1.0,
+            "prunable": total, "kept": kept, "density": kept / total if total else 1.0, **extra,
             "epochs": [asdict(r) for r in history],
             "final": asdict(history[-1]) if history else None,
         }
