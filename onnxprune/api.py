@@ -9,6 +9,7 @@ import hashlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -255,6 +256,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
         raise OnnxPruneError(f"--precision must be float64 or float32, not {precision!r}")
     if method in DATA_METHODS and data is None:
         raise DataError(f"method {method} scores weights on data: give --data PATH.npz")
+    if method not in DATA_METHODS and data is not None:
+        warnings.warn(f"--data is ignored: {method} does not look at data (only {', '.join(DATA_METHODS)} do)",
+                      stacklevel=2)
     dev = pick_device(device)
 
     if isinstance(model_or_path, onnx.ModelProto):

@@ -247,8 +247,8 @@ def print_table(report: Report, console, *, sizes: tuple[int, int] | None = None
 def warnings_for(report: Report) -> list[str]:
     lines = []
     if report.collapsed:
-        lines.append(f"layer collapse: {len(report.collapsed)} layer(s) pruned to zero (the network's output "
-                     f"no longer depends on its input there): {', '.join(report.collapsed)}")
+        lines.append(f"layer collapse: {len(report.collapsed)} layer(s) pruned to zero (without a skip path "
+                     f"around them the output no longer depends on the input): {', '.join(report.collapsed)}")
     if report.left_dense:
         lines.append(f"{len(report.left_dense)} layer(s) left dense: {', '.join(report.left_dense)}")
     return lines

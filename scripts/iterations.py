@@ -12,8 +12,8 @@ figure shows collapsed layers vs compression and the per-layer densities at one 
 
 from __future__ import annotations
 
-from _common import (NETWORKS, Timer, cifar_twin, collapsed, compressions, critical_compression, layer_kept,
-                     log, max_safe_compression, parser, plt, prune, read_csv, save_figure, set_threads,
+from _common import (NETWORKS, Timer, cifar_twin, collapsed, compressions, critical_compression, feasible,
+                     layer_kept, log, max_safe_compression, parser, plt, prunable_total, prune, read_csv, save_figure, set_threads,
                      write_csv)
 
 COLORS = {1: "tab:red", 10: "tab:orange", 100: "tab:blue"}
@@ -36,7 +36,7 @@ def run(args) -> list[dict]:
     twin = cifar_twin(args.network, seed=args.seed)
     rows = []
     for n in args.iterations:
-        for c in compressions(args.step, args.max_compression, args.step):
+        for c in feasible(compressions(args.step, args.max_compression, args.step), prunable_total(twin)):
             with Timer() as t:
                 result = prune(twin, "synflow", c, iterations=n, seed=args.seed)
             for index, (name, size, kept) in enumerate(layer_kept(result)):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from _common import (COLORS, CIFAR_SHAPE, LABELS, NETWORKS, Timer, cifar_twin, clear_masks, compressions,
-                     critical_compression, disconnected, log, max_safe_compression, parser, plt, prune,
+                     critical_compression, disconnected, feasible, log, max_safe_compression, parser, plt, prunable_total, prune,
                      random_batches, read_csv, save_figure, set_threads, write_csv)
 from onnxprune.prune import score, select_masks
 
@@ -82,7 +82,7 @@ class Pruner:
 def run_network(net: str, args) -> list[dict]:
     twin = cifar_twin(net, seed=args.seed)
     batches = random_batches(CIFAR_SHAPE, n_batches=1, batch_size=args.batch_size, seed=args.seed)
-    grid = compressions(args.step, args.max_compression, args.step)
+    grid = feasible(compressions(args.step, args.max_compression, args.step), prunable_total(twin))
     rows = []
     for method in args.methods:
         with Timer() as t:
@@ -105,6 +105,7 @@ def run_network(net: str, args) -> list[dict]:
                 "disconnected": int(disconnected(twin)),
                 "critical_compression": round(critical_compression(s for _, s, _ in layers), 4),
                 "seconds": round(t.seconds, 3)})
+            write_csv(args.out / "layer_collapse.partial.csv", rows)  # a later failure loses nothing
             log(f"{net:9s} {method:8s} c={c:<4} collapsed {n_collapsed:2d}/{len(layers)}"
                 f"{'  disconnected' if rows[-1]['disconnected'] else ''}  {t.seconds:6.1f}s")
     clear_masks(twin)
@@ -160,8 +161,11 @@ def main() -> None:
         rows = read_csv(csv_path)
     else:
         with Timer() as t:
-            rows = [row for net in args.networks for row in run_network(net, args)]
-        write_csv(csv_path, rows)
+            rows = []
+            for net in args.networks:
+                rows += run_network(net, args)
+                write_csv(csv_path, rows)
+        (args.out / "layer_collapse.partial.csv").unlink(missing_ok=True)
         log(f"total {t}")
     size = plot(rows, png_path)
     for (net, method), (no_empty, connected) in summary(rows).items():

@@ -11,7 +11,8 @@ scoring (see DESIGN.md "SynFlow on general graphs"):
   Mish, HardSwish via HardSigmoid or Clip) become `x`: the gate takes its value for a large positive
   input ("open"), which is what these activations do on SynFlow's growing non-negative signal;
 - LayerNormalization / InstanceNormalization / GroupNormalization keep only their affine part, LRN
-  is the identity;
+  is the identity; a LayerNorm written out (opset < 17: Sub(x, ReduceMean(x)), then a Div by
+  Sqrt(ReduceMean(Pow(., 2)) + eps)) loses its centering and scaling the same way;
 - BatchNormalization always uses its running statistics (an affine map), never batch statistics.
 
 Everything else (pooling, Add, Concat, Reshape, ...) runs as it is.
@@ -125,6 +126,24 @@ class _Graph:
             value = user.output[0]
         return False
 
+    def is_centering(self, node: onnx.NodeProto) -> bool:
+        """Sub(x, ReduceMean(x)): the centering of a LayerNorm written out (opset < 17 exports)."""
+        mean = self.producer.get(node.input[1])
+        return mean is not None and mean.op_type == "ReduceMean" and mean.input[0] == node.input[0]
+
+    def is_std_scaling(self, node: onnx.NodeProto) -> bool:
+        """Div(a, f(ReduceMean(g(a)))), e.g. a / Sqrt(ReduceMean(Pow(a, 2)) + eps): the scaling of a
+        LayerNorm written out."""
+        a, pending = node.input[0], [node.input[1]]
+        for _ in range(_MAX_CHAIN):
+            nodes = [self.producer[n] for n in pending if n in self.producer]
+            for n in nodes:
+                if n.op_type == "ReduceMean" and self.root(n.input[0]) == self.root(a):
+                    return True
+            pending = [i for n in nodes if n.op_type in _SCALING + ("Sqrt", "Reciprocal", "Identity", "Cast")
+                       for i in n.input if i and i not in self.constants]
+        return False
+
 
 def _open_gate(node: onnx.NodeProto):
     """The gate's saturated value: 1 for Sigmoid/Tanh/Erf/HardSigmoid, the upper bound for Clip."""
@@ -138,16 +157,26 @@ def _open_gate(node: onnx.NodeProto):
     return None  # unbounded above: not a gate
 
 
+def _node_override(graph: _Graph, node: onnx.NodeProto):
+    """A replacement for one node of a written-out pattern, or None."""
+    if node.op_type in GATES and graph.is_gate(node):
+        return _open_gate(node)
+    if node.op_type == "Sub" and graph.is_centering(node):
+        return identity  # x - mean(x) -> x
+    if node.op_type == "Div" and graph.is_std_scaling(node):
+        return identity  # a / sqrt(mean(a²) + eps) -> a
+    return None
+
+
 @contextlib.contextmanager
-def _gates_open(twin: Twin) -> Iterator[None]:
+def _patterns_linearized(twin: Twin) -> Iterator[None]:
     graph = _Graph(twin)
     saved = []
     for i, step in enumerate(twin.program.steps):
-        if step.node.op_type in GATES and graph.is_gate(step.node):
-            fn = _open_gate(step.node)
-            if fn is not None:
-                saved.append((i, step.fn))
-                step.fn = fn
+        fn = _node_override(graph, step.node)
+        if fn is not None:
+            saved.append((i, step.fn))
+            step.fn = fn
     try:
         yield
     finally:
@@ -157,5 +186,5 @@ def _gates_open(twin: Twin) -> Iterator[None]:
 @contextlib.contextmanager
 def linearized(twin: Twin) -> Iterator[Twin]:
     """Run the twin under the linearization policy; the original handlers come back on exit."""
-    with twin.replaced_ops(HANDLERS), _gates_open(twin):
+    with twin.replaced_ops(HANDLERS), _patterns_linearized(twin):
         yield twin

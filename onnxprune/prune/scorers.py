@@ -33,10 +33,11 @@ import torch
 
 from ..errors import ScoringError
 from ..twin import Twin
-from .inputs import batch_loss, float_outputs, materialize, ones_feeds
 from .alive import Alive
+from .inputs import batch_loss, float_outputs, materialize, ones_feeds
 from .linearize import linearized
 from .state import own_data, preserved
+from .targets import prunable_tensors
 
 GRASP_TEMPERATURE = 200.0  # GraSP divides logits by 200 (the paper's code); Lubana & Dick reuse it
 GRASP_EPS = 1e-10
@@ -323,8 +324,6 @@ def scorer(method: str) -> type[Scorer]:
 def score(twin: Twin, method: str, names: Sequence[str] | None = None, **options: Any) -> dict[str, torch.Tensor]:
     """One-shot scores {onnx_name: tensor} of `names` (default: the prunable tensors); the twin is
     left exactly as it was. Options as `Scorer`: batches, input_shapes, precision, generator, ..."""
-    from .targets import prunable_tensors
-
     names = list(names) if names is not None else prunable_tensors(twin)
     if not names:
         raise ScoringError("the model has no prunable weights")

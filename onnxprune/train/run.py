@@ -130,6 +130,8 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     with torch.no_grad():
         check_classes(first_output(twin.eval()(probe)), num_classes(train_set), req.dataset)
     frozen = freeze_constants(twin, probe)
+    if not any(p.requires_grad for p in twin.parameters()):
+        raise OnnxPruneError("the model has no trainable tensors (no float weights that reach the output)")
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
     reporter = Reporter(quiet=req.quiet, enabled=info.main)
     trainer = Trainer(twin, train_set, test_set, cfg, device, info, Objective(_output_kind(tied.model)),

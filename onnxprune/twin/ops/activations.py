@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +46,19 @@ def hard_sigmoid(x, *, alpha, beta):
 
 @register("HardSwish")
 def hard_swish(x):
+    # alpha = 1/6 exactly, as the spec's formula says (its function body's float32 attribute rounds it).
     return x * torch.clamp(x / 6 + 0.5, 0, 1)
+
+
+@register("Swish", since=24)
+def swish(x, *, alpha):
+    return x * torch.sigmoid(alpha * x)
+
+
+@register("Shrink", since=9)
+def shrink(x, *, bias, lambd):
+    # integer inputs are allowed: compute in their type (bias and lambd are whole there by contract)
+    return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x))).to(x.dtype)
 
 
 @register("Softplus")
@@ -81,7 +95,7 @@ def _coerced(fn):
     def handler(x, *, axis):
         shape = x.shape
         axis = axis % x.dim() if x.dim() else 0
-        flat = x.reshape(int(torch.tensor(shape[:axis]).prod()) if axis else 1, -1)
+        flat = x.reshape(math.prod(shape[:axis]), -1)
         return fn(flat, dim=-1).reshape(shape)
     return handler
 
@@ -91,6 +105,39 @@ for _op, _fn in {"Softmax": torch.softmax, "LogSoftmax": torch.log_softmax}.item
     add(_op, lambda x, *, axis, _fn=_fn: _fn(x, dim=axis), since=13)
 
 
+def _hardmax(x, *, dim):
+    # the first maximum wins (ties), as torch.argmax and the spec both do
+    return F.one_hot(x.argmax(dim=dim), x.shape[dim]).movedim(-1, dim).to(x.dtype)
+
+
+add("Hardmax", _coerced(_hardmax), since=1)
+
+
 @register("Hardmax", since=13)
 def hardmax(x, *, axis):
-    return F.one_hot(x.argmax(dim=axis), x.shape[axis]).movedim(-1, axis).to(x.dtype)
+    return _hardmax(x, dim=axis)
+
+
+# ----- onnxruntime's contrib GELU family (com.microsoft), found in graphs ORT optimized and saved. -------
+# onnx has no schema for these, so no defaults are filled in: the handlers state onnxruntime's.
+MS = "com.microsoft"
+
+
+@register("Gelu", domain=MS)
+def ms_gelu(x):
+    return F.gelu(x)
+
+
+@register("BiasGelu", domain=MS)
+def ms_bias_gelu(x, bias):
+    return F.gelu(x + bias)
+
+
+@register("FastGelu", domain=MS)
+def ms_fast_gelu(x, bias=None):
+    return F.gelu(x if bias is None else x + bias, approximate="tanh")
+
+
+@register("QuickGelu", domain=MS)
+def ms_quick_gelu(x, *, alpha=1.702):
+    return x * torch.sigmoid(alpha * x)
