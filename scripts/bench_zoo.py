@@ -207,8 +207,8 @@ def versions() -> str:
     import torchvision
 
     return (f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-            f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}; {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPU cores")
+            f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}; "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
 
 
 def markdown(rows: list[dict]) -> str:
@@ -259,7 +259,8 @@ def options() -> argparse.Namespace:
     p.add_argument("--small", action="store_true", help="resnet18 + mobilenet_v2, 10 iterations, 3 runs")
     p.add_argument("--models", nargs="+", choices=MODELS, default=None)
     p.add_argument("--iterations", type=int, default=None, help="SynFlow iterations (default 100; --small 10)")
-    p.add_argument("--runs", type=int, default=None, help="runs per measurement, median reported (default 5; --small 3)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="runs per measurement, median reported (default 5; --small 3)")
     p.add_argument("--compression", type=float, default=2.0)
     p.add_argument("--size", type=int, default=224, help="input height and width")
     p.add_argument("--num-classes", type=int, default=1000, help="torchvision default 1000, or e.g. 10")

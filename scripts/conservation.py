@@ -138,7 +138,8 @@ def plot(rows: list[dict], path) -> int:
         ax.axhline(1 / n, color="k", ls=":", lw=1, label="equal totals (1/L)")
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="layer (weight tensor, input to output)", ylabel="layer's share of total |score|", title=f"{NETS[net]}: per-layer score totals")
+        ax.set(xlabel="layer (weight tensor, input to output)", ylabel="layer's share of total |score|",
+               title=f"{NETS[net]}: per-layer score totals")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
     ax = axes[2]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from _common import (COLORS, CIFAR_SHAPE, LABELS, NETWORKS, Timer, cifar_twin, clear_masks, compressions,
-                     critical_compression, disconnected, feasible, log, max_safe_compression, parser, plt, prunable_total, prune,
-                     random_batches, read_csv, save_figure, set_threads, write_csv)
+                     critical_compression, disconnected, feasible, log, max_safe_compression, parser, plt,
+                     prunable_total, prune, random_batches, read_csv, save_figure, set_threads, write_csv)
 from onnxprune.prune import score, select_masks
 
 METHODS = ("rand", "mag", "snip", "grasp", "synflow")

@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.torch_nets import LeNet5, export, kaiming_init
 from onnxprune.errors import OnnxPruneError, ScoringError
-from onnxprune.prune import METHODS, PruneResult, keep_schedule, prunable_tensors, prune_twin, select_masks
+from onnxprune.prune import (METHODS, PruneResult, keep_schedule, prunable_tensors, prune_twin, score,
+                              select_masks)
 from onnxprune.twin import Twin
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
@@ -338,3 +339,30 @@ def test_synflow_overflow_in_float32_is_a_clear_error():
     assert twin.masks() == {}
     result = prune_twin(twin, density=0.1, iterations=3)  # float64 by default
     check_result(twin, result, 0.1)
+
+
+def _two_layer(extra: bool) -> onnx.ModelProto:
+    """x -> MatMul W0 -> [Dropout 0.5] -> MatMul W1 -> y, [plus an int64 ArgMax(y) output]."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W0"),
+             numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "W1"),
+             numpy_helper.from_array(np.array(0.5, dtype=np.float32), "ratio")]
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["h"])]
+    nodes += [helper.make_node("Dropout", ["h", "ratio"], ["d"]), helper.make_node("MatMul", ["d", "W1"], ["y"]),
+              helper.make_node("ArgMax", ["y"], ["label"], axis=1)] if extra else \
+        [helper.make_node("MatMul", ["h", "W1"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    outputs += [helper.make_tensor_value_info("label", TensorProto.INT64, None)] if extra else []
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_synflow_scores_in_eval_mode_on_float_outputs_only():
+    """A twin left in train mode still scores with Dropout off, and an integer output adds nothing to R."""
+    plain = score(Twin(_two_layer(extra=False)), "synflow")
+    twin = Twin(_two_layer(extra=True)).train()
+    for _ in range(2):  # train-mode Dropout would make two calls differ
+        got = score(twin, "synflow")
+        assert all(torch.equal(got[n], plain[n]) for n in plain)
+    assert twin.training

@@ -105,11 +105,9 @@ def train(req: TrainRequest, warn: Callable[[str], None]) -> TrainResult:
         info.close()
 
 
-def _train(req: TrainRequest, warn, info, device) -> TrainResult:
-    cfg = req.config
-    torch.manual_seed(cfg.seed)
-    original = load_model(req.model)
-    tied = untie(original)
+def _prepare(req: TrainRequest, warn):
+    """The model with exporter ties undone, its twin with masks from the file's zeros, (kept, total)."""
+    tied = untie(load_model(req.model))
     for note in _untie_warnings(tied):
         warn(note)
     twin = Twin(tied.model)
@@ -119,12 +117,20 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     if len(twin.inputs) != 1:
         raise DataError(f"the model has {len(twin.inputs)} inputs ({', '.join(twin.input_names)}); "
                         "training feeds one image input")
-    spec = twin.inputs[0]
+    return tied, twin, kept, total
+
+
+def _datasets(req: TrainRequest, spec):
     train_set = load_dataset(req.dataset, req.data_dir, train=True, input_spec=spec, augment=req.augment,
                              normalize=req.normalize)
     test_set = load_dataset(req.dataset, req.data_dir, train=False, input_spec=spec, normalize=req.normalize)
-    if cfg.batch_size < info.world:
-        raise OnnxPruneError(f"--batch-size {cfg.batch_size} is smaller than the {info.world} processes")
+    if len(train_set) == 0 or len(test_set) == 0:
+        raise DataError(f"{req.data_dir}: the {'training' if len(train_set) == 0 else 'test'} split is empty")
+    return train_set, test_set
+
+
+def _fit_to_data(twin: Twin, train_set, req: TrainRequest, device) -> list[str]:
+    """Check the output against the classes, freeze graph constants; returns the frozen names."""
     twin.to(device)
     probe = torch.stack([train_set[i][0] for i in range(min(2, len(train_set)))]).to(device)
     with torch.no_grad():
@@ -132,6 +138,17 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     frozen = freeze_constants(twin, probe)
     if not any(p.requires_grad for p in twin.parameters()):
         raise OnnxPruneError("the model has no trainable tensors (no float weights that reach the output)")
+    return frozen
+
+
+def _train(req: TrainRequest, warn, info, device) -> TrainResult:
+    cfg = req.config
+    torch.manual_seed(cfg.seed)
+    if cfg.batch_size < info.world:
+        raise OnnxPruneError(f"--batch-size {cfg.batch_size} is smaller than the {info.world} processes")
+    tied, twin, kept, total = _prepare(req, warn)
+    train_set, test_set = _datasets(req, twin.inputs[0])
+    frozen = _fit_to_data(twin, train_set, req, device)
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
     reporter = Reporter(quiet=req.quiet, enabled=info.main)
     trainer = Trainer(twin, train_set, test_set, cfg, device, info, Objective(_output_kind(tied.model)),
