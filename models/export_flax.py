@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import onnx
 from flax import nnx
 from jax2onnx import to_onnx

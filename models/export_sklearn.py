@@ -40,7 +40,8 @@ def mlp_classifier() -> onnx.ModelProto:
 def mlp_regressor() -> onnx.ModelProto:
     """A tanh MLP regressor (plain MatMul/Add/Tanh graph)."""
     x, y = make_regression(n_samples=256, n_features=FEATURES, random_state=0)
-    model = MLPRegressor(hidden_layer_sizes=(24,), activation="tanh", max_iter=50, random_state=0).fit(x, y / np.abs(y).max())
+    model = MLPRegressor(hidden_layer_sizes=(24,), activation="tanh", max_iter=50, random_state=0)
+    model.fit(x, y / np.abs(y).max())
     return to_onnx(model, x[:1].astype(np.float32), target_opset=17)
 
 

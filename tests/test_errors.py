@@ -352,3 +352,15 @@ def test_sigterm_ends_with_one_line_and_nothing_left(tmp_path):
     assert proc.returncode == 143, stderr
     assert stderr.strip().splitlines()[-1] == "error: terminated" and "Traceback" not in stderr
     assert snapshot(tmp_path) == before
+
+
+def test_the_float64_hint_is_right(tmp_path):
+    """The overflow case above prunes fine when the user follows its hint (in-process: no start-up)."""
+    from click.testing import CliRunner
+
+    from onnxprune.cli import main
+
+    model = save(tmp_path, DEEP)
+    result = CliRunner().invoke(main, prune_cmd(model, "-c", "1", "--iterations", "1", "--precision", "float64"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out.onnx").is_file()

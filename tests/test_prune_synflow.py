@@ -40,9 +40,9 @@ def reference_synflow(model: nn.Module, shape, density: float, iterations: int):
     kthvalue threshold over ALL scores (pruned ones score 0) with `score <= threshold` pruned.
 
     One deliberate alignment: BatchNorm's epsilon is set to the float32 value the ONNX file holds
-    (1e-5 is not a float32). The two nets are then the same function and score bit for bit alike;
-    with torch's exact 1e-5 the scores differ by ~2e-12 relative, enough to flip rare near-ties that
-    an iterative schedule then amplifies.
+    (1e-5 is not a float32). The two nets are then the same function and score bit for bit alike.
+    With torch's exact 1e-5 the scores differ by ~2e-12 relative; on these nets the masks measured
+    the same either way, but a near-tie flipped early would be amplified by the iterations.
     """
     model = copy.deepcopy(model).double().eval()
     for m in model.modules():

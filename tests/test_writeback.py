@@ -132,7 +132,8 @@ def _matmul_model(weight_node: onnx.NodeProto | None, initializers=(), dtype=Ten
 def test_constant_node_weights_become_initializers(kind):
     rng = np.random.default_rng(0)
     if kind == "Constant":
-        node = helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32)))
+        weight = numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32))
+        node = helper.make_node("Constant", [], ["W"], value=weight)
         model = _matmul_model(node)
     else:  # the Caffe2 "light" models make weights this way
         node = helper.make_node("ConstantOfShape", ["shape"], ["W"],

@@ -21,7 +21,6 @@ downloaded; BatchNorm statistics are randomized so BN is not the identity.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import os
@@ -100,7 +99,6 @@ def sample_feeds(model: onnx.ModelProto, *, batch: int = 2, seed: int = 0) -> di
 
 
 # ----- torch exports ------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
 def _model_bytes(name: str) -> bytes:
     if name in committed_names():
         return (ZOO_DIR / f"{name}.onnx").read_bytes()

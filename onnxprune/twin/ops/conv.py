@@ -28,8 +28,7 @@ def conv(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, pads, stride
 @register("ConvTranspose", since=1)
 def conv_transpose(x, w, b=None, *, auto_pad, dilations, group, kernel_shape, output_padding, output_shape,
                    pads, strides):
-    n = w.dim() - 2
-    kernel = kernel_shape or list(w.shape[2:])
+    n = w.dim() - 2  # kernel_shape, when given, equals w's spatial shape
     strides, dilations = filled(strides, n), filled(dilations, n)
     out_pad = filled(output_padding, n, 0)
     # The full transposed convolution (every cell an input reaches), then crop `head` cells at the start

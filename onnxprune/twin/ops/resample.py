@@ -114,10 +114,13 @@ def _axis_plan(in_size, out_size, scale, roi, coord_mode, mode, nearest_mode, a,
 def _resize_axis(x, axis, plan, extrapolation_value):
     idx, w, outside = plan
     out, n = idx.shape
-    gathered = x.index_select(axis, torch.from_numpy(idx.reshape(-1)).to(x.device))
-    gathered = gathered.unflatten(axis, (out, n))
     shape = (1,) * axis + (out, n) + (1,) * (x.dim() - axis - 1)
-    y = (gathered * torch.from_numpy(w).to(x.device, x.dtype).reshape(shape)).sum(axis + 1)
+    if np.all(np.count_nonzero(w, axis=1) == 1) and np.all(w.max(axis=1) == 1):
+        # nearest: copy the one sample (a weighted sum would turn a neighbour's inf into NaN)
+        y = x.index_select(axis, torch.from_numpy(idx[np.arange(out), w.argmax(1)]).to(x.device))
+    else:
+        gathered = x.index_select(axis, torch.from_numpy(idx.reshape(-1)).to(x.device)).unflatten(axis, (out, n))
+        y = (gathered * torch.from_numpy(w).to(x.device, x.dtype).reshape(shape)).sum(axis + 1)
     if outside is not None and outside.any():
         mask = torch.from_numpy(outside).to(x.device).reshape(shape[:axis + 1] + shape[axis + 2:])
         y = torch.where(mask, torch.tensor(extrapolation_value, dtype=y.dtype, device=y.device), y)
