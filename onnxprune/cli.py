@@ -82,6 +82,11 @@ class Group(click.Group):
 
 def _report(err: Exception) -> int:
     """Print the one line for `err` and return the exit code."""
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())  # Click >= 8.2: bare `onnxprune`
+    if isinstance(err, no_args) and err.ctx is not None:
+        click.echo(err.ctx.get_help(), err=True)
+        click.echo("\nerror: no command given (see above)", err=True)
+        return 2
     if isinstance(err, click.exceptions.UsageError):
         if err.ctx is not None:
             click.echo(err.ctx.get_usage(), err=True)

@@ -251,7 +251,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
         # onnx moved the weights out of `model` into the file: read them back so the caller's model
         # is unchanged.
         onnx.load_external_data_for_model(model, str(staging))
-        os.replace(staging / data_name, folder / data_name)
+        if (staging / data_name).exists():  # onnx writes no data file when every tensor is under 1 KB
+            os.replace(staging / data_name, folder / data_name)
         os.replace(staging / path.name, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -141,7 +141,7 @@ def plot(rows: list[dict], path) -> int:
         ax.scatter([], [], marker="x", s=22, color="k", lw=1, label="× no input-output path left")
         critical = float(mine[0]["critical_compression"])
         ax.axvline(critical, color="k", ls=":", lw=1)
-        ax.text(critical, 0.5, " 1 weight/layer", rotation=90, va="center", ha="right", fontsize=8)
+        ax.text(critical, 0.02, "1 weight per layer ", rotation=90, va="bottom", ha="right", fontsize=7.5)
         ax.set(title=f"{NETWORKS[net][0]} (CIFAR-10 shape, Kaiming init)", xlabel="compression (log10 ×)",
                ylabel="fraction of layers fully pruned", ylim=(-0.03, 1.05))
         ax.grid(alpha=0.3)

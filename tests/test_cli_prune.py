@@ -253,6 +253,26 @@ def test_symbolic_dims_need_input_shape(tmp_path, zoo_cache):
         zoo.build_torch("squeezenet1_1"), (1, 3, 48, 48))
 
 
+@pytest.mark.parametrize("fmt", ["dense", "auto"])
+def test_external_data_input_keeps_external_data(tmp_path, zoo_cache, fmt):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_model(zoo_cache("lenet5"), src / "lenet5.onnx", external_data=True)
+    assert (src / "lenet5.onnx.data").is_file()
+    out = tmp_path / "out.onnx"
+    got = run("prune", src / "lenet5.onnx", "-c", "2", "-m", "mag", "--format", fmt, "-o", out, "-q")
+    assert got.exit_code == 0, got.output
+    # dense keeps 192 KB weights: they go to out.onnx.data; auto stores them sparse (under onnx's 1 KB
+    # threshold for external data), so no data file is needed.
+    assert (tmp_path / "out.onnx.data").is_file() == (fmt == "dense")
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    reference = ort.InferenceSession(str(src / "lenet5.onnx"), providers=["CPUExecutionProvider"])
+    pruned = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert pruned.run(None, {"input": x})[0].shape == reference.run(None, {"input": x})[0].shape
+    got = run("verify", out, "--reference", src / "lenet5.onnx")
+    assert got.exit_code == 0, got.output
+
+
 @pytest.mark.skipif(not SHARED_DATA.is_file(), reason="the shared MNIST file is not on this machine")
 def test_data_driven_method_with_npz(lenet_file, tmp_path):
     data = np.load(SHARED_DATA)

@@ -1,12 +1,12 @@
 """The twin against onnx's backend node test cases (numpy references), through scripts/conformance.py.
 
-The whole suite (1,884 cases) runs once per mode in-process: about 10 s of CPU each on one thread.
+The whole suite (1,884 cases) runs in-process, once in float32 and once (what passed) in float64 mode:
+generating the cases takes about 5 s of CPU and each run about 5 s on one thread; the file ~20 s of CPU.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,11 +117,31 @@ def test_script_runs_as_a_command():
     assert done.returncode == 0 and "--op" in done.stdout
 
 
+def _vi(name, elem_type, shape):
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def _model(nodes, inputs, outputs, opset=17, **domains):
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in domains.items()]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)  # ir 8: what onnxruntime loads
+
+
+def _branch(node, output):
+    return helper.make_graph([node], output, [], [_vi(output, TensorProto.FLOAT, [2])])
+
+
+def _if_model(then_node, else_node):
+    branches = {"then_branch": _branch(then_node, then_node.output[0]),
+                "else_branch": _branch(else_node, else_node.output[0])}
+    inputs = [_vi("c", TensorProto.BOOL, []), _vi("x", TensorProto.FLOAT, [2])]
+    return _model([helper.make_node("If", ["c"], ["y"], **branches)], inputs, [_vi("y", TensorProto.FLOAT, [2])])
+
+
 def test_unsupported_op_fails_at_build_naming_op_domain_opset_node():
     node = helper.make_node("FrobnicateTensor", ["x"], ["y"], name="frob_1", domain="com.example")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 3)])
+    model = _model([node], [_vi("x", TensorProto.FLOAT, [2])], [_vi("y", TensorProto.FLOAT, [2])],
+                   **{"com.example": 3})
     with pytest.raises(UnsupportedOpError) as err:
         Twin(model)
     message = str(err.value)
@@ -132,47 +152,46 @@ def test_unsupported_op_fails_at_build_naming_op_domain_opset_node():
 
 def test_unsupported_op_inside_a_subgraph_fails_at_build():
     inner = helper.make_node("FrobnicateTensor", ["x"], ["z"], name="deep", domain="com.example")
-    branch = helper.make_graph([inner], "b", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
-    node = helper.make_node("If", ["c"], ["y"], name="if_1", then_branch=branch, else_branch=branch)
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model = _if_model(inner, helper.make_node("Neg", ["x"], ["e"]))
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
     with pytest.raises(UnsupportedOpError, match="FrobnicateTensor .*com.example.*opset 1.*'deep'"):
+        Twin(model)
+
+
+def test_string_constant_is_refused_at_build_naming_the_node():
+    labels = helper.make_node("Constant", [], ["s"], value_strings=["cat", "dog"], name="labels")
+    model = _model([labels, helper.make_node("Identity", ["x"], ["y"])], [_vi("x", TensorProto.FLOAT, [2])],
+                   [_vi("y", TensorProto.FLOAT, [2]), _vi("s", TensorProto.STRING, [2])])
+    with pytest.raises(UnsupportedOpError, match="Constant .*'labels'.*string"):
         Twin(model)
 
 
 def test_if_branch_reads_outer_scope_values():
     # A subgraph may read any value of the enclosing graph (ONNX lexical scoping).
-    then_b = helper.make_graph([helper.make_node("Add", ["x", "x"], ["t"])], "t", [],
-                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
-    else_b = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "e", [],
-                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
-    graph = helper.make_graph(
-        [helper.make_node("If", ["c"], ["y"], then_branch=then_b, else_branch=else_b)], "g",
-        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    twin = Twin(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    twin = Twin(_if_model(helper.make_node("Add", ["x", "x"], ["t"]), helper.make_node("Neg", ["x"], ["e"])))
     x = torch.tensor([1.0, -2.0])
     assert torch.equal(twin(torch.tensor(True), x), x + x)
     assert torch.equal(twin(torch.tensor(False), x), -x)
 
 
+def test_replaced_ops_reach_into_subgraphs():
+    # SynFlow's linearization swaps activation handlers; a Relu inside an If branch must be swapped too.
+    twin = Twin(_if_model(helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["x"], ["e"])))
+    x = torch.tensor([1.0, -2.0])
+    with twin.replaced_ops({"Relu": lambda v: v}):
+        assert torch.equal(twin(torch.tensor(True), x), x)
+    assert torch.equal(twin(torch.tensor(True), x), torch.relu(x))
+
+
 # ----- paths the backend cases leave out, against onnxruntime --------------------------------------
-def _ort(model, feeds):
+def _check_against_ort(model, feeds):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
-
-
-def _check_against_ort(model, feeds):
-    # float32 kernels on both sides: the same few-ulp budget as the conformance runner's float32.
-    twin = Twin(model)
-    got = list(twin.run({k: torch.from_numpy(v) for k, v in feeds.items()}).values())
-    for want, value in zip(_ort(model, feeds), got):
-        np.testing.assert_allclose(value.numpy(), want, rtol=1e-4, atol=1e-5)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = list(Twin(model).run({k: torch.from_numpy(v) for k, v in feeds.items()}).values())
+    for expected, value in zip(want, got):
+        # float32 kernels on both sides: the conformance runner's float32 budget (a few ulp per op).
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("op,extra", [
@@ -185,39 +204,30 @@ def test_recurrent_layers_with_sequence_lengths_match_onnxruntime(op, extra):
     gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
     dirs, steps, batch, features, hidden = 2 if extra["direction"] == "bidirectional" else 1, 5, 3, 4, 6
     rng = np.random.default_rng(0)
-    tensors = {
+    feeds = {
         "X": rng.standard_normal((steps, batch, features), dtype=np.float32),
         "W": rng.standard_normal((dirs, gates * hidden, features), dtype=np.float32) * 0.5,
         "R": rng.standard_normal((dirs, gates * hidden, hidden), dtype=np.float32) * 0.5,
         "B": rng.standard_normal((dirs, 2 * gates * hidden), dtype=np.float32) * 0.1,
-        "L": np.array([5, 2, 3], dtype=np.int32),
+        "L": np.array([5, 2, 3], dtype=np.int32),  # items stop at different steps
         "H": rng.standard_normal((dirs, batch, hidden), dtype=np.float32),
     }
-    names = ["X", "W", "R", "B", "L", "H"]
     outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
-    node = helper.make_node(op, names, outputs, hidden_size=hidden, **extra)
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-                      for n, v in tensors.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
-    _check_against_ort(model, tensors)
+    node = helper.make_node(op, list(feeds), outputs, hidden_size=hidden, **extra)
+    inputs = [_vi(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in feeds.items()]
+    _check_against_ort(_model([node], inputs, [_vi(n, TensorProto.FLOAT, None) for n in outputs], 14), feeds)
 
 
 def test_scan_with_axes_and_directions_matches_onnxruntime():
+    f = TensorProto.FLOAT
     body = helper.make_graph(
         [helper.make_node("Add", ["s", "x"], ["s_out"]), helper.make_node("Mul", ["s_out", "x"], ["y"])], "body",
-        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        [_vi("s", f, [2]), _vi("x", f, [2])], [_vi("s_out", f, [2]), _vi("y", f, [2])])
     node = helper.make_node("Scan", ["init", "xs"], ["final", "ys"], body=body, num_scan_inputs=1,
                             scan_input_axes=[1], scan_input_directions=[1], scan_output_axes=[-1],
                             scan_output_directions=[1])
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("init", TensorProto.FLOAT, [2]),
-                      helper.make_tensor_value_info("xs", TensorProto.FLOAT, [2, 5])],
-        [helper.make_tensor_value_info("final", TensorProto.FLOAT, [2]),
-         helper.make_tensor_value_info("ys", TensorProto.FLOAT, [2, 5])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], ir_version=8)
+    model = _model([node], [_vi("init", f, [2]), _vi("xs", f, [2, 5])], [_vi("final", f, [2]), _vi("ys", f, [2, 5])],
+                   16)
     rng = np.random.default_rng(1)
     _check_against_ort(model, {"init": rng.standard_normal(2, dtype=np.float32),
                                "xs": rng.standard_normal((2, 5), dtype=np.float32)})
@@ -225,37 +235,14 @@ def test_scan_with_axes_and_directions_matches_onnxruntime():
 
 def test_loop_scan_outputs_and_outer_scope_match_onnxruntime():
     # The body reads `w` from the enclosing graph and emits a per-iteration scan output.
+    f = TensorProto.FLOAT
     body = helper.make_graph(
         [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Mul", ["acc", "w"], ["acc_out"]),
          helper.make_node("Add", ["acc_out", "acc"], ["step"])], "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc", TensorProto.FLOAT, [3])],
-        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [3]),
-         helper.make_tensor_value_info("step", TensorProto.FLOAT, [3])])
-    graph = helper.make_graph(
-        [helper.make_node("Loop", ["n", "", "a"], ["a_final", "steps"], body=body)], "g",
-        [helper.make_tensor_value_info("n", TensorProto.INT64, []), helper.make_tensor_value_info("a", TensorProto.FLOAT, [3]),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [3])],
-        [helper.make_tensor_value_info("a_final", TensorProto.FLOAT, [3]),
-         helper.make_tensor_value_info("steps", TensorProto.FLOAT, [4, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)], ir_version=8)
+        [_vi("i", TensorProto.INT64, []), _vi("c", TensorProto.BOOL, []), _vi("acc", f, [3])],
+        [_vi("c_out", TensorProto.BOOL, []), _vi("acc_out", f, [3]), _vi("step", f, [3])])
+    model = _model([helper.make_node("Loop", ["n", "", "a"], ["a_final", "steps"], body=body)],
+                   [_vi("n", TensorProto.INT64, []), _vi("a", f, [3]), _vi("w", f, [3])],
+                   [_vi("a_final", f, [3]), _vi("steps", f, [4, 3])], 16)
     _check_against_ort(model, {"n": np.array(4, dtype=np.int64), "a": np.array([1.0, -2.0, 0.5], dtype=np.float32),
                                "w": np.array([0.5, 1.5, -1.0], dtype=np.float32)})
-
-
-def test_replaced_ops_reach_into_subgraphs():
-    # SynFlow's linearization swaps activation handlers; a Relu inside an If branch must be swapped too.
-    then_b = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "t", [],
-                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
-    else_b = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "e", [],
-                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
-    graph = helper.make_graph(
-        [helper.make_node("If", ["c"], ["y"], then_branch=then_b, else_branch=else_b)], "g",
-        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    twin = Twin(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    x = torch.tensor([1.0, -2.0])
-    with twin.replaced_ops({"Relu": lambda v: v}):
-        assert torch.equal(twin(torch.tensor(True), x), x)
-    assert torch.equal(twin(torch.tensor(True), x), torch.relu(x))

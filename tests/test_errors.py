@@ -254,6 +254,8 @@ CASES = [
     Case("--iterations 0", with_model(mlp, "--iterations", "0"), 2, (r"--iterations",), usage=True),
     Case("--compression not a number", with_model(mlp, c="lots"), 2, (r"--compression", "lots"), usage=True),
     Case("missing MODEL argument", lambda f: ["prune", "-c", "1"], 2, (r"missing argument",), usage=True),
+    Case("no command at all", lambda f: [], 2, (r"no command",), usage=True),
+    Case("unknown command", lambda f: ["purne", "m.onnx"], 2, (r"no such command", "purne"), usage=True),
 ]
 
 

@@ -12,16 +12,20 @@ Torchvision names are "<arch>-torchscript" (torch.onnx.export dynamo=False: opse
 kept, dynamic batch) and "<arch>-dynamo" (dynamo=True: BN folded where foldable, batch fixed at 1).
 Committed files are named by their stem ("keras_cnn", "sklearn_mlp_classifier", ...).
 
-Exports are slow (dynamo takes seconds per model), so each is written once to a disk cache keyed by this
-file's source and the torch/torchvision/onnx versions: $ONNXPRUNE_ZOO_CACHE if set, else
-.pytest_cache/d/onnxprune-zoo/<key>/ under the repository root. Weights are random (seeded), never
-downloaded; BatchNorm statistics are randomized so BN is not the identity.
+Exports are slow (dynamo takes seconds per model), so each is written once to a disk cache keyed by the
+code that builds and exports the models (here and in models/torch_nets.py) and by the
+torch/torchvision/onnx versions:
+$ONNXPRUNE_ZOO_CACHE if set, else .pytest_cache/d/onnxprune-zoo/<key>/ under the repository root.
+Weights are random (seeded), never downloaded; BatchNorm statistics are randomized so BN is not the
+identity.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import io
 import os
 import sys
@@ -112,15 +116,23 @@ def _model_bytes(name: str) -> bytes:
 
 
 def cache_dir() -> Path:
+    base = Path(os.environ.get("ONNXPRUNE_ZOO_CACHE") or ROOT / ".pytest_cache" / "d" / "onnxprune-zoo")
+    path = base / _cache_key()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@functools.cache  # once per process: the key must not change under a running test session
+def _cache_key() -> str:
     import torch
     import torchvision
 
-    key = hashlib.sha256(Path(__file__).read_bytes())
+    # a change to how models are built or exported (here or in the export helper) makes a fresh cache
+    code = [inspect.getsource(fn) for fn in (_vit, _torchvision, build_torch, _randomize, export_torch)]
+    key = hashlib.sha256("\n".join(code + [repr(IMAGE), repr(sorted(ARCHS))]).encode())
+    key.update((ROOT / "models" / "torch_nets.py").read_bytes())
     key.update(f"{torch.__version__} {torchvision.__version__} {onnx.__version__}".encode())
-    base = Path(os.environ.get("ONNXPRUNE_ZOO_CACHE") or ROOT / ".pytest_cache" / "d" / "onnxprune-zoo")
-    path = base / key.hexdigest()[:16]
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return key.hexdigest()[:16]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -33,7 +33,7 @@ IDENTITY_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", 
                 "Softplus", "Softsign", "Gelu", "HardSwish", "Mish", "ThresholdedRelu", "Clip", "Softmax",
                 "LogSoftmax", "LRN")
 
-# Gates of `x * gate(x)` patterns, and the value each saturates to for a large positive input.
+# Ops that can be the gate of an `x * gate(x)` pattern (their open value: `_open_gate`).
 GATES = ("Sigmoid", "Tanh", "Erf", "HardSigmoid", "Clip")
 # Ops through which a gate's input, or the gated operand, is still "x" (scaled, shifted, powered).
 _SCALING = ("Add", "Sub", "Mul", "Div", "Pow")

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from ..errors import InvalidModelError
 from . import registry
-from .tensors import FLOAT_TYPES, ONNX_TYPES, to_torch
+from .tensors import sparse_to_dense, to_torch
 
 
 @dataclass
@@ -69,7 +69,8 @@ def toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Node
         done = [n for n, r in pending if r <= ready]
         if not done:
             node, reads = rest[0]
-            raise InvalidModelError(f"node '{node.name or node.op_type}' reads undefined value(s) {sorted(reads - ready)}")
+            missing = sorted(reads - ready)
+            raise InvalidModelError(f"node '{node.name or node.op_type}' reads undefined value(s) {missing}")
         order += done
         for n in done:
             ready.update(n.output)
@@ -159,6 +160,7 @@ class Subgraph:
         self.ctx = ctx
         self.input_names = [v.name for v in graph.input]
         self.constants = {t.name: to_torch(numpy_helper.to_array(t)) for t in graph.initializer}
+        self.constants.update({t.values.name: to_torch(sparse_to_dense(t)) for t in graph.sparse_initializer})
         self.captures = sorted(graph_captures(graph))
         self.outer: dict[str, Any] = {}
         available = set(self.input_names) | set(self.constants)
@@ -167,11 +169,11 @@ class Subgraph:
 
     def __call__(self, *inputs: Any) -> list[Any]:
         env = {name: self.outer[name] for name in self.captures}
-        env.update((name, self._constant(t)) for name, t in self.constants.items())
+        device = next((v.device for v in [*inputs, *env.values()] if isinstance(v, torch.Tensor)), None)
+        env.update((name, self._constant(t, device)) for name, t in self.constants.items())
         env.update(zip(self.input_names, inputs))
         return self.program.run(env)
 
-    def _constant(self, tensor: torch.Tensor) -> torch.Tensor:
-        if ONNX_TYPES.get(tensor.dtype) in FLOAT_TYPES:
-            return tensor.to(self.ctx.dtype(ONNX_TYPES[tensor.dtype]))
-        return tensor
+    def _constant(self, tensor: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+        """An initializer of the subgraph at the twin's precision, on the device the values are on."""
+        return self.ctx.promote(tensor).to(device) if device is not None else self.ctx.promote(tensor)

@@ -15,7 +15,7 @@ def if_(cond, *, then_branch, else_branch):
 
 @register("Loop", since=1)
 def loop(trip_count=None, cond=None, *carried, body):
-    device = next((t.device for t in (trip_count, cond) if t is not None), None)
+    device = next((t.device for t in (trip_count, cond, *carried) if isinstance(t, torch.Tensor)), None)
     limit = int(trip_count) if trip_count is not None else None
     going = bool(cond) if cond is not None else True
     carried, scans, i = list(carried), [], 0
@@ -24,6 +24,9 @@ def loop(trip_count=None, cond=None, *carried, body):
         going, carried = bool(out[0]), out[1:1 + len(carried)]
         scans.append(out[1 + len(carried):])
         i += 1
+    if not scans:  # no iteration: each scan output is empty (its element shape is unknown)
+        n_scans = len(body.program.outputs) - 1 - len(carried)
+        return tuple(carried) + tuple(torch.empty(0, device=device) for _ in range(n_scans))
     # Scan outputs stack the per-iteration values along a new first axis.
     return tuple(carried) + tuple(torch.stack(list(values)) for values in zip(*scans))
 

@@ -4,7 +4,6 @@ Gather, Slice, Constant, ConstantOfShape, Cast, Dropout."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..registry import register
 from ..tensors import FLOAT8_TYPES, SUBBYTE_TYPES, int_list, readable, to_float8, to_subbyte, to_torch
