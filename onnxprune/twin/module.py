@@ -133,14 +133,18 @@ class Twin(nn.Module):
 
     def onnx_buffers(self) -> dict[str, torch.Tensor]:
         """Non-trainable constants (integer tensors, BatchNorm statistics, folded Constants) by name."""
-        return {name: getattr(self._consts, f"c{i}") for i, name in enumerate(self._const_names)}
+        consts = self._consts._buffers
+        return {name: consts[f"c{i}"] for i, name in enumerate(self._const_names)}
 
     def onnx_tensors(self) -> dict[str, torch.Tensor]:
         """Every named constant, masked where a mask is set (what the graph computes with)."""
-        values = dict(self.onnx_buffers())
+        # Runs at every forward: read the module dicts directly (nn.Module attribute lookups cost
+        # ~30x more on a ResNet-20, measured 283 us vs 9.5 us per call).
+        values = self.onnx_buffers()
+        params, masks = self._params._parameters, self._masks._buffers
         for name, i in self._param_index.items():
-            mask = self._masks._buffers.get(f"m{i}")
-            values[name] = self._params[i] if mask is None else self._params[i] * mask
+            mask = masks.get(f"m{i}")
+            values[name] = params[str(i)] if mask is None else params[str(i)] * mask
         return values
 
     # ----- masks ----------------------------------------------------------------------------------
