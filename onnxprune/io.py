@@ -216,6 +216,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
     os.close(fd)
+    # mkstemp creates 0600; an output should get the usual permissions (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -106,7 +106,7 @@ def _change_attribute(model):
 def test_verify_catches_any_other_change(files, tmp_path, change, message):
     original, pruned, _ = files
     got = run("verify", _tampered(pruned, tmp_path, change), "--reference", original)
-    assert got.exit_code == 1, got.output
+    assert got.exit_code == 3, got.output  # 3: checked and mismatched (1 is an internal error)
     assert message in got.output and "verify failed" in got.output
 
 

@@ -18,6 +18,9 @@ import numpy as np
 import onnx
 import torch
 
+# Exit status when the check ran and found a mismatch (2 is bad input, 1 an internal error).
+VERIFY_FAILED = 3
+
 # ORT computes in float32; the twin in float64 is the reference. float32 rounding grows with depth
 # relative to the size of the values, so the bound scales with the output's magnitude.
 RTOL = 1e-4
@@ -170,7 +173,7 @@ def verify(ctx: click.Context, pruned: Path, reference: Path | None, input_shape
         click.echo(json.dumps(_as_dict(diffs, ref, ok, rtol), indent=2))
     else:
         _print(diffs, ref, ok, rtol, reference)
-    ctx.exit(0 if ok else 1)
+    ctx.exit(0 if ok else VERIFY_FAILED)
 
 
 def _as_dict(diffs, ref, ok, rtol) -> dict[str, Any]:

@@ -118,6 +118,7 @@ class Twin(nn.Module):
         self.output_names = [v.name for v in graph.output]
         body = [n for n in graph.node if not (n.output and n.output[0] in folded)]
         self.program = GraphProgram(body, self.output_names, set(arrays) | {s.name for s in self.inputs}, self.ctx)
+        self.eval()  # nn.Module starts in training mode; the twin, like onnxruntime, starts in inference
 
     # ----- names -----------------------------------------------------------------------------------
     @property
