@@ -91,6 +91,7 @@ def main() -> None:
         ref = reference_synflow(model, shape, density, args.iterations)
         ref_times.append(time.perf_counter() - start)
         ref_cpu.append(time.process_time() - cpu)
+        print(f"run {len(ref_times)}: onnxprune {ours_times[-1]:.2f} s, reference {ref_times[-1]:.2f} s", flush=True)
     ours, reference = statistics.median(ours_times), statistics.median(ref_times)
     missing = sorted(set(ref) ^ set(result.masks))
     if missing:

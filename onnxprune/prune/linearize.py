@@ -10,6 +10,9 @@ scoring (see DESIGN.md "SynFlow on general graphs"):
 - self-gating activations written out as `x * gate(x)` (SiLU as Mul(x, Sigmoid(x)), Erf/tanh GELU,
   Mish, HardSwish via HardSigmoid or Clip) become `x`: the gate takes its value for a large positive
   input ("open"), which is what these activations do on SynFlow's growing non-negative signal;
+- a bounded gate scaling *another* tensor (squeeze-and-excitation: x * Sigmoid(fc(fc(pool(x)))))
+  becomes g / stopgrad(g): value 1, so the block is linear in x, while its weights still score
+  (`open_cross_gate`);
 - LayerNormalization / InstanceNormalization / GroupNormalization keep only their affine part, LRN
   is the identity; a LayerNorm written out (opset < 17: Sub(x, ReduceMean(x)), then a Div by
   Sqrt(ReduceMean(Pow(., 2)) + eps)) loses its centering and scaling the same way;
@@ -109,22 +112,44 @@ class _Graph:
             name = roots.pop()
         return name
 
-    def is_gate(self, node: onnx.NodeProto) -> bool:
-        """Does `node` gate its own input, i.e. feed (through constant scalings) a Mul by that input?"""
-        x = self.root(node.input[0])
+    def gated_operand(self, node: onnx.NodeProto) -> str | None:
+        """The other operand of the Mul that `node`'s output gates (through constant scalings), or None."""
         value = node.output[0]
         for _ in range(_MAX_CHAIN):
             users = self.consumers.get(value, [])
             if len(users) != 1 or users[0].op_type not in _SCALING[:4]:
-                return False
+                return None
             user = users[0]
             others = [i for i in user.input if i != value]
             if user.op_type == "Mul" and len(others) == 1 and others[0] not in self.constants:
-                return self.root(others[0]) == x
+                return others[0]
             if not all(i in self.constants for i in others):
-                return False
+                return None
             value = user.output[0]
-        return False
+        return None
+
+    def is_gate(self, node: onnx.NodeProto) -> bool:
+        """Does `node` gate its own input, i.e. feed (through constant scalings) a Mul by that input?"""
+        other = self.gated_operand(node)
+        return other is not None and self.root(other) == self.root(node.input[0])
+
+    def squeeze_of(self, gate: onnx.NodeProto) -> tuple[onnx.NodeProto, int] | None:
+        """The node (and input slot) where a cross gate's path reads the tensor it gates (the SE
+        block's squeeze, e.g. GlobalAveragePool(x)), found walking back from the gate."""
+        target = self.root(self.gated_operand(gate))
+        pending = [gate]
+        for _ in range(4 * _MAX_CHAIN):
+            if not pending:
+                return None
+            node = pending.pop(0)
+            for slot, name in enumerate(node.input):
+                if not name or name in self.constants:
+                    continue
+                if self.root(name) == target:
+                    return node, slot
+                if name in self.producer:
+                    pending.append(self.producer[name])
+        return None
 
     def is_centering(self, node: onnx.NodeProto) -> bool:
         """Sub(x, ReduceMean(x)): the centering of a LayerNorm written out (opset < 17 exports)."""
@@ -145,6 +170,36 @@ class _Graph:
         return False
 
 
+# Gates bounded by 1 that may scale another tensor (squeeze-and-excitation blocks).
+CROSS_GATES = ("Sigmoid", "HardSigmoid", "Tanh", "Erf")
+
+
+def open_cross_gate(g, *_):
+    """A gate on another tensor: value 1 (open, as for self-gates), gradient d(log g).
+
+    Linearized to the identity, `x * g` would multiply two growing signals, so R's exponent doubles
+    at every SE block; MobileNetV3 and EfficientNet overflow even float64. As g / stopgrad(g) the
+    block passes x unchanged and the gate's weights still score: by Euler's theorem on the
+    degree-1 gate path, each gate layer's scores sum to the flow through the gated tensor, the same
+    conservation every other layer obeys (the squeeze reads x detached, `_detached_input`, so the
+    layers before the block are not credited twice). Where g is 0 (its path pruned away) the gate stays open
+    with no gradient.
+    """
+    scale = g.detach()
+    alive = scale > 0
+    return torch.where(alive, g / torch.where(alive, scale, torch.ones_like(scale)), torch.ones_like(g))
+
+
+def _detached_input(fn, slot: int):
+    """`fn` reading input `slot` detached: the squeeze of an SE block, so the layers before the block
+    are credited once, through the gated tensor, and not again through the gate's log-derivative."""
+    def run(*inputs):
+        inputs = list(inputs)
+        inputs[slot] = inputs[slot].detach()
+        return fn(*inputs)
+    return run
+
+
 def _open_gate(node: onnx.NodeProto):
     """The gate's saturated value: 1 for Sigmoid/Tanh/Erf/HardSigmoid, the upper bound for Clip."""
     if node.op_type != "Clip":
@@ -161,6 +216,8 @@ def _node_override(graph: _Graph, node: onnx.NodeProto):
     """A replacement for one node of a written-out pattern, or None."""
     if node.op_type in GATES and graph.is_gate(node):
         return _open_gate(node)
+    if node.op_type in CROSS_GATES and graph.gated_operand(node) is not None:
+        return open_cross_gate  # squeeze-and-excitation: Mul(x, Sigmoid(fc(fc(pool(x)))))
     if node.op_type == "Sub" and graph.is_centering(node):
         return identity  # x - mean(x) -> x
     if node.op_type == "Div" and graph.is_std_scaling(node):
@@ -172,11 +229,16 @@ def _node_override(graph: _Graph, node: onnx.NodeProto):
 def _patterns_linearized(twin: Twin) -> Iterator[None]:
     graph = _Graph(twin)
     saved = []
+    index = {id(step.node): i for i, step in enumerate(twin.program.steps)}
     for i, step in enumerate(twin.program.steps):
         fn = _node_override(graph, step.node)
         if fn is not None:
             saved.append((i, step.fn))
             step.fn = fn
+        if fn is open_cross_gate and (squeeze := graph.squeeze_of(step.node)) is not None:
+            j = index[id(squeeze[0])]
+            saved.append((j, twin.program.steps[j].fn))
+            twin.program.steps[j].fn = _detached_input(twin.program.steps[j].fn, squeeze[1])
     try:
         yield
     finally:
