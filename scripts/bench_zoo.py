@@ -84,11 +84,20 @@ def reference_synflow(model, shape, density: float, iterations: int, device: str
 
 
 def _peak_mb(device: str) -> float:
+    """Peak memory of this process so far: the CUDA allocator's on GPU, else the peak RSS.
+
+    The RSS peak is read from VmHWM, which belongs to this process's own address space: ru_maxrss of
+    a freshly spawned process starts at its parent's RSS (Linux carries it across fork/vfork + exec),
+    which here would be the driver's, model export included."""
     if device == "cuda":
         import torch
 
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _sync(device: str) -> None:
@@ -127,7 +136,8 @@ def worker(args) -> dict:
 
 
 def cli_worker(args) -> dict:
-    """Runs the installed CLI as a child; its peak RSS is the largest child's (the only child)."""
+    """Runs the installed CLI as a child; its peak RSS is the largest child's (the only child; this
+    worker imports nothing heavy, so the CLI does not inherit a large starting ru_maxrss from it)."""
     out = Path(args.onnx).with_suffix(".pruned.onnx")
     command = [str(CLI), "prune", args.onnx, "--compression", str(args.compression), "-o", str(out),
                "--iterations", str(args.iterations), "--device", args.device, "--quiet", "--overwrite"]
@@ -212,9 +222,10 @@ def versions() -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | input | prunable weights | reference loop (s) | onnxprune (s) | speed-up | peak RSS ref / "
-            "onnxprune (MB) | CLI end-to-end (s) | CLI peak RSS (MB) | CUDA ref / onnxprune / CLI (s) |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    head = ("| model | input | prunable weights | kept ref / onnxprune | reference loop (s) | onnxprune (s) | "
+            "speed-up | peak RSS ref / onnxprune (MB) | CLI end-to-end (s) | CLI peak RSS (MB) | "
+            "CUDA ref / onnxprune / CLI (s) |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     lines = []
     for r in rows:
         get = lambda key: r.get(key, "—")  # noqa: E731 (a device not asked for)
@@ -222,7 +233,8 @@ def markdown(rows: list[dict]) -> str:
         if gpu not in ("unmeasured", "—"):
             gpu = f"{gpu} / {get('onnxprune_cuda_s')} / {get('cli_cuda_s')}"
         speedup = get("speedup_cpu")
-        lines.append(f"| {r['model']} | {r['input']} | {int(r['prunable']) / 1e6:.1f} M | {get('reference_cpu_s')} | "
+        lines.append(f"| {r['model']} | {r['input']} | {int(r['prunable']) / 1e6:.1f} M | "
+                     f"{get('reference_cpu_kept')} / {get('onnxprune_cpu_kept')} | {get('reference_cpu_s')} | "
                      f"{get('onnxprune_cpu_s')} | {speedup}{'×' if isinstance(speedup, float) else ''} | "
                      f"{get('reference_cpu_peak_mb')} / {get('onnxprune_cpu_peak_mb')} | {get('cli_cpu_s')} | "
                      f"{get('cli_cpu_peak_mb')} | {gpu} |")
@@ -269,6 +281,7 @@ def options() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1: shared machine)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=FIGURES)
+    p.add_argument("--from-csv", action="store_true", help="redraw the figure and table from the existing CSV")
     p.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -288,6 +301,9 @@ def main() -> None:
         result = cli_worker(args) if args.worker == "cli" else worker(args)
         print(json.dumps(result))
         return
+    if args.from_csv:
+        report(read_rows(args.out / "bench_zoo.csv"), args.out)
+        return
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
 
@@ -302,10 +318,29 @@ def main() -> None:
     from _common import write_csv
 
     write_csv(args.out / "bench_zoo.csv", rows)
-    size = plot(rows, args.out / "bench_zoo.png")
-    print(f"\n{versions()}; {args.threads} torch thread(s); total {time.perf_counter() - start:.0f}s\n")
-    print(markdown(rows))
-    print(f"\nwrote {args.out / 'bench_zoo.csv'} and {args.out / 'bench_zoo.png'} ({size // 1024} KB)")
+    print(f"\n{versions()}; {args.threads} torch thread(s); total {time.perf_counter() - start:.0f}s")
+    report(rows, args.out)
+
+
+def report(rows: list[dict], out: Path) -> None:
+    size = plot(rows, out / "bench_zoo.png")
+    print(f"\n{markdown(rows)}\n\nwrote {out / 'bench_zoo.csv'} and {out / 'bench_zoo.png'} ({size // 1024} KB)")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The CSV back with numbers as numbers (ints stay ints: the table and plot tell them apart)."""
+    import csv
+
+    def typed(text: str):
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    with open(path, newline="") as f:
+        return [{k: typed(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ def options():
     p.add_argument("--iterations", nargs="+", type=int, default=[1, 10, 100])
     p.add_argument("--max-compression", type=float, default=6.0)
     p.add_argument("--step", type=float, default=None, help="compression step (default 0.25; --small 0.5)")
-    p.add_argument("--at", type=float, default=None,
-                   help="compression of the per-layer panel (default: where 1 iteration first collapses)")
+    p.add_argument("--at", type=float, nargs="+", default=None,
+                   help="compressions of the per-layer panels (default: where each iteration count but the "
+                        "largest first collapses a layer)")
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from the existing CSV")
     return p
 
@@ -63,46 +64,56 @@ def collapse_curve(rows: list[dict]) -> dict[int, list[tuple[float, int]]]:
     return curves
 
 
-def default_at(curves: dict[int, list[tuple[float, int]]]) -> float:
-    """The smallest compression where the fewest-iterations run has a collapsed layer (else the largest)."""
-    fewest = curves[min(curves)]
-    return next((c for c, k in fewest if k), fewest[-1][0])
+def default_at(curves: dict[int, list[tuple[float, int]]]) -> list[float]:
+    """Where each iteration count but the largest first collapses a layer (what iterating buys)."""
+    firsts = [next((c for c, k in curves[n] if k), None) for n in sorted(curves)[:-1]]
+    return sorted({c for c in firsts if c is not None}) or [curves[max(curves)][-1][0]]
 
 
-def plot(rows: list[dict], path, at: float | None) -> int:
-    curves = collapse_curve(rows)
-    runs = by_run(rows)
-    at = at if at is not None else default_at(curves)
-    net = rows[0]["network"]
-    sizes = [int(r["size"]) for r in runs[next(iter(runs))]]
-    fig, (ax_c, ax_d) = plt.subplots(1, 2, figsize=(11, 4.0), gridspec_kw={"width_ratios": [1, 1.35]})
+def plot_collapse(ax, curves, sizes, ats, net) -> None:
     for n, pts in curves.items():
-        ax_c.plot([c for c, _ in pts], [k for _, k in pts], marker="o", ms=3.5, color=COLORS.get(n),
-                  label=f"{n} iteration{'s' * (n > 1)} (max without collapse: {max_safe_compression(pts)})")
-    ax_c.axvline(critical_compression(sizes), color="k", ls=":", lw=1)
-    ax_c.axvline(at, color="gray", ls="--", lw=0.8)
-    ax_c.set(xlabel="compression (log10 ×)", ylabel=f"collapsed layers (of {len(sizes)})",
-             title=f"SynFlow on {NETWORKS[net][0]}: layers fully pruned")
-    ax_c.legend(fontsize=8, loc="upper left")
-    ax_c.grid(alpha=0.3)
+        ax.plot([c for c, _ in pts], [k for _, k in pts], marker="o", ms=3.5, color=COLORS.get(n),
+                label=f"{n} iteration{'s' * (n > 1)} (max without collapse: {max_safe_compression(pts)})")
+    ax.axvline(critical_compression(sizes), color="k", ls=":", lw=1)
+    for at in ats:
+        ax.axvline(at, color="gray", ls="--", lw=0.8)
+    ax.set(xlabel="compression (log10 ×)", ylabel=f"collapsed layers (of {len(sizes)})",
+           title=f"SynFlow on {NETWORKS[net][0]}: layers fully pruned")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+
+
+def plot_densities(ax, runs, curves, sizes, at) -> None:
     for n in curves:
         layers = runs.get((n, at))
         if not layers:
             continue
         dens = [float(r["density"]) for r in layers]
-        xs = range(len(dens))
-        ax_d.plot(xs, [max(d, FLOOR) for d in dens], marker="o", ms=4, color=COLORS.get(n), label=f"{n} it.")
+        # later (more iterations) lines are drawn thinner on top, so equal densities stay visible
+        ax.plot(range(len(dens)), [max(d, FLOOR) for d in dens], marker="o", ms=4, color=COLORS.get(n),
+                lw=3.5 - 1.2 * sorted(curves).index(n), label=f"{n} it.")
         empty = [i for i, d in enumerate(dens) if d == 0]
-        ax_d.scatter(empty, [FLOOR] * len(empty), marker="x", s=60, color=COLORS.get(n), zorder=3)
-    ax_d.axhline(10 ** -at, color="gray", ls="--", lw=0.8, label=f"overall density 10^-{at:g}")
-    ax_d.set_yscale("log")
-    ax_d.set_ylim(FLOOR / 3, 1.5)
-    ax_d.set_xticks(range(len(sizes)), [f"{i}\n{s / 1e3:.0f}k" if s < 1e6 else f"{i}\n{s / 1e6:.1f}M"
-                                        for i, s in enumerate(sizes)], fontsize=7)
-    ax_d.set(xlabel="layer (index, weights)", ylabel="fraction of the layer kept (× = empty)",
-             title=f"per-layer density at compression {at:g}")
-    ax_d.legend(fontsize=8, loc="lower left")
-    ax_d.grid(alpha=0.3, which="both")
+        ax.scatter(empty, [FLOOR] * len(empty), marker="x", s=60, color=COLORS.get(n), zorder=3)
+    ax.axhline(10 ** -at, color="gray", ls="--", lw=0.8, label=f"overall density 10^-{at:g}")
+    ax.set_yscale("log")
+    ax.set_ylim(FLOOR / 3, 30)  # headroom for the legend
+    ax.set_xticks(range(len(sizes)), [f"{i}\n{s / 1e3:.0f}k" if s < 1e6 else f"{i}\n{s / 1e6:.1f}M"
+                                      for i, s in enumerate(sizes)], fontsize=6.5)
+    ax.set(xlabel="layer (index, weights)", ylabel="fraction of the layer kept (× = empty)",
+           title=f"per-layer density at compression {at:g}")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.grid(alpha=0.3, which="both")
+
+
+def plot(rows: list[dict], path, ats: list[float] | None) -> int:
+    curves, runs = collapse_curve(rows), by_run(rows)
+    ats = ats or default_at(curves)
+    sizes = [int(r["size"]) for r in runs[next(iter(runs))]]
+    fig, axes = plt.subplots(1, 1 + len(ats), figsize=(5.2 + 6 * len(ats), 4.0),
+                             gridspec_kw={"width_ratios": [1] + [1.2] * len(ats)})
+    plot_collapse(axes[0], curves, sizes, ats, rows[0]["network"])
+    for ax, at in zip(axes[1:], ats):
+        plot_densities(ax, runs, curves, sizes, at)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from models.torch_nets import LeNet5, export, kaiming_init
+from models.torch_nets import VGG, LeNet5, export, kaiming_init
 from onnxprune.errors import OnnxPruneError, ScoringError
 from onnxprune.prune import (METHODS, PruneResult, keep_schedule, prunable_tensors, prune_twin, score,
                               select_masks)
@@ -366,3 +366,29 @@ def test_synflow_scores_in_eval_mode_on_float_outputs_only():
         got = score(twin, "synflow")
         assert all(torch.equal(got[n], plain[n]) for n in plain)
     assert twin.training
+
+
+@pytest.fixture(scope="module")
+def vgg_small_model() -> onnx.ModelProto:
+    """394k prunable weights: above the size where thresholds are bracketed from a sample."""
+    return export(kaiming_init(VGG(cfg=[16, "M", 32, "M", 64, "M", 128, "M", 256]), seed=0), (1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_loop_equals_iterating_the_public_steps(vgg_small_model, scope):
+    """prune_twin (alive lists, dead entries hidden until compaction, sampled thresholds) gives the
+    masks of the plain recipe: score the masked twin, select_masks among the unpruned, repeat."""
+    density, n, floor = 0.05, 30, 1e-3  # ~10 % per iteration: the first four are sampled
+    twin = Twin(vgg_small_model)
+    names = prunable_tensors(twin)
+    sizes = {name: twin.parameter(name).numel() for name in names}
+    assert sum(sizes.values()) > 2 ** 18
+    floors = {name: math.ceil(floor * size) for name, size in sizes.items()}
+    masks = None
+    for count in keep_schedule(sum(sizes.values()), density, n):
+        scores = score(twin, "synflow")
+        masks = select_masks(scores, count, scope, previous=masks, floors=floors)
+        for name, mask in masks.items():
+            twin.set_mask(name, mask)
+    result = prune_twin(Twin(vgg_small_model), density=density, iterations=n, scope=scope, min_layer_density=floor)
+    assert all(torch.equal(result.masks[name], masks[name]) for name in masks)

@@ -245,3 +245,31 @@ def test_float32_precision_option(lenet):
     for n in s64:
         assert s32[n].dtype == torch.float32 and s64[n].dtype == torch.float64
         torch.testing.assert_close(s32[n].double(), s64[n], rtol=1e-3, atol=1e-6 * float(s64[n].max()))
+
+
+class TwoGates(nn.Module):
+    """Two squeeze-and-excitation gates reading one pooled tensor: the pooling step gets wrapped twice
+    while SynFlow scores, and must still come back as it was."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        pooled = y.mean((2, 3), keepdim=True)
+        z = y * torch.sigmoid(self.fc1(pooled)) + y * torch.sigmoid(self.fc2(pooled))
+        return self.head(z.mean((2, 3)))
+
+
+def test_linearization_is_undone_when_gates_share_a_squeeze():
+    twin = Twin(export(TwoGates().eval(), (1, 3, 6, 6)))
+    snap = snapshot(twin)
+    x = torch.rand(2, 3, 6, 6)
+    before = twin(x).detach()
+    scores = score(twin, "synflow")
+    assert all(bool(torch.isfinite(s).all()) for s in scores.values())
+    assert_unchanged(twin, snap)
+    assert torch.equal(twin(x).detach(), before)

@@ -242,7 +242,8 @@ def _patterns_linearized(twin: Twin) -> Iterator[None]:
     try:
         yield
     finally:
-        twin.program.restore(saved)
+        # Last in, first out: a step overridden twice (a squeeze read by two gates) gets its original back.
+        twin.program.restore(saved[::-1])
 
 
 @contextlib.contextmanager

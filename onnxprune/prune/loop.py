@@ -125,12 +125,14 @@ def _plan(twin: Twin, density: float, n_iter: int, schedule: str, prune_bias: bo
 def _iterate(session, plan: _Plan, scope: str, invert: bool, precision: torch.dtype,
              progress: Callable[[int, int], None] | None) -> None:
     alive = plan.alive
-    buffer = torch.empty(alive.total, dtype=precision, device=alive.index.device)  # reused every iteration
+    buffer = torch.empty(alive.size, dtype=precision, device=alive.index.device)  # reused every iteration
     for k, count in enumerate(plan.counts, start=1):
         scores = session.alive_scores(alive, buffer)  # finite: scorers raise on inf / nan
-        if invert:
-            scores.reciprocal_()  # Synaptic-Flow's v / v²: rank by 1/score, a zero score becomes +inf
-        pruned = select_pruned(scores, alive.counts, min(count, alive.total), scope, plan.sizes, plan.floors)
+        if invert:  # Synaptic-Flow's v / v²: rank by 1/score; a zero score ranks highest (but below
+            scores.reciprocal_().nan_to_num_(posinf=torch.finfo(scores.dtype).max)  # pruned ones' +inf)
+        alive.hide_dead(scores)
+        pruned = select_pruned(scores, alive.lengths, min(count, alive.total), scope, plan.sizes, plan.floors,
+                               alive.counts)
         for j, index in enumerate(alive.remove(pruned)):
             if index.numel():
                 session.prune(j, index)

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ScoringError
+from .fastpath import flatnonzero
 
 SCOPES = ("global", "local")
 
@@ -47,7 +48,7 @@ def _last_true(mask: torch.Tensor, count: int) -> torch.Tensor:
     total = 0
     while total < count and end > 0:
         start = max(end - chunk, 0)
-        hits = torch.nonzero(mask[start:end]).squeeze(1) + start
+        hits = flatnonzero(mask[start:end]) + start
         found.insert(0, hits)
         total += hits.numel()
         end, chunk = start, 2 * chunk
@@ -73,7 +74,7 @@ def lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
         return torch.arange(n, device=scores.device)
     bound = _upper_bound(scores, count)
     if bound is not None:
-        candidates = torch.nonzero(scores < bound).squeeze(1)
+        candidates = flatnonzero(scores < bound)
         if candidates.numel() >= count:
             return candidates[_lowest_exact(scores[candidates], count)]
         at = scores == bound
@@ -89,7 +90,7 @@ def _lowest_exact(values: torch.Tensor, count: int) -> torch.Tensor:
     missing = count - int(torch.count_nonzero(chosen))
     if missing > 0:
         chosen[_last_true(values == threshold, missing)] = True
-    return torch.nonzero(chosen).squeeze(1)
+    return flatnonzero(chosen)
 
 
 def highest(scores: torch.Tensor, count: int) -> torch.Tensor:
@@ -121,19 +122,21 @@ def apportion(sizes: Sequence[int], target: int, lower: Sequence[int], upper: Se
     return counts
 
 
-def select_pruned(scores: torch.Tensor, counts: Sequence[int], keep: int, scope: str, sizes: Sequence[int],
-                  floors: Sequence[int] | None = None) -> torch.Tensor:
-    """Sorted positions (into the concatenated alive scores) to prune so that `keep` entries remain.
+def select_pruned(scores: torch.Tensor, lengths: Sequence[int], keep: int, scope: str, sizes: Sequence[int],
+                  floors: Sequence[int] | None = None, counts: Sequence[int] | None = None) -> torch.Tensor:
+    """Sorted positions (into the concatenated scores) to prune so that `keep` entries remain.
 
-    `scores`: alive scores of each tensor in turn, `counts[j]` of them for tensor j (overwritten
-    where floors apply). `sizes`: each tensor's full element count (local scope keeps a share
-    proportional to it). `floors`: per-tensor minimum kept (min_layer_density), a tensor's best.
+    `scores`: the scores of each tensor's entries in turn, `lengths[j]` of them for tensor j; entries
+    already pruned may sit among them as +inf (never chosen), `counts[j]` being the rest (default: all).
+    Overwritten where floors apply. `sizes`: each tensor's full element count (local scope keeps a
+    share proportional to it). `floors`: per-tensor minimum kept (min_layer_density), a tensor's best.
     """
-    floors = list(floors) if floors is not None else [0] * len(counts)
+    counts = list(counts) if counts is not None else list(lengths)
+    floors = list(floors) if floors is not None else [0] * len(lengths)
     offsets = [0]
-    for c in counts:
-        offsets.append(offsets[-1] + c)
-    segments = [scores[offsets[j]:offsets[j + 1]] for j in range(len(counts))]
+    for n in lengths:
+        offsets.append(offsets[-1] + n)
+    segments = [scores[offsets[j]:offsets[j + 1]] for j in range(len(lengths))]
     if scope == "local":
         quota = apportion(sizes, keep, floors, counts)
         parts = [lowest(seg, c - q) + off for seg, c, q, off in zip(segments, counts, quota, offsets)]
@@ -144,10 +147,10 @@ def select_pruned(scores: torch.Tensor, counts: Sequence[int], keep: int, scope:
         raise ScoringError(f"the per-tensor minimum needs {sum(floors)} weights but only {keep} are kept")
     for seg, floor, c in zip(segments, floors, counts):
         if 0 < floor < c:  # reserve a tensor's best `floor` entries: +inf ranks them above everything
-            seg[highest(seg, floor)] = math.inf
+            seg[highest(seg, floor + seg.numel() - c)] = math.inf  # (its pruned entries are +inf already)
         elif floor >= c:
             seg.fill_(math.inf)
-    return lowest(scores, scores.numel() - keep)
+    return lowest(scores, sum(counts) - keep)
 
 
 def select_masks(scores: dict[str, torch.Tensor], keep: int, scope: str = "global",

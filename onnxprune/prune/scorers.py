@@ -108,7 +108,7 @@ class Scorer:
         """Scores of the alive entries, concatenated into `out` (returns a view of it)."""
         for d, a, dst in zip(self.dense(), alive.segments(), alive.segments(out)):
             gather(d.detach().reshape(-1), a, dst)
-        return out[:alive.total]
+        return out[:alive.size]
 
     def dense(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -283,17 +283,17 @@ class SynFlow(Scorer):
         _, grads = self.flow()
         with torch.no_grad():
             theta = alive.payload("synflow.theta", lambda: self._gathered_theta(alive, out))
-            out = out[:alive.total]
+            out = out[:alive.size]
             for p, g, a, dst in zip(self.params, grads, alive.segments(), alive.segments(out)):
                 if a.numel() == p.numel():
                     dst.copy_(g.reshape(-1))
                 else:
                     gather(g.reshape(-1), a, dst)
-            out.mul_(theta[:alive.total]).abs_()
+            out.mul_(theta).abs_()
             return _finite([out], self.name, self.precision)[0]
 
     def _gathered_theta(self, alive: Alive, like: torch.Tensor) -> torch.Tensor:
-        theta = torch.empty(alive.total, dtype=like.dtype, device=like.device)
+        theta = torch.empty(alive.size, dtype=like.dtype, device=like.device)
         for p, a, dst in zip(self.params, alive.segments(), alive.segments(theta)):
             gather(p.detach().reshape(-1), a, dst)
         return theta
