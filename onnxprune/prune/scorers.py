@@ -105,7 +105,8 @@ class Scorer:
         return self.dense()
 
     def alive_scores(self, alive: Alive, out: torch.Tensor) -> torch.Tensor:
-        """Scores of the alive entries, concatenated into `out` (returns a view of it)."""
+        """Scores of the entries `alive` lists (pruned ones still listed score anything: the loop
+        hides them), concatenated into `out`; returns a view of it."""
         for d, a, dst in zip(self.dense(), alive.segments(), alive.segments(out)):
             gather(d.detach().reshape(-1), a, dst)
         return out[:alive.size]
@@ -278,8 +279,8 @@ class SynFlow(Scorer):
         return _finite([(p.detach() * g).abs() for p, g in zip(self.params, grads)], self.name, self.precision)
 
     def alive_scores(self, alive, out):
-        """|θ ⊙ ∂R/∂θ| at the alive entries only: the alive |θ| ride along with the alive index (a
-        payload), so an iteration gathers just the gradient, into preallocated memory."""
+        """|θ ⊙ ∂R/∂θ| at the listed entries only: their |θ| ride along with the list (a payload), so
+        an iteration gathers just the gradient, into preallocated memory."""
         _, grads = self.flow()
         with torch.no_grad():
             theta = alive.payload("synflow.theta", lambda: self._gathered_theta(alive, out))
