@@ -157,6 +157,17 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def rows_for(args, csv_path: Path, run) -> list[dict]:
+    """The script's rows: re-read from its CSV with --plot-only, else computed by `run(args)` and saved."""
+    if args.plot_only:
+        return read_csv(csv_path)
+    with Timer() as t:
+        rows = run(args)
+    write_csv(csv_path, rows)
+    log(f"total {t}")
+    return rows
+
+
 def save_figure(fig, path: Path) -> int:
     """Save as PNG under PNG_LIMIT (lowering dpi if needed), reload it to prove it opens; returns bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)

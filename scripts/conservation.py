@@ -21,7 +21,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from _common import (CIFAR_SHAPE, COLORS, LABELS, Timer, cifar_twin, clear_masks, log, parser, plt,
+from _common import (rows_for, CIFAR_SHAPE, COLORS, LABELS, Timer, cifar_twin, clear_masks, log, parser, plt,
                      random_batches, read_csv, save_figure, set_threads, write_csv)
 from models.torch_nets import export, kaiming_init
 from onnxprune.twin import Twin
@@ -164,13 +164,7 @@ def main() -> None:
     args = options().parse_args()
     set_threads(args.threads)
     csv_path, png_path = args.out / "conservation.csv", args.out / "conservation.png"
-    if args.plot_only:
-        rows = read_csv(csv_path)
-    else:
-        with Timer() as t:
-            rows = run(args)
-        write_csv(csv_path, rows)
-        log(f"total {t}")
+    rows = rows_for(args, csv_path, run)
     size = plot(rows, png_path)
     for (net, method), layers in groups(rows).items():
         log(f"{net:9s} {method:8s} {spread_line(layers)}")

@@ -12,7 +12,7 @@ figure shows collapsed layers vs compression and the per-layer densities at one 
 
 from __future__ import annotations
 
-from _common import (NETWORKS, Timer, cifar_twin, collapsed, compressions, critical_compression, feasible,
+from _common import (rows_for, NETWORKS, Timer, cifar_twin, collapsed, compressions, critical_compression, feasible,
                      layer_kept, log, max_safe_compression, parser, plt, prunable_total, prune, read_csv,
                      save_figure, set_threads, write_csv)
 
@@ -123,13 +123,7 @@ def main() -> None:
     set_threads(args.threads)
     args.step = args.step or (0.5 if args.small else 0.25)
     csv_path, png_path = args.out / "iterations.csv", args.out / "iterations.png"
-    if args.plot_only:
-        rows = read_csv(csv_path)
-    else:
-        with Timer() as t:
-            rows = run(args)
-        write_csv(csv_path, rows)
-        log(f"total {t}")
+    rows = rows_for(args, csv_path, run)
     size = plot(rows, png_path, args.at)
     for n, pts in collapse_curve(rows).items():
         log(f"iterations={n:<3d} collapsed per compression {pts}  max without collapse {max_safe_compression(pts)}")
