@@ -103,6 +103,19 @@ def kaiming_init(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm state (negative gammas, betas and means; variances in [0.5, 2]), so that
+    sign handling and train-mode statistics show in tests."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.normal_()
+                m.bias.normal_()
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
 def export(model: nn.Module, input_shape: tuple[int, ...], *, dynamo: bool = False, dynamic_batch: bool = True,
            keep_batchnorm: bool = True) -> onnx.ModelProto:
     """Export to ONNX in memory. TorchScript path by default: it keeps BatchNormalization nodes

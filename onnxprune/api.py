@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 import onnx
 import torch
 
 from .errors import DataError, OnnxPruneError
 from .io import load_model, save_model
 from .report import Report, layer_macs, layer_rows
+from .train.data import npz_batches
 from .twin import Twin
 from .twin.tensors import FLOAT_TYPES, TORCH_DTYPES
 from .writeback import FORMATS, twin_tensors, write_back
@@ -189,7 +189,7 @@ def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None,
     """(inputs, labels) batches from an .npz path (x_train / y_train) or any iterable of pairs."""
     if isinstance(data, (str, os.PathLike)):
         spec = twin.inputs[0] if len(twin.inputs) == 1 else None
-        batches = list(_npz_batches(Path(data), batch_size, n_batches, spec, seed))
+        batches = list(npz_batches(Path(data), batch_size, n_batches, input_spec=spec, seed=seed))
     else:
         batches = list(data)
     if not batches:
@@ -201,32 +201,6 @@ def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None,
             raise DataError(f"data samples have shape {'x'.join(map(str, got))}, the model's input "
                             f"{'x'.join(map(str, expected))} (per sample)")
     return [(x.to(device), y.to(device)) for x, y in batches]
-
-
-def _npz_batches(path: Path, batch_size: int, n_batches: int, spec, seed: int):
-    """The training helper's loader (normalized, in the model's layout) when present, else ours."""
-    try:
-        from .train.data import npz_batches
-    except ImportError:
-        return _own_npz_batches(path, batch_size, n_batches)
-    return npz_batches(path, batch_size, n_batches, input_spec=spec, seed=seed)
-
-
-def _own_npz_batches(path: Path, batch_size: int, n_batches: int):
-    """Minimal .npz reader: x_train (uint8 scaled to [0, 1], or float) and y_train (int labels)."""
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such data file")
-    try:
-        with np.load(path) as archive:
-            x, y = archive["x_train"], archive["y_train"]
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{path}: not an .npz with x_train and y_train arrays ({type(err).__name__})") from None
-    if len(x) != len(y) or len(x) == 0:
-        raise DataError(f"{path}: x_train and y_train must be non-empty and of equal length")
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-    for i in range(min(n_batches, math.ceil(len(x) / batch_size))):
-        sl = slice(i * batch_size, (i + 1) * batch_size)
-        yield torch.from_numpy(x[sl]), torch.from_numpy(y[sl].astype(np.int64))
 
 
 # ----- pruning ------------------------------------------------------------------------------------

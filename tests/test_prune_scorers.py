@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.torch_nets import VGG, LeNet5, export, kaiming_init
+from models.torch_nets import VGG, LeNet5, export, kaiming_init, randomize_batchnorm
 from onnxprune.errors import OnnxPruneError
 from onnxprune.prune import METHODS, prunable_tensors, prune_twin, score, select_masks
 from onnxprune.twin import Twin
@@ -54,12 +54,7 @@ def bn_net() -> nn.Module:
     SynFlow's absolute values and train-mode statistics would both show if they leaked."""
     torch.manual_seed(0)
     model = VGG(cfg=[8, "M", 16], in_channels=1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data.normal_()
-            m.bias.data.normal_()
-            m.running_mean.normal_()
-            m.running_var.uniform_(0.5, 2.0)
+    randomize_batchnorm(model)
     return model.eval()
 
 

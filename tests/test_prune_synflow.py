@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.torch_nets import VGG, ResNet20, export, kaiming_init
+from models.torch_nets import VGG, ResNet20, export, kaiming_init, randomize_batchnorm
 from onnxprune.prune import prune_twin, score
 from onnxprune.twin import Twin
 
@@ -31,6 +31,19 @@ def one_thread():
 
 
 # ----- the reference algorithm ----------------------------------------------------------------------
+def reference_copy(model: nn.Module) -> nn.Module:
+    """The reference recipe's model: float64, eval, |every parameter and buffer|, and BatchNorm's
+    epsilon at the float32 value the ONNX file holds (see reference_synflow)."""
+    model = copy.deepcopy(model).double().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = ONNX_BN_EPS
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.abs_()
+    return model
+
+
 def reference_synflow(model: nn.Module, shape, density: float, iterations: int):
     """SynFlow as the paper and its code (Synaptic-Flow: Pruners/pruners.py, prune.py) define it,
     written here on the native torch module, independently of onnxprune.
@@ -44,13 +57,7 @@ def reference_synflow(model: nn.Module, shape, density: float, iterations: int):
     With torch's exact 1e-5 the scores differ by ~2e-12 relative; on these nets the masks measured
     the same either way, but a near-tie flipped early would be amplified by the iterations.
     """
-    model = copy.deepcopy(model).double().eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps = ONNX_BN_EPS
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            tensor.abs_()
+    model = reference_copy(model)
     weights = {f"{n}.weight": m.weight for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     masks = {n: torch.ones_like(w) for n, w in weights.items()}
     x = torch.ones((1, *shape), dtype=torch.float64)
@@ -220,21 +227,10 @@ def test_batchnorm_scores_with_absolute_parameters_and_statistics():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 6, 3), nn.BatchNorm2d(6),
                           nn.Flatten(), nn.Linear(6 * 4 * 4, 5))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data.normal_()
-            m.bias.data.normal_()
-            m.running_mean.normal_()
-            m.running_var.uniform_(0.5, 2.0)
+    randomize_batchnorm(model)
     model.eval()
     got = score(Twin(export(model, (1, 3, 8, 8))), "synflow")
-    native = copy.deepcopy(model).double().eval()
-    for m in native.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps = ONNX_BN_EPS
-    with torch.no_grad():
-        for t in native.state_dict().values():
-            t.abs_()
+    native = reference_copy(model)
     native(torch.ones(1, 3, 8, 8, dtype=torch.float64)).sum().backward()
     for name, m in native.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

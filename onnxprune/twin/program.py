@@ -133,6 +133,8 @@ class GraphProgram:
                 sub.outer = env
             try:
                 result = step.fn(*[env[name] if name else None for name in step.inputs])
+            except torch.cuda.OutOfMemoryError:
+                raise  # the machine's limit, not the model's fault
             except (RuntimeError, ValueError, IndexError) as err:
                 # torch refusing shapes or values the checker could not see statically (input-dependent
                 # shapes, attribute values): the model does not run on these inputs. Name the node.
