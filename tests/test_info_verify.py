@@ -121,3 +121,50 @@ def test_verify_needs_a_shape_for_symbolic_dims(files, tmp_path):
     assert got.exit_code == 2 and "--input-shape" in got.output
     got = run("verify", path, "--input-shape", "input=2x3x40x40")  # the net is size-agnostic (global pool)
     assert got.exit_code == 0, got.output
+
+
+# ----- which side is off when onnxruntime and the twin disagree ----------------------------------------------
+def _sigmoid_model(weight: np.ndarray) -> onnx.ModelProto:
+    """y = sigmoid(x @ W) - 1/2 with W tiny: the output (about 1e-4) is a difference of values near 1/2,
+    so float32's absolute rounding there (ulp(1/2) = 6e-8, in onnxruntime and the float32 twin alike)
+    is about 1e-4 of the output's magnitude, past the default tolerance, while the float64 twin is exact."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Sigmoid", ["h"], ["g"]),
+             helper.make_node("Sub", ["g", "half"], ["y"])]
+    graph = helper.make_graph(nodes, "sigmoid", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [numpy_helper.from_array(weight, "w"),
+                               numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+SIGMOID_W = (np.random.default_rng(0).standard_normal((64, 64)) * 2e-5).astype(np.float32)
+
+
+def test_verify_passes_when_onnxruntime_float32_rounding_explains_the_gap(tmp_path):
+    path = tmp_path / "sigmoid.onnx"
+    save_model(_sigmoid_model(SIGMOID_W), path)
+    got = run("verify", path, "--json")
+    assert got.exit_code == 0, got.output
+    out = json.loads(got.output)["outputs"][0]
+    assert out["max_diff"] > out["scale"] * 1e-4  # past the tolerance: a plain comparison fails here
+    assert out["ok"] and out["verdict"].startswith("onnxruntime float32 rounding"), out
+    assert "onnxruntime float32 rounding" in run("verify", path).output
+
+
+def test_verify_fails_and_names_the_twin_when_the_twin_is_wrong(tmp_path):
+    from onnxprune.commands.verify import compare_with_ort
+
+    path = tmp_path / "sigmoid.onnx"
+    save_model(_sigmoid_model(SIGMOID_W), path)
+    wrong = SIGMOID_W.copy()
+    wrong[0] *= 1.01  # the twin reads one row 1 % off: a twin bug, as if it mis-decoded the weight
+    [diff] = compare_with_ort(path, _sigmoid_model(wrong))
+    assert not diff.ok and diff.verdict.startswith("the twin is off"), diff
+    [diff] = compare_with_ort(path, _sigmoid_model(SIGMOID_W))  # the same check on the right twin passes
+    assert diff.ok, diff
+
+
+def test_verify_exits_3_and_says_so_in_its_help():
+    assert "Exit 3 on mismatch" in run("verify", "--help").output

@@ -13,7 +13,6 @@ near-zero entries of a well-scaled output do not blow it up).
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
-from onnx.reference.op_run import OpRun
 
+from onnxprune import reference
 from onnxprune.io import load_model
 from onnxprune.twin import Twin
 from zoo import sample_feeds, zoo_model, zoo_names
@@ -79,65 +77,9 @@ def assert_outputs_match(outputs, refs, tol: float) -> float:
     return worst
 
 
-# ----- a true float64 reference ---------------------------------------------------------------------------
-def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same graph computing in double: float initializers, constants, casts and I/O types widened."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    for tensor in graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT:
-            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name))
-    del graph.value_info[:]  # stale float types; the evaluator does not need them
-    for value in list(graph.input) + list(graph.output):
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
-            value.type.tensor_type.elem_type = TensorProto.DOUBLE
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute[0].name in ("value_float", "value_floats"):
-            value = np.array(helper.get_attribute_value(node.attribute[0]), dtype=np.float64)
-            del node.attribute[:]
-            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value)))
-        for attr in node.attribute:
-            if attr.name == "to" and attr.i == TensorProto.FLOAT:
-                attr.i = TensorProto.DOUBLE
-            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float64)))
-    return model
-
-
-# The evaluator's Erf rounds to float32 (np.vectorize(otypes="f")), and its Gelu / HardSwish function
-# bodies carry float32 constants (sqrt(2), 1/6). These compute the ops' formulas in double (the twin
-# follows the formulas, as torch does).
-class Erf(OpRun):
-    def _run(self, x):
-        return (np.vectorize(math.erf, otypes=[x.dtype])(x),)
-
-
-class Gelu(OpRun):
-    def _run(self, x, approximate="none"):
-        if approximate == "tanh":
-            return (0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),)
-        return (0.5 * x * (1 + np.vectorize(math.erf, otypes=[x.dtype])(x / math.sqrt(2))),)
-
-
-class HardSwish(OpRun):
-    def _run(self, x):
-        return (x * np.clip(x / 6 + 0.5, 0, 1),)
-
-
-class BatchNormalization(OpRun):
-    """Inference form. The evaluator's opset 9-13 versions switch to batch statistics whenever
-    `momentum` is set (it always is, by default); onnxruntime and the spec use the running ones."""
-
-    def _run(self, x, scale, bias, mean, var, epsilon=1e-5, momentum=None, training_mode=0, spatial=None):
-        assert not training_mode
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return ((x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + epsilon) * scale.reshape(shape)
-                + bias.reshape(shape),)
-
-
+# ----- a true float64 reference: onnxprune.reference (onnx's ReferenceEvaluator in double) ---------------
 def float64_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    double = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
-    return ReferenceEvaluator(to_double(model), new_ops=[Erf, Gelu, HardSwish, BatchNormalization]).run(None, double)
+    return list(reference.float64_reference(model, feeds).values())
 
 
 # ----- weights ---------------------------------------------------------------------------------------------

@@ -166,12 +166,6 @@ class Twin(nn.Module):
     def masks(self) -> dict[str, torch.Tensor]:
         return {name: m for name in self._param_index if (m := self.mask(name)) is not None}
 
-    @torch.no_grad()
-    def bake_masks(self) -> None:
-        """Zero the pruned entries of the parameters themselves (masks stay set)."""
-        for name, mask in self.masks().items():
-            self.parameter(name).mul_(mask)
-
     # ----- precision and op overrides -------------------------------------------------------------
     @torch.no_grad()
     def set_precision(self, dtype: torch.dtype) -> None:

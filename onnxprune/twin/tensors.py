@@ -150,9 +150,16 @@ def readable(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def to_subbyte(values: torch.Tensor, dtype: torch.dtype, saturate: bool = False) -> torch.Tensor:
-    """Integers (or floats, truncated toward zero) as a 2/4-bit tensor: wrapped modulo 2**bits as a
-    Cast does, or clamped to the type's range as QuantizeLinear does."""
+    """Numbers as a 2/4-bit tensor, explicitly (not through torch's float -> int conversion, which is
+    undefined out of range and has changed between torch versions). Integers wrap modulo 2**bits, as
+    Cast's spec says. Floats truncate toward zero; out of range (NaN and inf included) ONNX leaves the
+    result undefined and onnx's reference (ml_dtypes >= 0.7) gives 0, which the backend cases expect.
+    `saturate` (QuantizeLinear) clamps to the type's range instead."""
     carrier, lo, hi = _SUBBYTE_RANGE[dtype]
-    v = values.to(torch.int64)
+    if values.is_floating_point():
+        v = readable(values).double().trunc()
+        v = v.clamp(lo, hi).nan_to_num(0.0) if saturate else torch.where((v >= lo) & (v <= hi), v, 0.0)
+        return v.to(carrier).view(dtype)
+    v = readable(values).to(torch.int64)
     v = v.clamp(lo, hi) if saturate else (v - lo) % (hi - lo + 1) + lo
     return v.to(carrier).view(dtype)

@@ -3,6 +3,8 @@ Gather, Slice, Constant, ConstantOfShape, Cast, Dropout."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..registry import register
@@ -24,8 +26,8 @@ def reshape(x, shape, *, allowzero=0):
 
 @register("Flatten", since=1)
 def flatten(x, *, axis):
-    axis = axis % x.dim() if x.dim() else 0
-    return x.reshape(int(torch.tensor(x.shape[:axis]).prod()) if axis else 1, -1)
+    axis = axis + x.dim() if axis < 0 else axis  # axis may equal the rank: (prod(shape), 1)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))  # explicit: 0-sized dims
 
 
 @register("Transpose", since=1)
@@ -108,10 +110,10 @@ def _slice(x, starts, ends, axes, steps):
         if step > 0:
             start, end = (max(0, min(size, v + size if v < 0 else v)) for v in (start, end))
             x = x.narrow(axis, start, max(0, end - start))[(slice(None),) * axis + (slice(None, None, step),)]
-        else:  # negative steps: flip, then slice forward
-            start = max(-1, min(size - 1, start + size if start < 0 else start))
+        else:  # negative steps: start clamps to [0, size-1], end to [-1, size-1] (INT_MAX is not special)
+            start = max(0, min(size - 1, start + size if start < 0 else start))
             end = max(-1, min(size - 1, end + size if end < 0 else end))
-            count = max(0, (start - end + (-step) - 1) // (-step))
+            count = max(0, (start - end + (-step) - 1) // (-step)) if size else 0
             idx = torch.arange(start, start + step * count, step, device=x.device) if count else \
                 torch.zeros(0, dtype=torch.long, device=x.device)
             x = x.index_select(axis, idx)
