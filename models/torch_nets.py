@@ -90,6 +90,33 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
+class Block(nn.Module):
+    """Pre-norm transformer block: QKᵀ and PV multiply two signals, the flow's exponent triples."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.att = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        y = self.ln1(x)
+        x = x + self.att(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln2(x))
+
+
+class AttentionStack(nn.Module):
+    """Token features [1, T, inputs] -> `layers` blocks of width d -> 10 classes (SynFlow's finiteness tests and bench)."""
+
+    def __init__(self, layers: int = 12, d: int = 64, inputs: int = 16, heads: int = 4):
+        super().__init__()
+        self.inp, self.out = nn.Linear(inputs, d), nn.Linear(d, 10)
+        self.blocks = nn.Sequential(*[Block(d, heads) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.out(self.blocks(self.inp(x)).mean(1))
+
+
 def kaiming_init(model: nn.Module, seed: int = 0) -> nn.Module:
     """Kaiming-normal conv/linear weights, zero biases, unit BN (the paper's initialization)."""
     gen = torch.Generator().manual_seed(seed)

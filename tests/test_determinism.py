@@ -21,7 +21,7 @@ import pytest
 from scripts.fuzz import cnn
 
 EXE = Path(sys.executable).parent / "onnxprune"
-VOLATILE = {"seconds", "scoring_seconds", "output", "input"}  # timings; paths (hashes compared apart)
+VOLATILE = {"seconds", "scoring_seconds", "seconds_per_iteration", "forward_backward_seconds", "output", "input"}  # timings; paths (hashes compared apart)
 
 RUNS = {  # name -> (extra options, seed, PYTHONHASHSEED)
     "synflow_a": (["--method", "synflow", "--iterations", "5"], 0, "1"),

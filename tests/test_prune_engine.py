@@ -137,7 +137,7 @@ def test_exact_kept_count_for_every_method_and_scope(lenet, mnist_batches, metho
 def test_synflow_defaults_to_100_iterations_others_to_1(lenet):
     steps = []
     result = prune_twin(lenet, density=0.2, progress=lambda k, n: steps.append((k, n)))
-    assert result.iterations == 100 and steps == [(k, 100) for k in range(1, 101)]
+    assert result.iterations == 100 and steps == [(k, 100) for k in range(0, 101)]
     clear(lenet)
     assert prune_twin(lenet, method="mag", density=0.2).iterations == 1
 
@@ -316,17 +316,29 @@ def test_synflow_needs_shapes_of_symbolic_non_batch_dims():
     check_result(twin, result, 0.1)
 
 
-def test_synflow_refuses_integer_inputs_without_values():
+def _int_input_model(indexes_table: bool) -> onnx.ModelProto:
+    """An INT64 input `ids`: token ids of an embedding (Gather), or a plain integer cast to float."""
     rng = np.random.default_rng(0)
     table = numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "E")
     w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "W")
-    nodes = [helper.make_node("Gather", ["E", "ids"], ["e"]), helper.make_node("MatMul", ["e", "W"], ["y"])]
-    graph = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+    first = (helper.make_node("Gather", ["E", "ids"], ["e"]) if indexes_table
+             else helper.make_node("Cast", ["ids"], ["e"], to=TensorProto.FLOAT))
+    shape = ["batch", 3] if indexes_table else ["batch", 8]
+    graph = helper.make_graph([first, helper.make_node("MatMul", ["e", "W"], ["y"])], "emb",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [table, w])
-    twin = Twin(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_synflow_refuses_integer_inputs_without_values():
+    """Token ids of an embedding get a valid id (inputs.py); another integer input has no all-ones
+    value and must be given."""
+    twin = Twin(_int_input_model(indexes_table=True))
+    check_result(twin, prune_twin(twin, density=0.5, iterations=2), 0.5)
+    twin = Twin(_int_input_model(indexes_table=False))
     with pytest.raises(ScoringError, match="input 'ids' is .*INT64"):
         prune_twin(twin, density=0.5, iterations=2)
-    result = prune_twin(twin, density=0.5, iterations=2, input_values={"ids": torch.tensor([[1, 2, 3]])})
+    result = prune_twin(twin, density=0.5, iterations=2, input_values={"ids": torch.ones(1, 8, dtype=torch.int64)})
     check_result(twin, result, 0.5)
 
 
@@ -392,3 +404,42 @@ def test_loop_equals_iterating_the_public_steps(vgg_small_model, scope):
             twin.set_mask(name, mask)
     result = prune_twin(Twin(vgg_small_model), density=density, iterations=n, scope=scope, min_layer_density=floor)
     assert all(torch.equal(result.masks[name], masks[name]) for name in masks)
+
+
+# ----- re-pruning an already pruned file (issue 10.4) ---------------------------------------------
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def test_repruning_counts_stored_zeros_as_pruned(lenet_model, tmp_path):
+    """A pruned file holds its pruned weights as zeros, without masks: a second, stronger pruning
+    starts from them (kept is of the whole model, and only nonzero weights are kept)."""
+    import onnxprune
+
+    first = onnxprune.prune(lenet_model, compression=1, method="mag")
+    again = onnxprune.prune(first.model, compression=2, method="synflow", iterations=5)
+    assert again.report.kept == round(again.report.prunable * 0.01)
+    for name, mask in again.masks.items():
+        assert not (mask & ~first.masks[name]).any(), name  # nothing pruned before comes back
+    same = onnxprune.prune(first.model, compression=1, method="mag")  # the density it has: nothing to do
+    assert all(torch.equal(same.masks[n], first.masks[n]) for n in first.masks)
+
+
+def test_repruning_to_a_higher_density_is_refused_in_one_line(lenet_model, tmp_path):
+    import subprocess
+    import sys
+
+    import onnxprune
+
+    pruned = _save(onnxprune.prune(lenet_model, compression=2, method="mag").model, tmp_path / "l.pruned.onnx")
+    with pytest.raises(ScoringError, match=r"already keeps \d+ of \d+ .*density 0\.01\b.*density 0\.1 "):
+        onnxprune.prune(pruned, compression=1, method="mag")
+    exe = Path(sys.executable).parent / "onnxprune"
+    out = tmp_path / "again.onnx"
+    proc = subprocess.run([str(exe), "prune", str(pruned), "-c", "1", "-m", "mag", "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "already keeps" in lines[0] and "density 0.01" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -19,6 +19,16 @@ scoring (see DESIGN.md "SynFlow on general graphs"):
 - BatchNormalization always uses its running statistics (an affine map), never batch statistics.
 
 Everything else (pooling, Add, Concat, Reshape, ...) runs as it is.
+
+That flow is computed exactly as long as float64 holds it. Products of two signal-carrying tensors
+(attention's QKᵀ and PV, x·x and Pow in audio front-ends, gates of an unrolled recurrence) multiply
+the exponents of the flow, and a deep stack or a long recurrence leaves float64's range. Only then
+(`renormalized`, chosen by the SynFlow scorer on the first scoring) every weight-dependent node output
+is divided by the power of two nearest below its largest entry, a stop-gradient constant: values stay
+O(1) and so do the gradients. A power-of-two factor is exact in binary floating point, so along a
+chain of homogeneous ops the scores are the exact flow times one global factor; where branches or
+biases are summed, each summand enters at its own normalized scale (the exact flow is not
+representable there). Graphs whose flow float64 holds are scored exactly as before.
 """
 
 from __future__ import annotations
@@ -251,3 +261,45 @@ def linearized(twin: Twin) -> Iterator[Twin]:
     """Run the twin under the linearization policy; the original handlers come back on exit."""
     with twin.replaced_ops(HANDLERS), _patterns_linearized(twin):
         yield twin
+
+
+def _unit_scaled(value):
+    """`value` divided by the power of two at or below its largest magnitude (a stop-gradient constant);
+    tensors that do not depend on the scored weights, empty or all-zero ones pass unchanged."""
+    if not (isinstance(value, torch.Tensor) and value.requires_grad and value.is_floating_point() and value.numel()):
+        return value
+    peak = value.detach().abs().amax()
+    usable = torch.isfinite(peak) & (peak > 0)
+    exponent = torch.where(usable, torch.floor(torch.log2(torch.where(usable, peak, 1.0))), 0.0)
+    return value * torch.exp2(-exponent)
+
+
+def _renormalizing(fn):
+    def run(*inputs):
+        result = fn(*inputs)
+        if isinstance(result, (tuple, list)):
+            return type(result)(_unit_scaled(r) for r in result)
+        return _unit_scaled(result)
+    return run
+
+
+def _wrap_steps(program, saved: list) -> None:
+    for step in program.steps:
+        saved.append((step, step.fn))
+        step.fn = _renormalizing(step.fn)
+        for sub in step.subgraphs:  # Loop / Scan bodies: an unrolled recurrence grows step by step
+            _wrap_steps(sub.program, saved)
+
+
+@contextlib.contextmanager
+def renormalized(twin: Twin) -> Iterator[Twin]:
+    """Every node's weight-dependent outputs rescaled to a largest entry in [1, 2) by a power of two
+    (see the module docstring): SynFlow's fallback when the exact flow leaves float64's range. Enter
+    it inside `linearized` (it wraps the handlers in place then); the handlers come back on exit."""
+    saved: list = []
+    _wrap_steps(twin.program, saved)
+    try:
+        yield twin
+    finally:
+        for step, fn in reversed(saved):
+            step.fn = fn

@@ -36,6 +36,11 @@ class PruneResult:
     seconds: float
     method: str = ""
     per_tensor: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (kept, size)
+    # Cost of the loop: seconds per iteration, and of them the scoring pass (for SynFlow one forward +
+    # backward of the linearized twin plus the gather of alive gradients); the rest is selection.
+    seconds_per_iteration: float = 0.0
+    scoring_seconds_per_iteration: float = 0.0
+    renormalized: bool = False  # SynFlow's flow left float64's range and was renormalized (linearize.py)
 
 
 def keep_schedule(total: int, density: float, iterations: int, schedule: str = "exponential") -> list[int]:
@@ -112,9 +117,13 @@ def _plan(twin: Twin, density: float, n_iter: int, schedule: str, prune_bias: bo
         raise ScoringError(f"density {density:.3g} keeps round({total} x {density:.3g}) = 0 of {total} prunable "
                            f"weights: fewer than one weight would remain (compression at most "
                            f"~{math.log10(2 * total):.2f} here)")
-    alive = Alive([twin.mask(n) for n in names], sizes, params[0].device)  # earlier masks stay pruned
+    alive = Alive([_unpruned(twin, n) for n in names], sizes, params[0].device)
     if counts[-1] > alive.total:
-        raise ScoringError(f"density {density} keeps {counts[-1]} weights but only {alive.total} are unpruned")
+        now = alive.total / total
+        compression = f", compression {-math.log10(now):.3g}" if now > 0 else ""
+        raise ScoringError(f"the model already keeps {alive.total} of {total} prunable weights (density {now:.4g}"
+                           f"{compression}); density {density:.4g} would keep {counts[-1]}: pruning only removes "
+                           f"weights, ask for a density of at most {now:.4g}")
     floors = [min(math.ceil(round(min_layer_density * n, 9)), c) for n, c in zip(sizes, alive.counts)]
     if sum(floors) > counts[-1]:
         raise ScoringError(f"min_layer_density {min_layer_density} needs {sum(floors)} weights but density "
@@ -122,12 +131,28 @@ def _plan(twin: Twin, density: float, n_iter: int, schedule: str, prune_bias: bo
     return _Plan(names, sizes, shapes, counts, floors, alive)
 
 
+def _unpruned(twin: Twin, name: str) -> torch.Tensor | None:
+    """Entries still unpruned: not masked, and not exactly zero. A file pruned before stores its pruned
+    weights as zeros (no mask), and re-pruning it must count them as pruned (None: all unpruned)."""
+    mask, weight = twin.mask(name), twin.parameter(name).detach()
+    nonzero = weight != 0
+    if mask is not None:
+        return nonzero & (mask != 0)
+    return None if bool(nonzero.all()) else nonzero
+
+
 def _iterate(session, plan: _Plan, scope: str, invert: bool, precision: torch.dtype,
-             progress: Callable[[int, int], None] | None) -> None:
+             progress: Callable[[int, int], None] | None) -> tuple[float, float]:
+    """Run the schedule; returns (loop seconds, of which scoring seconds)."""
     alive = plan.alive
     buffer = torch.empty(alive.size, dtype=precision, device=alive.index.device)  # reused every iteration
+    if progress is not None:  # k = 0: the loop starts now, so a progress bar can time iteration 1
+        progress(0, len(plan.counts))
+    start, scoring = time.perf_counter(), 0.0
     for k, count in enumerate(plan.counts, start=1):
-        scores = session.alive_scores(alive, buffer)  # finite: scorers raise on inf / nan
+        tick = time.perf_counter()
+        scores = session.alive_scores(alive, buffer)  # finite: scorers raise on inf / nan (a device sync)
+        scoring += time.perf_counter() - tick
         if invert:  # Synaptic-Flow's v / v²: rank by 1/score; a zero score ranks highest (but below
             scores.reciprocal_().nan_to_num_(posinf=torch.finfo(scores.dtype).max)  # pruned ones' +inf)
         alive.hide_dead(scores)
@@ -138,6 +163,7 @@ def _iterate(session, plan: _Plan, scope: str, invert: bool, precision: torch.dt
                 session.prune(j, index)
         if progress is not None:
             progress(k, len(plan.counts))
+    return time.perf_counter() - start, scoring
 
 
 def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iterations: int | None = None,
@@ -149,10 +175,12 @@ def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iteration
                train_mode: bool = False) -> PruneResult:
     """Prune the twin's prunable tensors to `density` (fraction kept) and set the masks on it.
 
-    Entries an existing mask already prunes stay pruned. Everything else about the twin is left as it
-    was. Extra keywords beyond the contract: `input_values` (SynFlow: explicit tensors for non-float
-    inputs), `train_mode` (data scorers run the twin in train mode, e.g. BatchNorm on batch
-    statistics; default eval, as Synaptic-Flow).
+    Entries an existing mask already prunes, and weights that are exactly zero (an already pruned
+    file), stay pruned and count as pruned; a density above what is left is refused. Everything else
+    about the twin is left as it was. Extra keywords beyond the contract: `input_values` (SynFlow:
+    explicit tensors for non-float inputs), `train_mode` (data scorers run the twin in train mode,
+    e.g. BatchNorm on batch statistics; default eval, as Synaptic-Flow). `progress(k, n)` is called
+    with k = 0 when the loop starts and after each iteration k = 1..n.
     """
     start = time.perf_counter()
     n_iter = _check(method, density, iterations, scope, min_layer_density)
@@ -160,7 +188,8 @@ def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iteration
     generator = torch.Generator().manual_seed(seed)
     with scorer(method)(twin, plan.names, batches=batches, input_shapes=input_shapes, input_values=input_values,
                         precision=precision, generator=generator, train_mode=train_mode) as session:
-        _iterate(session, plan, scope, invert, precision, progress)
+        loop_seconds, scoring = _iterate(session, plan, scope, invert, precision, progress)
+        renormalized = bool(getattr(session, "renormalized", False))
     masks = plan.alive.masks(plan.sizes, plan.shapes)
     if shuffle:
         masks = _shuffled(masks, generator)
@@ -169,4 +198,4 @@ def prune_twin(twin: Twin, *, method: str = "synflow", density: float, iteration
         twin.set_mask(name, mask)
     per_tensor = {n: (c, size) for n, c, size in zip(plan.names, plan.alive.counts, plan.sizes)}
     return PruneResult(masks, plan.names, plan.total, plan.alive.total, n_iter, time.perf_counter() - start,
-                       method, per_tensor)
+                       method, per_tensor, loop_seconds / n_iter, scoring / n_iter, renormalized)

@@ -35,7 +35,7 @@ from ..errors import ScoringError
 from ..twin import Twin
 from .alive import Alive
 from .inputs import batch_loss, float_outputs, materialize, ones_feeds
-from .linearize import linearized
+from .linearize import linearized, renormalized
 from .state import own_data, preserved
 from .targets import prunable_tensors
 
@@ -230,6 +230,12 @@ class SynFlow(Scorer):
 
     Pruned entries are zeroed in the session's own non-negative copies instead of masked, so each
     iteration runs no mask multiplication; only unpruned entries' scores are formed (alive gather).
+
+    In float64, a flow that float64 cannot hold (R or a gradient inf/nan on the first scoring: deep
+    attention stacks, recurrences, products of signals) switches the session, for good, to the
+    renormalized flow (linearize.py `renormalized`); `renormalized` then is True. Pruning only lowers
+    the flow, so a session whose first scoring is finite stays exact. In float32 an overflow stays an
+    error that points to float64, where the flow may well be exact.
     """
 
     name = "synflow"
@@ -256,23 +262,40 @@ class SynFlow(Scorer):
         device = self.params[0].device
         self.feeds = ones_feeds(twin, self.input_shapes, self.input_values, device=device)
         self._stack.enter_context(linearized(twin))
+        self.renormalized = False
+        self._decided = False  # exact or renormalized: settled by the first scoring
 
     @torch.no_grad()
     def prune(self, j, flat_index):
         self.params[j].data.view(-1)[flat_index] = 0
 
-    def flow(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """R and ∂R/∂θ for the prunable tensors."""
+    def _forward_backward(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         outputs = float_outputs(self.twin.run(self.feeds))
         if not outputs:
             raise ScoringError("synflow needs a float output: the model has none")
         r = sum(o.sum() for o in outputs)
         if not bool(torch.isfinite(r)):
+            return r, []
+        return r, self.grads(r)
+
+    def flow(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """R and ∂R/∂θ for the prunable tensors."""
+        r, grads = self._forward_backward()
+        if not self._decided:
+            self._decided = True
+            # the scores' sums, once: a finite gradient times θ may still overflow
+            exact = grads and all(bool(torch.isfinite((p.detach() * g).sum(dtype=torch.float64)))
+                                  for p, g in zip(self.params, grads))
+            if not exact and self.precision == torch.float64:
+                self._stack.enter_context(renormalized(self.twin))
+                self.renormalized = True
+                r, grads = self._forward_backward()
+        if not grads:
             hint = ("it overflows: score in float64 (--precision float64; precision=torch.float64)"
-                    if self.precision != torch.float64 else "the weights hold inf/nan, or even float64 overflows")
+                    if self.precision != torch.float64 else "the weights hold inf/nan")
             raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}: "
                                f"{hint}")
-        return r, self.grads(r)
+        return r, grads
 
     def dense(self):
         _, grads = self.flow()

@@ -1,0 +1,141 @@
+"""SynFlow stays finite on every graph: products of signals (attention, x·x, Pow), recurrences and
+GlobalMaxPool; graphs whose exact flow float64 holds are scored exactly as before (linearize.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import onnxprune
+from models.torch_nets import AttentionStack, export, kaiming_init
+from onnxprune.prune import prunable_tensors, score
+from onnxprune.prune.linearize import renormalized
+from onnxprune.prune.scorers import SynFlow
+from onnxprune.twin import Twin
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Squared(nn.Module):
+    """An audio-style front-end: strided conv, then blocks squaring their signal (x·x and Pow), a
+    GlobalMaxPool and a Sqrt: the flow's exponent doubles per block."""
+
+    def __init__(self, blocks: int = 12):
+        super().__init__()
+        self.stem = nn.Conv1d(1, 4, 16, 4)
+        self.convs = nn.ModuleList(nn.Conv1d(4, 4, 3, padding=1) for _ in range(blocks))
+        self.pool, self.fc = nn.AdaptiveMaxPool1d(1), nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i, conv in enumerate(self.convs):
+            y = conv(x)
+            x = y * y if i % 2 else torch.pow(y, 2)
+        return self.fc(torch.sqrt(self.pool(x).flatten(1)))
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell: type[nn.Module]):
+        super().__init__()
+        self.rnn, self.fc = cell(6, 8, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+def _net(make, shape):
+    torch.manual_seed(0)
+    model = export(make().eval(), shape)
+    for node in model.graph.node:  # torch writes a global max pool as a MaxPool over the whole length
+        if node.op_type == "MaxPool":
+            node.op_type = "GlobalMaxPool"
+            del node.attribute[:]
+    return model
+
+
+def _session(model):
+    twin = Twin(model)
+    session = SynFlow(twin, prunable_tensors(twin))
+    return twin, session
+
+
+@pytest.mark.parametrize("name", ["attention12", "squared-pow"])
+def test_overflowing_flows_are_renormalized_and_prune_exactly(name):
+    make, shape = {"attention12": (lambda: AttentionStack(12, 16, 4, 2), (1, 6, 4)),
+                   "squared-pow": (Squared, (1, 1, 200))}[name]
+    model = _net(make, shape)
+    ops = {n.op_type for n in model.graph.node}
+    assert ({"MatMul", "Softmax"} if name == "attention12" else {"Pow", "Mul", "Sqrt", "GlobalMaxPool"}) <= ops
+    twin, session = _session(model)
+    with session:
+        exact_r, _ = session._forward_backward()  # the exact flow, as scored before
+        assert not bool(torch.isfinite(exact_r))
+        scores = session.scores()
+        assert session.renormalized
+    assert all(bool(torch.isfinite(s).all()) for s in scores)
+    assert sum(float(s.sum()) > 0 for s in scores) >= len(scores) - 1  # the flow reaches (nearly) every layer
+
+    pruned = onnxprune.prune(model, compression=1, iterations=5, input_shapes={"input": shape})
+    assert pruned.report.kept == round(pruned.report.prunable * 0.1)
+    masks = pruned.masks
+    assert sum(int(m.sum()) for m in masks.values()) == pruned.report.kept
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    sess = ort.InferenceSession(pruned.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": x})
+    assert np.isfinite(y).all() and y.shape == (1, 10)
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_recurrent_models_score_finitely_and_exactly(cell):
+    model = _net(lambda: Recurrent(cell), (1, 20, 6))
+    assert cell.__name__ in {n.op_type for n in model.graph.node}
+    twin, session = _session(model)
+    with session:
+        scores = session.scores()
+        assert not session.renormalized  # float64 holds this flow: scored exactly, as before
+    assert all(bool(torch.isfinite(s).all()) and float(s.sum()) > 0 for s in scores)
+    pruned = onnxprune.prune(model, density=0.2, iterations=3)
+    assert pruned.report.kept == round(pruned.report.prunable * 0.2)
+    sess = ort.InferenceSession(pruned.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isfinite(sess.run(None, {"input": np.ones((1, 20, 6), np.float32)})[0]).all()
+
+
+def test_a_flow_float64_holds_is_not_renormalized():
+    """The zoo's small ViT (attention, finite in float64): scores equal the exact flow's bit for bit."""
+    from zoo import zoo_model
+
+    twin, session = _session(zoo_model("vit_tiny-torchscript"))
+    with session:
+        r, grads = session._forward_backward()
+        want = [(p.detach() * g).abs() for p, g in zip(session.params, grads)]
+        got = session.scores()
+        assert not session.renormalized and bool(torch.isfinite(r))
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
+def test_renormalizing_a_homogeneous_chain_scales_every_score_by_one_power_of_two():
+    """Bias-free ReLU chain: dividing node outputs by powers of two is exact, so the renormalized
+    scores are the exact ones times one global factor (a power of two): same masks, same
+    conservation."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.ReLU(), nn.Conv2d(8, 8, 3, bias=False), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(8 * 4 * 4, 5, bias=False))
+    twin = Twin(export(kaiming_init(net), (1, 3, 8, 8)))
+    exact = score(twin, "synflow")
+    with SynFlow(twin, list(exact)) as session:
+        with renormalized(twin):
+            scaled = dict(zip(exact, session.scores()))
+    factor = float(scaled[next(iter(exact))].sum() / exact[next(iter(exact))].sum())
+    assert factor != 1.0 and np.log2(factor) == round(np.log2(factor))
+    for name in exact:
+        torch.testing.assert_close(scaled[name], exact[name] * factor, rtol=1e-13, atol=0)
