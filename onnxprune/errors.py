@@ -24,6 +24,10 @@ class UnsupportedOpError(OnnxPruneError):
     """The graph uses an op (or an attribute of one) the twin cannot run exactly."""
 
 
+class QuantizedModelError(OnnxPruneError):
+    """The model is already quantized: its weights are integers, with no float value to score."""
+
+
 class ScoringError(OnnxPruneError):
     """Scoring cannot proceed (no prunable weights, overflow, missing input shape...)."""
 

