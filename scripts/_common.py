@@ -168,6 +168,19 @@ def rows_for(args, csv_path: Path, run) -> list[dict]:
     return rows
 
 
+def rows_per_network(args, csv_path: Path, run_network) -> list[dict]:
+    """`rows_for` over `args.networks`, the CSV rewritten after each network (a long run keeps the
+    networks it finished); the run's `<name>.partial.csv` checkpoint goes once all are done."""
+    def run(args) -> list[dict]:
+        rows = []
+        for net in args.networks:
+            rows += run_network(net, args)
+            write_csv(csv_path, rows)
+        (csv_path.parent / f"{csv_path.stem}.partial.csv").unlink(missing_ok=True)
+        return rows
+    return rows_for(args, csv_path, run)
+
+
 def save_figure(fig, path: Path) -> int:
     """Save as PNG under PNG_LIMIT (lowering dpi if needed), reload it to prove it opens; returns bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)

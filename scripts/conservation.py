@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from _common import (rows_for, CIFAR_SHAPE, COLORS, LABELS, Timer, cifar_twin, clear_masks, log, parser, plt,
-                     random_batches, read_csv, save_figure, set_threads, write_csv)
+                     random_batches, save_figure, set_threads)
 from models.torch_nets import export, kaiming_init
 from onnxprune.twin import Twin
 

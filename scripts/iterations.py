@@ -13,8 +13,7 @@ figure shows collapsed layers vs compression and the per-layer densities at one 
 from __future__ import annotations
 
 from _common import (rows_for, NETWORKS, Timer, cifar_twin, collapsed, compressions, critical_compression, feasible,
-                     layer_kept, log, max_safe_compression, parser, plt, prunable_total, prune, read_csv,
-                     save_figure, set_threads, write_csv)
+                     layer_kept, log, max_safe_compression, parser, plt, prunable_total, prune, save_figure, set_threads)
 
 COLORS = {1: "tab:red", 10: "tab:orange", 100: "tab:blue"}
 FLOOR = 1e-7  # where empty layers are drawn on the log density axis

@@ -18,7 +18,8 @@ import torch
 
 from _common import (COLORS, CIFAR_SHAPE, LABELS, NETWORKS, Timer, cifar_twin, clear_masks, compressions,
                      critical_compression, disconnected, feasible, log, max_safe_compression, parser, plt,
-                     prunable_total, prune, random_batches, read_csv, save_figure, set_threads, write_csv)
+                     prunable_total, prune, random_batches, rows_per_network, save_figure, set_threads,
+                     write_csv)
 from onnxprune.prune import score, select_masks
 
 METHODS = ("rand", "mag", "snip", "grasp", "synflow")
@@ -157,16 +158,7 @@ def main() -> None:
     args = options().parse_args()
     set_threads(args.threads)
     csv_path, png_path = args.out / "layer_collapse.csv", args.out / "layer_collapse.png"
-    if args.plot_only:
-        rows = read_csv(csv_path)
-    else:
-        with Timer() as t:
-            rows = []
-            for net in args.networks:
-                rows += run_network(net, args)
-                write_csv(csv_path, rows)
-        (args.out / "layer_collapse.partial.csv").unlink(missing_ok=True)
-        log(f"total {t}")
+    rows = rows_per_network(args, csv_path, run_network)
     size = plot(rows, png_path)
     for (net, method), (no_empty, connected) in summary(rows).items():
         log(f"max compression  {net:9s} {method:8s} no empty layer {no_empty:6s} still connected {connected}")

@@ -1,0 +1,93 @@
+"""`onnxprune prune --structure channel`: the command-line side of channel pruning.
+
+Called from commands/prune.py with that command's options; imported only when channel pruning is
+asked for, so `onnxprune --help` stays free of torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import DataError, OnnxPruneError
+
+
+def run_channel_pruning(*, model: Path, compression, density, sparsity, output, overwrite, method, iterations,
+                        schedule, scope, input_shapes, data, batch_size, data_batches, precision, seed, exclude,
+                        min_layer_density, report_path, quiet, macs, round_to=1, benchmark=False,
+                        plot_path=None, prune_bias=False, **ignored) -> None:
+    """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured).
+    --format and --device do not apply (the output is dense; scoring runs on the CPU)."""
+    from .. import io
+    from ..api import DATA_METHODS
+    from ..commands.prune import default_output, parse_input_shape
+    from . import prune_channels
+
+    for flag, given in (("--plot", plot_path is not None), ("--prune-bias", prune_bias)):
+        if given:
+            raise OnnxPruneError(f"{flag} does not apply to --structure channel")
+    if sparsity is not None:
+        if density is not None:
+            raise OnnxPruneError("give only one of --density, --sparsity")
+        density = 1.0 - sparsity
+    if method in DATA_METHODS and data is None:
+        raise DataError(f"method {method} scores weights on data: give --data PATH.npz")
+    shapes = dict(parse_input_shape(text) for text in input_shapes)
+    output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
+    if report_path is not None:
+        io.check_output_path(report_path, overwrite=overwrite)
+    loaded = io.load_model(model)
+    batches = _batches(loaded, data, shapes, batch_size, data_batches, seed) if method in DATA_METHODS else None
+    result = prune_channels(loaded, method=method, density=density, compression=compression, macs=macs,
+                            iterations=iterations, schedule=schedule, scope=scope, min_layer_density=min_layer_density,
+                            round_to=round_to, exclude=exclude, input_shapes=shapes or None, batches=batches,
+                            precision=precision, seed=seed)
+    if benchmark:  # in the report too, so a pipeline can read the measured speed-up
+        from .latency import compare
+
+        result.report["latency"] = compare(loaded, result.model, input_shapes=shapes or None)
+    written = io.save_model(result.model, output, external_data=True if _external(model) else None)
+    if report_path is not None:
+        io.write_json(result.report, report_path)
+        written.append(report_path)
+    if not quiet:
+        for line in summary_lines(result.report):
+            click.echo(line)
+        click.echo(f"wrote {', '.join(map(str, written))}")
+
+
+def _external(path: Path) -> bool:
+    """Whether the input keeps its weights in an external file (the output then does too)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    skeleton = onnx.load(str(path), load_external_data=False)
+    return any(uses_external_data(t) for t in skeleton.graph.initializer)
+
+
+def _batches(model, data, shapes, batch_size, n_batches, seed):
+    import torch
+
+    from ..api import load_batches, load_twin
+
+    twin = load_twin(model)
+    return load_batches(data, twin, shapes or None, batch_size=batch_size, n_batches=n_batches, seed=seed,
+                        device=torch.device("cpu"))
+
+
+def summary_lines(report: dict) -> list[str]:
+    macs, weights = report["macs"], report["weights"]
+    lines = [f"channels: {report['removed']} of {report['channels']} removed ({report['frozen']} frozen)",
+             f"MACs kept: {macs['kept'] / macs['total']:.3f} ({macs['kept']:.4g} of {macs['total']:.4g})",
+             f"weights kept: {weights['kept'] / weights['total']:.3f}",
+             f"MACs in prunable layers: {report['coverage']:.3f}"]
+    for reason, n in sorted(report["frozen_reasons"].items(), key=lambda kv: -kv[1])[:5]:
+        lines.append(f"frozen: {n} channel(s): {reason}")
+    if "latency" in report:
+        t = report["latency"]
+        lines.append(f"onnxruntime CPU, batch {t['batch']}, median of {t['runs']}: {t['dense_ms']:.2f} ms dense, "
+                     f"{t['pruned_ms']:.2f} ms pruned ({t['speedup']:.2f}x)")
+    if not report["removed"]:
+        lines.append("warning: no channel could be removed; the output is the input graph")
+    return lines

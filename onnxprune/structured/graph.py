@@ -1,0 +1,273 @@
+"""The bookkeeping of channel analysis: labels on tensors, union-find over channels, and what to slice.
+
+Every output channel of a Conv / Gemm / MatMul producer is an *element*. A tensor that carries
+channels has a `Label`: the axis, and per position along it the element it holds (a Flatten repeats
+an element H*W times; a Concat lists several producers' elements). Ops that combine tensors
+elementwise (a residual Add, an SE gate Mul) identify their operands' elements position by position
+(`union`); a connected set of elements is one prunable *channel* (removing it removes every position
+holding any of its elements). An element that reaches something the analysis cannot rewrite is
+*frozen*, with the reason; a channel holding a frozen element is never removed.
+
+`zero` records, per position, whether the value there is exactly 0 in the original model once the
+channel's parameters are zeroed (producer filter and bias, norm scale and shift, per-channel constants
+of Add/Mul). A consumer (Conv/Gemm/MatMul input) may only drop positions that are exactly 0: that is
+what makes removal exact. Sigmoid(0) = 0.5 is not; BatchNorm with zero scale and shift gives 0 again
+whatever its running mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+# Ops through which a constant keeps its identity on the way to a weight slot (paddle2onnx Identity,
+# mixed precision Cast, jax2onnx / tf2onnx Transpose); the axis map follows the Transpose.
+CONST_PASS = {"Identity", "Cast", "Transpose"}
+# Ops that keep a constant's values in flat order (torchscript feeds Slice bounds through Unsqueeze).
+FLAT_PASS = {"Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
+
+
+@dataclass
+class Label:
+    axis: int
+    ids: np.ndarray  # int64, element per position
+    zero: np.ndarray  # bool, exactly 0 at that position once its channel's parameters are zeroed
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Tensor `tensor` (a constant source) is indexed along `axis` by `ids` (one element per position).
+    role "param": zeroed in the reference model for a removed channel; "input"/"stat": only sliced."""
+
+    tensor: str
+    axis: int
+    ids: np.ndarray = field(compare=False)
+    role: str
+    node: str
+
+
+@dataclass(frozen=True)
+class DimFix:
+    """A size to rewrite to the kept count of `ids`: a value inside a constant (`kind` "const":
+    `target` the tensor, `index` the position) or a node attribute (`kind` "attr": `target` the node
+    name, `index` its position in graph.node, `attr` the attribute, `pos` the position in a list
+    attribute or -1)."""
+
+    kind: str
+    target: str
+    index: int
+    ids: np.ndarray = field(compare=False)
+    attr: str = ""
+    pos: int = -1
+
+
+@dataclass
+class Term:
+    """A cost that scales with the kept counts along its keys: coef * prod(kept[key])."""
+
+    node: str
+    coef: float
+    keys: tuple  # (tensor, axis) slice keys
+    kind: str  # "macs" or "weights"
+
+
+class Analysis:
+    """Mutable state of one pass over a graph; op handlers (rules.py) call these methods."""
+
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]):
+        self.model, self.graph, self.shapes = model, model.graph, shapes
+        self.nodes = list(self.graph.node)
+        self.producers = {out: (i, n) for i, n in enumerate(self.nodes) for out in n.output if out}
+        self.readers: dict[str, list[tuple[int, int]]] = {}
+        for i, node in enumerate(self.nodes):
+            for slot, name in enumerate(node.input):
+                if name:
+                    self.readers.setdefault(name, []).append((i, slot))
+        self.consts = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        for node in self.nodes:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value":
+                        self.consts[node.output[0]] = numpy_helper.to_array(a.t)
+        self.outputs = {o.name for o in self.graph.output}
+        self.labels: dict[str, Label] = {}
+        self.parent: list[int] = []
+        self.frozen: dict[int, str] = {}  # element -> reason
+        self.slices: list[Slice] = []
+        self.fixes: list[DimFix] = []
+        self.terms: list[Term] = []
+        self.uses: dict[str, set[tuple[int, int]]] = {}  # source -> registered (node, slot) reads
+        self.fixed_sources: set[str] = set()
+
+    # ----- elements ------------------------------------------------------------------------------
+    def new(self, n: int) -> np.ndarray:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def find(self, e: int) -> int:
+        parent = self.parent
+        while parent[e] != e:
+            parent[e] = parent[parent[e]]
+            e = parent[e]
+        return e
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = self.find(x), self.find(y)
+            if rx != ry:
+                self.parent[max(rx, ry)] = min(rx, ry)
+
+    def freeze(self, ids: np.ndarray, reason: str) -> None:
+        for e in np.unique(ids).tolist():
+            self.frozen.setdefault(e, reason)
+
+    def freeze_inputs(self, node: onnx.NodeProto, reason: str) -> None:
+        for name in node.input:
+            if name in self.labels:
+                self.freeze(self.labels[name].ids, f"{_who(node)}: {reason}")
+
+    def require_zero(self, label: Label, node: onnx.NodeProto) -> None:
+        """A consumer drops positions: those not exactly 0 when removed cannot go."""
+        if not label.zero.all():
+            self.freeze(label.ids[~label.zero], f"{_who(node)}: its input is not 0 where a channel is removed")
+
+    # ----- constants -----------------------------------------------------------------------------
+    def source(self, name: str) -> tuple[str, list[int] | None] | None:
+        """(constant source, axis map or None for identity) of a tensor, through Identity / Cast /
+        Transpose; None if it is computed from data."""
+        perm = None
+        seen = set()
+        while name not in self.consts:
+            if name in seen or name not in self.producers:
+                return None
+            seen.add(name)
+            node = self.producers[name][1]
+            if node.op_type not in CONST_PASS:
+                return None
+            if node.op_type == "Transpose":
+                p = _ints(node, "perm") or list(reversed(range(len(self.shapes[node.input[0]]))))
+                perm = p if perm is None else [p[i] for i in perm]
+            name = node.input[0]
+        return name, perm
+
+    def flat_source(self, name: str) -> str | None:
+        """The constant behind `name` through ops that keep its flat order; None if computed."""
+        seen = set()
+        while name not in self.consts:
+            node = self.producers.get(name, (None, None))[1]
+            if node is None or node.op_type not in FLAT_PASS or name in seen:
+                return None
+            seen.add(name)
+            name = node.input[0]
+        return name
+
+    def value(self, name: str) -> np.ndarray | None:
+        found = self.source(name)
+        if found is None:
+            src = self.flat_source(name)
+            return None if src is None else self.consts[src].reshape(self.shapes[name])
+        src, perm = found
+        array = self.consts[src]
+        return array if perm is None else np.transpose(array, perm)  # consumer axis i = source axis perm[i]
+
+    def slice(self, index: int, slot: int, axis: int, ids: np.ndarray, role: str) -> bool:
+        """Register: input `slot` of node `index` is sliced along its own `axis` by `ids`."""
+        node = self.nodes[index]
+        found = self.source(node.input[slot])
+        if found is None:
+            return False
+        src, perm = found
+        src_axis = axis if perm is None else perm[axis]
+        if self.consts[src].shape[src_axis] != len(ids):
+            return False
+        self.uses.setdefault(src, set()).add((index, slot))
+        self.slices.append(Slice(src, src_axis, ids, role, _who(node)))
+        return True
+
+    def key(self, index: int, slot: int, axis: int) -> tuple[str, int] | None:
+        found = self.source(self.nodes[index].input[slot])
+        if found is None:
+            return None
+        src, perm = found
+        return src, axis if perm is None else perm[axis]
+
+    def fix_const(self, index: int, slot: int, pos: int, ids: np.ndarray) -> bool:
+        """Register: flat entry `pos` of input `slot` of node `index` becomes the kept count of ids."""
+        src = self.flat_source(self.nodes[index].input[slot])
+        if src is None:
+            return False
+        self.uses.setdefault(src, set()).add((index, slot))
+        self.fixed_sources.add(src)
+        self.fixes.append(DimFix("const", src, pos, ids))
+        return True
+
+    def fix_attr(self, index: int, attr: str, ids: np.ndarray, pos: int = -1) -> None:
+        self.fixes.append(DimFix("attr", _who(self.nodes[index]), index, ids, attr, pos))
+
+    # ----- closing checks --------------------------------------------------------------------------
+    def terminal_reads(self, name: str) -> set[tuple[int, int]] | None:
+        """Every (node, slot) that reads constant `name` past Identity/Cast/Transpose and the
+        flat-order ops; None if any such tensor is a graph output."""
+        reads, todo = set(), [name]
+        while todo:
+            current = todo.pop()
+            if current in self.outputs:
+                return None
+            for i, slot in self.readers.get(current, []):
+                node = self.nodes[i]
+                if node.op_type in CONST_PASS | FLAT_PASS and slot == 0:
+                    todo.append(node.output[0])
+                else:
+                    reads.add((i, slot))
+        return reads
+
+    def _fixes_agree(self, src: str) -> bool:
+        """Sizes written into one shared constant agree: each position gets one list of elements
+        (x[:, 2:7] and x[:, 7:] share the constant 7, and both mean "channels before 7")."""
+        seen: dict[int, np.ndarray] = {}
+        for f in self.fixes:
+            if f.kind == "const" and f.target == src:
+                if f.index in seen and not np.array_equal(seen[f.index], f.ids):
+                    return False
+                seen.setdefault(f.index, f.ids)
+        return True
+
+    def close(self) -> None:
+        """Freeze what a rewrite could not keep consistent; tie tensors sliced twice along one axis."""
+        by_source: dict[str, list[Slice]] = {}
+        for s in self.slices:
+            by_source.setdefault(s.tensor, []).append(s)
+        for src, registered in self.uses.items():
+            reads = self.terminal_reads(src)
+            shared_fix = src in self.fixed_sources and not self._fixes_agree(src)
+            if reads is None or not reads <= registered or shared_fix:
+                for s in by_source.get(src, []):
+                    self.freeze(s.ids, f"'{src}' is also read where it cannot be sliced")
+                for f in self.fixes:
+                    if f.kind == "const" and f.target == src:
+                        self.freeze(f.ids, f"shape constant '{src}' is shared")
+        first: dict[tuple[str, int], Slice] = {}
+        for s in self.slices:  # a tensor tied to two uses: its positions are one channel each
+            k = (s.tensor, s.axis)
+            if k in first:
+                self.union(first[k].ids, s.ids)
+            else:
+                first[k] = s
+        for name in self.outputs:  # graph outputs keep their channels
+            if name in self.labels:
+                self.freeze(self.labels[name].ids, f"'{name}' is a graph output")
+
+
+def _who(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} '{node.name or node.output[0]}'"
+
+
+def _ints(node: onnx.NodeProto, name: str) -> list[int] | None:
+    for a in node.attribute:
+        if a.name == name:
+            return list(a.ints)
+    return None

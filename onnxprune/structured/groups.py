@@ -1,0 +1,145 @@
+"""Channel dependency analysis: which channels of an ONNX graph can be removed, and what each touches.
+
+`analyze(model)` walks the graph once in order, applying rules.py to each node (graph.py holds the
+bookkeeping). The result lists the prunable channels (connected sets of coupled positions), the
+slices of every constant tensor they index, the sizes to rewrite, and the MAC / weight cost terms.
+Channels that reach anything unproven are frozen, with the first reason seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import onnx
+
+from .graph import Analysis, DimFix, Slice, Term
+from .rules import RULES
+from .shapes import value_shapes
+
+PROBE_BATCH = 2  # probe shapes at batch 2: a Reshape that folds the batch into channels shows up
+
+
+@dataclass
+class ChannelGraph:
+    """The analysis result. Channels are numbered 0..n-1; `channel[e]` maps an element to its channel."""
+
+    model: onnx.ModelProto
+    slices: list[Slice]
+    fixes: list[DimFix]
+    terms: list[Term]
+    channel: np.ndarray  # element -> channel
+    frozen: np.ndarray  # bool per channel
+    reasons: dict[str, int]  # why channels are frozen -> how many
+    shapes: dict[str, tuple[int, ...]]
+    batch: int = 1  # the probe batch, when the first input's first dim is symbolic: MACs / batch per sample
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.frozen)
+
+    def channels_of(self, ids: np.ndarray) -> np.ndarray:
+        return self.channel[ids]
+
+    def keys(self) -> dict[tuple[str, int], np.ndarray]:
+        """(tensor, axis) -> channel per position, once per sliced axis."""
+        out = {}
+        for s in self.slices:
+            out.setdefault((s.tensor, s.axis), self.channel[s.ids])
+        return out
+
+    def coverage(self) -> float:
+        """Fraction of Conv/Gemm/MatMul MACs in layers with an output or input axis that holds a
+        prunable channel."""
+        keys = self.keys()
+        total = covered = 0.0
+        for t in (t for t in self.terms if t.kind == "macs"):
+            macs = t.coef * np.prod([len(keys.get(k, ())) or 1 for k in t.keys])
+            total += macs
+            if any(k in keys and (~self.frozen[keys[k]]).any() for k in t.keys):
+                covered += macs
+        return covered / total if total else 0.0
+
+
+def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ChannelGraph:
+    """Channel groups of `model` (main graph; inputs' symbolic dims probed at batch 2)."""
+    probe = dict(input_shapes or _probe_shapes(model))
+    shapes = value_shapes(model, probe)
+    a = Analysis(model, shapes)
+    inner = _subgraph_names(model.graph)
+    for i, node in enumerate(a.nodes):
+        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is None:
+            a.freeze_inputs(node, "op not handled by channel analysis")
+            continue
+        try:
+            rule(a, i)
+        except (KeyError, IndexError, ValueError, TypeError) as err:  # an odd node: keep its channels
+            a.freeze_inputs(node, f"not analyzable ({type(err).__name__}: {err})")
+    for name in inner & set(a.labels):
+        a.freeze(a.labels[name].ids, f"'{name}' is read inside a subgraph")
+    _weight_terms(a)
+    a.close()
+    roots = np.array([a.find(e) for e in range(len(a.parent))], dtype=np.int64)
+    unique, channel = np.unique(roots, return_inverse=True)
+    frozen = np.zeros(len(unique), bool)
+    reasons: dict[str, int] = {}
+    for e, why in a.frozen.items():
+        c = channel[e]
+        if not frozen[c]:
+            frozen[c] = True
+            reasons[why] = reasons.get(why, 0) + 1
+    return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe))
+
+
+def _batch(model: onnx.ModelProto, probe: Mapping[str, tuple[int, ...]]) -> int:
+    constants = {t.name for t in model.graph.initializer}
+    first = next((v for v in model.graph.input if v.name not in constants), None)
+    if first is None or not first.type.tensor_type.shape.dim or first.name not in probe or not probe[first.name]:
+        return 1
+    dim = first.type.tensor_type.shape.dim[0]
+    return 1 if dim.HasField("dim_value") and dim.dim_value > 0 else int(probe[first.name][0])
+
+
+def _probe_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    constants = {t.name for t in model.graph.initializer}
+    shapes = {}
+    for value in model.graph.input:
+        if value.name not in constants:
+            dims = value.type.tensor_type.shape.dim
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else PROBE_BATCH
+                                       for d in dims)
+    return shapes
+
+
+def _weight_terms(a: Analysis) -> None:
+    """Weight-count terms: each sliced Conv/Gemm/MatMul weight scales with its sliced axes."""
+    weights = set()
+    for i, node in enumerate(a.nodes):
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > 1:
+            found = a.source(node.input[1])
+            if found is not None:
+                weights.add(found[0])
+    axes: dict[str, set[int]] = {}
+    for s in a.slices:
+        if s.tensor in weights:
+            axes.setdefault(s.tensor, set()).add(s.axis)
+    for w in sorted(weights):
+        shape = a.consts[w].shape
+        keys = tuple((w, ax) for ax in sorted(axes.get(w, ())))
+        a.terms.append(Term(w, float(np.prod(shape)) / float(np.prod([shape[ax] for _, ax in keys])), keys,
+                            "weights"))
+
+
+def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name read inside If / Loop / Scan bodies (outer-scope reads included)."""
+    names = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            bodies = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+            for body in bodies:
+                for inner in body.node:
+                    names.update(inner.input)
+                names |= _subgraph_names(body)
+    return names

@@ -1,0 +1,51 @@
+"""onnxruntime CPU latency of a dense model against its channel-pruned rewrite, measured alike.
+
+Runs alternate between the two sessions after a warm-up, so load on a shared machine hits both the
+same way; the figure is the median of `runs` timed calls. Used by `prune --structure channel
+--benchmark` and scripts/bench_structured.py.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Mapping
+
+import numpy as np
+import onnx
+
+
+def session(model: onnx.ModelProto, threads: int = 0):
+    """A CPU session with the default optimizations (0 threads: onnxruntime's own choice)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def latency(sessions, feeds: Mapping[str, np.ndarray], runs: int) -> list[float]:
+    """Median seconds per session; runs alternate between the sessions so drift hits both alike."""
+    feeds = dict(feeds)
+    times: list[list[float]] = [[] for _ in sessions]
+    for s in sessions:
+        s.run(None, feeds)
+    for _ in range(runs):
+        for t, s in zip(times, sessions):
+            start = time.perf_counter()
+            s.run(None, feeds)
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def compare(dense: onnx.ModelProto, pruned: onnx.ModelProto, *, input_shapes=None, batch: int = 1,
+            runs: int = 20, threads: int = 0) -> dict[str, float]:
+    """{"dense_ms", "pruned_ms", "speedup", "batch", "runs"} on random inputs at `batch`."""
+    from .shapes import input_feeds
+
+    feeds = input_feeds(dense, input_shapes, seed=0, batch=batch)
+    before, after = latency([session(dense, threads), session(pruned, threads)], feeds, runs)
+    return {"dense_ms": 1e3 * before, "pruned_ms": 1e3 * after, "speedup": before / after, "batch": batch,
+            "runs": runs}

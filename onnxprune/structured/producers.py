@@ -1,0 +1,149 @@
+"""Rules for the ops that make channels: Conv / ConvTranspose / Gemm / MatMul with constant weights.
+
+Each creates one element per output channel (its filter and bias are the channel's parameters),
+consumes its input's channels (slicing the weight's input axis: only positions that are exactly 0
+when removed may go), and adds its MACs as a cost term over the sliced axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Analysis, Label, Term
+from .util import attr, input_at as _input
+
+
+def constant_params(rule):
+    """Weights and biases computed from channel tensors: those channels stay (the rule slices only
+    constants, so a computed operand would keep its old width)."""
+    def run(a: Analysis, i: int) -> None:
+        node = a.nodes[i]
+        for name in node.input[1:]:
+            if name in a.labels:
+                a.freeze(a.labels[name].ids, f"{node.op_type} '{node.name}' takes a channel tensor as a parameter")
+        rule(a, i)
+    return run
+
+
+@constant_params
+def conv(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    x, out = node.input[0], node.output[0]
+    lab = a.labels.get(x)
+    w_shape = a.shapes[node.input[1]]
+    c_in, c_out, group = a.shapes[x][1], a.shapes[out][1], attr(node, "group", 1)
+    macs = float(np.prod(a.shapes[out])) * (c_in // group) * float(np.prod(w_shape[2:]))
+    if a.source(node.input[1]) is None:
+        a.freeze_inputs(node, "its weight is computed")
+        return
+    if lab is not None and lab.axis != 1:
+        a.freeze(lab.ids, f"Conv '{node.name}': channels not on axis 1")
+        lab = None
+    if group == 1:
+        ids = _dense(a, i, lab, in_axis=1, out_axis=0, n_out=c_out, macs=macs, bias_slot=2)
+        a.labels[out] = Label(1, ids, np.ones(c_out, bool))
+    elif lab is not None and c_in % group == 0 and c_out % group == 0:
+        # grouped (depthwise when c_in == group): group g's outputs read only group g's inputs, so a
+        # whole group goes at once, inputs and outputs together; zero filters and bias make it 0
+        per_in = c_in // group
+        blocks = lab.ids.reshape(group, per_in)
+        for block in blocks[:, 1:].T:
+            a.union(blocks[:, 0], block)
+        ids = np.repeat(blocks[:, 0], c_out // group)
+        a.slice(i, 1, 0, ids, "param")
+        _bias(a, i, 2, ids)
+        a.fix_attr(i, "group", blocks[:, 0])
+        a.terms.append(Term(node.name, macs / c_out, (a.key(i, 1, 0),), "macs"))
+        a.labels[out] = Label(1, ids, np.ones(c_out, bool))
+    else:
+        a.freeze_inputs(node, f"grouped convolution (group={group}) on an input without channel structure")
+        a.terms.append(Term(node.name, macs, (), "macs"))
+
+
+@constant_params
+def conv_transpose(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    x, out = node.input[0], node.output[0]
+    lab = a.labels.get(x)
+    if attr(node, "group", 1) != 1 or a.source(node.input[1]) is None or (lab is not None and lab.axis != 1):
+        a.freeze_inputs(node, "grouped or computed ConvTranspose is not rewritten")
+        return
+    w_shape = a.shapes[node.input[1]]
+    c_out = a.shapes[out][1]
+    macs = float(np.prod(a.shapes[x])) * float(np.prod(w_shape[1:]))
+    ids = _dense(a, i, lab, in_axis=0, out_axis=1, n_out=c_out, macs=macs, bias_slot=2)
+    a.labels[out] = Label(1, ids, np.ones(c_out, bool))
+
+
+@constant_params
+def gemm(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    x, out = node.input[0], node.output[0]
+    lab = a.labels.get(x)
+    m, k = a.shapes[x][::-1] if attr(node, "transA", 0) else a.shapes[x]
+    n = a.shapes[out][1]
+    trans_b = attr(node, "transB", 0)
+    if attr(node, "transA", 0) or a.source(node.input[1]) is None:
+        a.freeze_inputs(node, "Gemm with transA or a computed B is not rewritten")
+        a.terms.append(Term(node.name, float(m * n * k), (), "macs"))
+        return
+    in_axis, out_axis = (1, 0) if trans_b else (0, 1)
+    if lab is not None and lab.axis != 1:
+        a.freeze(lab.ids, f"Gemm '{node.name}': channels not on the feature axis")
+        lab = None
+    ids = _dense(a, i, lab, in_axis=in_axis, out_axis=out_axis, n_out=n, macs=float(m) * k * n, bias_slot=None)
+    zero = np.ones(n, bool)
+    c = _input(node, 2)
+    if c:
+        c_shape = a.shapes[c]
+        if c_shape and c_shape[-1] == n:
+            if not a.slice(i, 2, len(c_shape) - 1, ids, "param"):
+                a.freeze(ids, f"Gemm '{node.name}': computed bias")
+        else:  # broadcast bias: a removed unit outputs it
+            value = a.value(c)
+            zero[:] = value is not None and not value.any()
+    a.labels[out] = Label(1, ids, zero)
+
+
+@constant_params
+def matmul(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    x, w, out = node.input[0], node.input[1], node.output[0]
+    lab = a.labels.get(x)
+    out_shape, k = a.shapes[out], a.shapes[x][-1]
+    macs = float(np.prod(out_shape)) * k
+    if a.source(w) is None or len(a.shapes[w]) != 2 or a.source(x) is not None:
+        a.freeze_inputs(node, "MatMul of two activations (or a batched weight) is not rewritten")
+        a.terms.append(Term(node.name, macs, (), "macs"))
+        return
+    rank = len(a.shapes[x])
+    if lab is not None and lab.axis != rank - 1:
+        a.freeze(lab.ids, f"MatMul '{node.name}': channels not on the last axis")
+        lab = None
+    n = out_shape[-1]
+    ids = _dense(a, i, lab, in_axis=0, out_axis=1, n_out=n, macs=macs, bias_slot=None)
+    a.labels[out] = Label(len(out_shape) - 1, ids, np.ones(n, bool))
+
+
+def _dense(a: Analysis, i: int, lab: Label | None, *, in_axis: int, out_axis: int, n_out: int, macs: float,
+           bias_slot: int | None) -> np.ndarray:
+    """The shared part of every dense producer: consume the input's channels along the weight's
+    `in_axis`, make `n_out` new ones along `out_axis` (filter and bias their parameters), and add the
+    MAC term; returns the new elements."""
+    if lab is not None:
+        a.require_zero(lab, node=a.nodes[i])
+        a.slice(i, 1, in_axis, lab.ids, "input")
+    ids = a.new(n_out)
+    a.slice(i, 1, out_axis, ids, "param")
+    if bias_slot is not None:
+        _bias(a, i, bias_slot, ids)
+    keys = (a.key(i, 1, out_axis),) + ((a.key(i, 1, in_axis),) if lab is not None else ())
+    n_in = len(lab.ids) if lab is not None else 1
+    a.terms.append(Term(a.nodes[i].name, macs / (n_out * n_in), keys, "macs"))
+    return ids
+
+
+def _bias(a: Analysis, i: int, slot: int, ids: np.ndarray) -> None:
+    node = a.nodes[i]
+    if _input(node, slot) and not a.slice(i, slot, 0, ids, "param"):
+        a.freeze(ids, f"{node.op_type} '{node.name}': computed bias")

@@ -1,0 +1,427 @@
+"""Propagation rules: how each op moves, creates, ties or consumes channel labels (see graph.py).
+
+A rule gets (analysis, node index) and reads its inputs' labels. Ops not in RULES freeze every
+channel that reaches them: the analysis only removes what it can prove it rewrites exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .graph import Analysis, Label
+from .producers import conv, conv_transpose, gemm, matmul
+from .util import attr, input_at as _input
+
+Rule = Callable[[Analysis, int], None]
+
+
+def labeled(rule: Callable[[Analysis, int, onnx.NodeProto, Label], None]) -> Rule:
+    """A rule about the channels of input 0: skipped when that input carries none. Channels reaching
+    any other input (a bound, a scale, a shape) are frozen: the rule does not track them."""
+    def run(a: Analysis, i: int) -> None:
+        node = a.nodes[i]
+        for name in node.input[1:]:
+            if name in a.labels:
+                a.freeze(a.labels[name].ids, f"{node.op_type} '{node.name}' reads channels as a parameter")
+        lab = a.labels.get(node.input[0])
+        if lab is not None:
+            rule(a, i, node, lab)
+    return run
+
+# f(0) = 0: a removed (zero) channel stays zero.
+ZERO_UNARY = {"Relu", "LeakyRelu", "Tanh", "Elu", "Selu", "Celu", "Gelu", "Erf", "HardSwish", "Mish", "Softsign",
+              "Neg", "Abs", "Sqrt", "Sign", "Sin", "Floor", "Ceil", "Round", "ThresholdedRelu", "Identity",
+              "Dropout", "Cast", "Atan", "Asin", "Sinh", "Tan"}
+# f(0) finite but not 0: the channel's value is a constant that a consumer could not drop.
+OTHER_UNARY = {"Sigmoid", "HardSigmoid", "Softplus", "Exp", "Cos", "Cosh", "Not"}
+POOLS = {"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+REDUCES = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare"}
+RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+
+
+# ----- per-channel ops ------------------------------------------------------------------------------
+def norm(first_param: int, params: int, stats: int) -> Rule:
+    """BatchNormalization / InstanceNormalization: scale and shift zeroed give 0 whatever the input."""
+    @labeled
+    def rule(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+        if lab.axis != 1 or any(len(node.output) > 1 and o for o in node.output[1:]):
+            a.freeze(lab.ids, f"{node.op_type} '{node.name}': channels not on axis 1, or training outputs")
+            return
+        ok = all(a.slice(i, s, 0, lab.ids, "param") for s in range(first_param, first_param + params))
+        ok &= all(a.slice(i, s, 0, lab.ids, "stat") for s in range(first_param + params, first_param + params + stats))
+        if not ok:
+            a.freeze(lab.ids, f"{node.op_type} '{node.name}': computed parameters")
+            return
+        a.labels[node.output[0]] = Label(1, lab.ids, np.ones(len(lab.ids), bool))
+    return rule
+
+
+def unary(keeps_zero: bool) -> Rule:
+    @labeled
+    def rule(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+        zero = lab.zero if keeps_zero else np.zeros_like(lab.zero)
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, zero)
+    return rule
+
+
+@labeled
+def clip(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    lo, hi = attr(node, "min", -np.inf), attr(node, "max", np.inf)
+    for slot, name in ((1, "lo"), (2, "hi")):
+        if _input(node, slot):
+            value = a.value(node.input[slot])
+            if value is None:
+                lo = hi = np.nan  # unknown bounds: assume nothing about zero
+            elif name == "lo":
+                lo = float(value)
+            else:
+                hi = float(value)
+    keeps = bool(lo <= 0 <= hi)
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero & keeps)
+
+
+@labeled
+def pool(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    if lab.axis != 1 or (len(node.output) > 1 and node.output[1]):
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}': channels not on axis 1, or indices output")
+        return
+    a.labels[node.output[0]] = Label(1, lab.ids, lab.zero)
+
+
+@labeled
+def same_axis_size(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Resize / Upsample / spatial ops that keep the channel axis when its size is unchanged."""
+    sizes = _input(node, 3) if node.op_type == "Resize" else ""
+    if a.shapes[node.output[0]][lab.axis] != len(lab.ids) or sizes:
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' changes or names the channel count")
+        return
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+
+
+@labeled
+def pad(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    rank = len(a.shapes[node.input[0]])
+    pads = attr(node, "pads") if _input(node, 1) == "" else a.value(node.input[1])
+    axes = a.value(node.input[3]) if _input(node, 3) else np.arange(rank)
+    if pads is None or axes is None:
+        a.freeze(lab.ids, f"Pad '{node.name}': computed pads")
+        return
+    pads, axes = np.asarray(pads).reshape(2, -1), [int(x) % rank for x in np.asarray(axes).ravel()]
+    if lab.axis in axes and pads[:, axes.index(lab.axis)].any():
+        a.freeze(lab.ids, f"Pad '{node.name}' pads the channel axis")
+        return
+    value = a.value(node.input[2]) if _input(node, 2) else np.float32(attr(node, "value", 0.0))
+    constant = attr(node, "mode", b"constant") in (b"constant", "constant")
+    keeps = not constant or (value is not None and not np.any(value))  # reflect / edge copy zeros
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero & keeps)
+
+
+@labeled
+def transpose(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    perm = attr(node, "perm") or list(reversed(range(len(a.shapes[node.input[0]]))))
+    a.labels[node.output[0]] = Label(list(perm).index(lab.axis), lab.ids, lab.zero)
+
+
+@labeled
+def reduce(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    rank = len(a.shapes[node.input[0]])
+    axes = attr(node, "axes")
+    if axes is None and _input(node, 1):
+        axes = a.value(node.input[1])
+        if axes is None:
+            a.freeze(lab.ids, f"{node.op_type} '{node.name}': computed axes")
+            return
+    axes = list(range(rank)) if axes is None or len(axes) == 0 else [int(x) % rank for x in np.ravel(axes)]
+    if lab.axis in axes:
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' reduces over channels")
+        return
+    axis = lab.axis if attr(node, "keepdims", 1) else lab.axis - sum(x < lab.axis for x in axes)
+    a.labels[node.output[0]] = Label(axis, lab.ids, lab.zero)
+
+
+@labeled
+def softmax_like(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Softmax / LayerNormalization: fine across other axes (the channel is independent), but not
+    zero-preserving for softmax; normalizing over the channel axis couples every channel."""
+    rank = len(a.shapes[node.input[0]])
+    axis = attr(node, "axis", -1) % rank
+    over = range(axis, rank) if node.op_type == "LayerNormalization" else [axis]
+    if lab.axis in over or any(len(node.output) > 1 and o for o in node.output[1:]):
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' normalizes over channels")
+        return
+    if node.op_type == "LayerNormalization" and any(_input(node, s) and a.shapes[node.input[s]] and
+                                                    len(a.shapes[node.input[s]]) > rank - axis for s in (1, 2)):
+        a.freeze(lab.ids, f"LayerNormalization '{node.name}': parameters span the channel axis")
+        return
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, np.zeros_like(lab.zero) if node.op_type != "LayerNormalization"
+                                     else lab.zero & (not _input(node, 2)))
+
+
+def concat(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    labs = [a.labels.get(n) for n in node.input]
+    if not any(labs):
+        return
+    out_rank = len(a.shapes[node.output[0]])
+    axis = attr(node, "axis") % out_rank
+    if all(lab is None or lab.axis == axis for lab in labs):  # along channels: positions add up
+        parts = []
+        for name, lab in zip(node.input, labs):
+            if lab is None:  # an unlabeled input's channels are fixed
+                ids = a.new(a.shapes[name][axis])
+                a.freeze(ids, f"Concat '{node.name}': an input without channel structure")
+                lab = Label(axis, ids, np.zeros(len(ids), bool))
+            parts.append(lab)
+        a.labels[node.output[0]] = Label(axis, np.concatenate([p.ids for p in parts]),
+                                         np.concatenate([p.zero for p in parts]))
+        return
+    _tie_elementwise(a, i, "all")
+
+
+@labeled
+def split(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    rank = len(a.shapes[node.input[0]])
+    axis = attr(node, "axis", 0) % rank
+    if axis != lab.axis:
+        for out in node.output:
+            if out:
+                a.labels[out] = Label(lab.axis, lab.ids, lab.zero)
+        return
+    sizes = [a.shapes[o][axis] for o in node.output]
+    if _input(node, 1):
+        if a.value(node.input[1]) is None:
+            a.freeze(lab.ids, f"Split '{node.name}': computed sizes")
+            return
+    elif attr(node, "split") is None:
+        a.freeze(lab.ids, f"Split '{node.name}': equal split without sizes is not rewritten")
+        return
+    start = 0
+    for k, (out, size) in enumerate(zip(node.output, sizes)):
+        ids, zero = lab.ids[start:start + size], lab.zero[start:start + size]
+        if _input(node, 1):
+            if not a.fix_const(i, 1, k, ids):
+                a.freeze(lab.ids, f"Split '{node.name}': sizes not a constant")
+                return
+        else:
+            a.fix_attr(i, "split", ids, pos=k)
+        a.labels[out] = Label(axis, ids, zero)
+        start += size
+
+
+@labeled
+def slice_op(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Slice (opset 10+, constant bounds): across other axes the channels pass; along the channel
+    axis (step 1) the output holds a range of them, and the bounds are rewritten to kept counts."""
+    values = [a.value(node.input[s]) if _input(node, s) else None for s in range(1, 5)]
+    starts, ends, axes, steps = values
+    rank = len(a.shapes[node.input[0]])
+    if starts is None or ends is None or (_input(node, 3) and axes is None) or (_input(node, 4) and steps is None):
+        a.freeze(lab.ids, f"Slice '{node.name}': computed or attribute bounds")
+        return
+    axes = [int(x) % rank for x in (np.ravel(axes) if axes is not None else range(len(np.ravel(starts))))]
+    steps = np.ones(len(axes), np.int64) if steps is None else np.ravel(steps)
+    if lab.axis not in axes:
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+        return
+    k = axes.index(lab.axis)
+    if steps[k] != 1:
+        a.freeze(lab.ids, f"Slice '{node.name}': a strided slice of the channel axis")
+        return
+    start, end, _ = slice(int(np.ravel(starts)[k]), int(np.ravel(ends)[k])).indices(len(lab.ids))
+    end = max(start, end)
+    if (start > 0 and not a.fix_const(i, 1, k, lab.ids[:start])) or \
+            (end < len(lab.ids) and not a.fix_const(i, 2, k, lab.ids[:end])):
+        a.freeze(lab.ids, f"Slice '{node.name}': its bounds cannot be rewritten")
+        return
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids[start:end], lab.zero[start:end])
+
+
+@labeled
+def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Reshape / Flatten / Squeeze / Unsqueeze, judged on the measured shapes: the channel axis may
+    merge with neighbours into one output axis (Flatten into Gemm: blocks of H*W per channel, or
+    channel-minor after an NHWC Transpose); splitting it (attention heads) freezes it."""
+    src, dst = a.shapes[node.input[0]], a.shapes[node.output[0]]
+    found = _merge(src, dst, lab.axis)
+    if found is None or (node.op_type == "Squeeze" and attr(node, "axes") is None and not _input(node, 1)):
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' splits the channel axis or is not provably safe")
+        return
+    b, s, e = found
+    inner, c = int(np.prod(src[lab.axis + 1:e])), src[lab.axis]
+    index = (np.arange(dst[b]) // inner) % c
+    ids, zero = lab.ids[index], lab.zero[index]
+    if node.op_type == "Reshape" and not _reshape_fix(a, i, b, ids, merged_single=(s == lab.axis == e - 1)):
+        a.freeze(lab.ids, f"Reshape '{node.name}': its shape names the channel size and cannot be rewritten")
+        return
+    a.labels[node.output[0]] = Label(b, ids, zero)
+
+
+def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
+    """(b, s, e): input axes s..e-1 (holding `axis`) become output axis b, everything before them the
+    output axes before b; None when no such axis exists."""
+    p_in = np.concatenate([[1], np.cumprod(src, dtype=np.int64)])
+    p_out = np.concatenate([[1], np.cumprod(dst, dtype=np.int64)])
+    for b in range(len(dst)):
+        starts = [s for s in range(axis + 1) if p_in[s] == p_out[b]]
+        ends = [e for e in range(axis + 1, len(src) + 1) if p_in[e] == p_out[b + 1]]
+        if starts and ends:
+            return b, max(starts), min(ends)
+    return None
+
+
+def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bool) -> bool:
+    node = a.nodes[i]
+    found = _shape_entry(a, i, b)
+    if found is None:
+        return False
+    value, owner, slot, pos = found
+    if value == -1 or (value == 0 and merged_single and not attr(node, "allowzero", 0)):
+        return True
+    return value > 0 and a.fix_const(owner, slot, pos, ids)
+
+
+def _shape_entry(a: Analysis, i: int, pos: int) -> tuple[int, int, int, int] | None:
+    """(value, node, slot, position) of entry `pos` of Reshape i's shape where it is a constant: the
+    shape is constant, or a Concat (read only by this Reshape) whose piece there is constant (what
+    exporters build for x.view(x.size(0), -1) or Keras' Tensordot)."""
+    name = a.nodes[i].input[1]
+    value = a.value(name)
+    if value is not None:
+        return int(value.ravel()[pos]), i, 1, pos
+    while name in a.producers and a.producers[name][1].op_type == "Cast" and len(a.readers.get(name, [])) == 1:
+        name = a.producers[name][1].input[0]  # tf2onnx casts the shape to int64 after the Concat
+    if name not in a.producers or len(a.readers.get(name, [])) != 1 or name in a.outputs:
+        return None
+    index, node = a.producers[name]
+    if node.op_type != "Concat":
+        return None
+    offset = 0
+    for slot, piece in enumerate(node.input):
+        n = int(np.prod(a.shapes[piece]))
+        if offset <= pos < offset + n:
+            v = a.value(piece)
+            return None if v is None else (int(v.ravel()[pos - offset]), index, slot, pos - offset)
+        offset += n
+    return None
+
+
+@labeled
+def shape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Shape of a channel tensor is harmless when only its other dims are read (Gather of the batch
+    dim, Slice before the channel axis): the batch dim of x.view(x.size(0), -1)."""
+    rank = len(a.shapes[node.input[0]])
+    start = attr(node, "start", 0) % max(rank, 1) if attr(node, "start", 0) < 0 else attr(node, "start", 0)
+    end = attr(node, "end", rank)
+    end = end % rank if end < 0 else min(end, rank)
+    dims = list(range(start, end))
+    if lab.axis not in dims:
+        return
+    pos, todo = dims.index(lab.axis), [node.output[0]]
+    while todo:
+        name = todo.pop()
+        for j, _ in a.readers.get(name, []):
+            reader = a.nodes[j]
+            if reader.op_type == "Cast":
+                todo.append(reader.output[0])
+                continue
+            read = _read_positions(a, reader, len(dims))
+            if read is None or pos in read or name in a.outputs:
+                a.freeze(lab.ids, f"Shape '{node.name}' of a channel tensor is used for its channel count")
+                return
+
+
+def _read_positions(a: Analysis, node: onnx.NodeProto, n: int) -> set[int] | None:
+    if node.op_type == "Gather" and attr(node, "axis", 0) == 0:
+        idx = a.value(node.input[1])
+        return None if idx is None else {int(x) % n for x in np.ravel(idx)}
+    if node.op_type == "Slice":
+        values = [a.value(node.input[s]) if _input(node, s) else None for s in range(1, 5)]
+        starts, ends, axes, steps = values
+        if starts is None or ends is None or (_input(node, 3) and axes is None) or (_input(node, 4) and steps is None):
+            return None
+        step = 1 if steps is None else int(np.ravel(steps)[0])
+        return set(range(n)[slice(int(np.ravel(starts)[0]), int(np.ravel(ends)[0]), step)])
+    return None
+
+
+# ----- elementwise with broadcasting ------------------------------------------------------------------
+def _tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
+    """Operands share the output's channel positions: labeled operands are tied position by position,
+    a constant with the channel axis is sliced (a parameter of the channel), a size-1 operand
+    broadcasts. zero_rule: "all" (Add), "any" (Mul), "first" (Div: the numerator's)."""
+    node = a.nodes[i]
+    out = node.output[0]
+    rank = len(a.shapes[out])
+    labeled = [(s, a.labels[n]) for s, n in enumerate(node.input) if n in a.labels]
+    if not labeled:
+        return
+    axes = {lab.axis + rank - len(a.shapes[node.input[s]]) for s, lab in labeled}
+    size = len(labeled[0][1].ids)
+    if len(axes) != 1 or any(len(lab.ids) != size for _, lab in labeled) or a.shapes[out][next(iter(axes))] != size:
+        a.freeze_inputs(node, "operands carry channels on different axes")
+        return
+    axis = axes.pop()
+    ids = labeled[0][1].ids
+    for _, lab in labeled[1:]:
+        a.union(ids, lab.ids)
+    zeros = [lab.zero for s, lab in labeled]
+    zero = np.logical_and.reduce(zeros) if zero_rule == "all" else np.logical_or.reduce(zeros)
+    if zero_rule == "first":
+        zero = labeled[0][1].zero if labeled[0][0] == 0 else np.zeros(size, bool)
+    for s, name in enumerate(node.input):
+        if not name or name in a.labels:
+            continue
+        shape = a.shapes[name]
+        own = axis - (rank - len(shape))
+        if own < 0 or shape[own] == 1:  # broadcasts across channels
+            value = a.value(name)
+            if zero_rule == "all" and (value is None or value.any()):
+                zero = np.zeros(size, bool)
+            continue
+        role = "stat" if zero_rule == "first" or node.op_type == "PRelu" else "param"
+        if not a.slice(i, s, own, ids, role):
+            a.freeze_inputs(node, f"operand '{name}' spans the channels and is computed")
+            return
+        if zero_rule == "any" and role == "param":
+            zero = np.ones(size, bool)  # the zeroed per-channel factor makes the channel 0
+    a.labels[out] = Label(axis, ids, zero)
+
+
+def elementwise(zero_rule: str) -> Rule:
+    return lambda a, i: _tie_elementwise(a, i, zero_rule)
+
+
+def div(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    if node.input[1] in a.labels:  # 1/0 at a removed channel
+        a.freeze_inputs(node, "division by a channel tensor")
+        return
+    if node.input[0] in a.labels:
+        _tie_elementwise(a, i, "first")
+
+
+def power(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    exponent = a.value(node.input[1])
+    if node.input[1] in a.labels or exponent is None or exponent.size != 1 or float(exponent) <= 0:
+        a.freeze_inputs(node, "Pow with a non-constant or non-positive exponent")
+        return
+    lab = a.labels.get(node.input[0])
+    if lab is not None:
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+
+
+RULES: dict[str, Rule] = {
+    "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
+    "BatchNormalization": norm(1, 2, 2), "InstanceNormalization": norm(1, 2, 0),
+    **{op: unary(True) for op in ZERO_UNARY}, **{op: unary(False) for op in OTHER_UNARY},
+    "Clip": clip, **{op: pool for op in POOLS}, **{op: reduce for op in REDUCES},
+    "Resize": same_axis_size, "Upsample": same_axis_size, "Pad": pad, "Transpose": transpose,
+    "Softmax": softmax_like, "LogSoftmax": softmax_like, "LayerNormalization": softmax_like,
+    "Concat": concat, "Split": split, "Slice": slice_op, **{op: reshape for op in RESHAPES}, "Shape": shape,
+    "Add": elementwise("all"), "Sub": elementwise("all"), "Sum": elementwise("all"),
+    "Mul": elementwise("any"), "PRelu": elementwise("first"), "Div": div, "Pow": power,
+}

@@ -1,0 +1,39 @@
+"""Channel scores from the per-weight scorers: a channel's score is the sum of its weights' scores.
+
+Each sliced Conv/Gemm/MatMul weight contributes, per position along each sliced axis, the sum of its
+entries' scores there: a Conv filter's entries count toward its output channel and toward the input
+channel they read. `masks()` cuts removed channels out of the twin (both sides of every weight) so an
+iterative method (SynFlow) sees them gone in the next round.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .groups import ChannelGraph
+
+
+def channel_scores(cg: ChannelGraph, weight_scores: dict[str, np.ndarray]) -> np.ndarray:
+    scores = np.zeros(cg.n_channels, dtype=np.float64)
+    for (name, axis), channels in cg.keys().items():
+        if name in weight_scores:
+            s = np.asarray(weight_scores[name], dtype=np.float64)
+            per_position = s.sum(axis=tuple(d for d in range(s.ndim) if d != axis))
+            np.add.at(scores, channels, per_position)
+    return scores
+
+
+def masks(cg: ChannelGraph, removed: np.ndarray, names) -> dict[str, np.ndarray]:
+    """{weight name: 0/1 mask} for the named tensors a removed channel indexes."""
+    out: dict[str, np.ndarray] = {}
+    for (name, axis), channels in cg.keys().items():
+        if name not in names:
+            continue
+        gone = removed[channels]
+        if gone.any():
+            shape = cg.shapes[name]
+            mask = out.setdefault(name, np.ones(shape, dtype=np.float64))
+            index = [slice(None)] * len(shape)
+            index[axis] = gone
+            mask[tuple(index)] = 0
+    return out

@@ -1,0 +1,137 @@
+"""Which channels go: the lowest-scoring ones, globally, until a weight or MAC budget is met.
+
+The cost of a graph is a sum of terms coef * prod(kept positions along the term's axes) (graph.Term):
+a Conv weight scales with kept output x kept input channels, and so do its MACs. Channels are removed
+in ascending score order; one is skipped when it would take any sliced axis below its floor
+(`min_fraction` of its positions, and never below 1: no layer loses all its channels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .groups import ChannelGraph
+
+
+class Budget:
+    """Kept counts per sliced axis and the running cost of one objective ("weights" or "macs")."""
+
+    def __init__(self, cg: ChannelGraph, objective: str, removed: np.ndarray):
+        self.keys = cg.keys()
+        self.terms = [t for t in cg.terms if t.kind == objective]
+        self.kept = {k: int((~removed[ch]).sum()) for k, ch in self.keys.items()}
+        self.fixed = {k: cg.shapes[k[0]][k[1]] for t in self.terms for k in t.keys if k not in self.keys}
+        self.by_key: dict[tuple[str, int], list[int]] = {}
+        for j, t in enumerate(self.terms):
+            for k in t.keys:
+                self.by_key.setdefault(k, []).append(j)
+        self.total = sum(self._value(j, full=True) for j in range(len(self.terms)))
+        self.current = sum(self._value(j) for j in range(len(self.terms)))
+
+    def _value(self, j: int, full: bool = False) -> float:
+        t = self.terms[j]
+        prod = t.coef
+        for k in t.keys:
+            prod *= self.fixed[k] if k in self.fixed else (len(self.keys[k]) if full else self.kept[k])
+        return prod
+
+    def remove(self, counts: dict[tuple[str, int], int]) -> None:
+        affected = {j for k in counts for j in self.by_key.get(k, ())}
+        before = sum(self._value(j) for j in affected)
+        for k, n in counts.items():
+            self.kept[k] -= n
+        self.current += sum(self._value(j) for j in affected) - before
+
+
+def channel_positions(cg: ChannelGraph) -> list[dict[tuple[str, int], int]]:
+    """Per channel: {sliced axis: how many of its positions the channel holds}."""
+    out: list[dict[tuple[str, int], int]] = [dict() for _ in range(cg.n_channels)]
+    for key, channels in cg.keys().items():
+        values, counts = np.unique(channels, return_counts=True)
+        for c, n in zip(values.tolist(), counts.tolist()):
+            out[c][key] = n
+    return out
+
+
+def select(cg: ChannelGraph, scores: np.ndarray, fraction: float, objective: str = "weights", *,
+           min_fraction: float = 0.0, removed: np.ndarray | None = None) -> np.ndarray:
+    """Channels removed (bool per channel) so that the objective keeps at most `fraction` of its total,
+    or as close as the floors and frozen channels allow; `removed` ones stay removed."""
+    start = removed
+    removed = np.zeros(cg.n_channels, bool) if removed is None else removed.copy()
+    budget = Budget(cg, objective, removed)
+    target = fraction * budget.total
+    positions = channel_positions(cg)
+    floors = {k: max(1, math.ceil(round(min_fraction * len(ch), 9))) for k, ch in budget.keys.items()}
+    candidates = np.flatnonzero(~cg.frozen & ~removed)
+    for c in candidates[np.argsort(scores[candidates], kind="stable")].tolist():
+        if budget.current <= target:
+            break
+        counts = positions[c]
+        if not counts or any(budget.kept[k] - n < floors[k] for k, n in counts.items()):
+            continue
+        budget.remove(counts)
+        removed[c] = True
+    # the last channel may have overshot: give back the best removed ones that still fit the budget
+    taken = np.flatnonzero(removed & ~(start if start is not None else np.zeros_like(removed)))
+    for c in taken[np.argsort(-scores[taken], kind="stable")].tolist():
+        counts = {k: -n for k, n in positions[c].items()}
+        before = budget.current
+        budget.remove(counts)
+        if budget.current <= target:
+            removed[c] = False
+        else:
+            budget.remove({k: -n for k, n in counts.items()})
+            budget.current = before
+    return removed
+
+
+def cost(cg: ChannelGraph, removed: np.ndarray, objective: str) -> tuple[float, float]:
+    """(kept, total) of an objective."""
+    budget = Budget(cg, objective, removed)
+    return budget.current, budget.total
+
+
+def home_layers(cg: ChannelGraph) -> np.ndarray:
+    """Per channel, an index of its 'layer': the first sliced axis it holds positions on (channels
+    tied by a residual Add share all their axes, hence one layer); -1 for a channel with none."""
+    names: dict[tuple[str, int], int] = {}
+    home = np.full(cg.n_channels, -1, dtype=np.int64)
+    for c, counts in enumerate(channel_positions(cg)):
+        if counts:
+            home[c] = names.setdefault(min(counts), len(names))
+    return home
+
+
+def local_scores(cg: ChannelGraph, scores: np.ndarray) -> np.ndarray:
+    """Scores replaced by their rank fraction within the channel's layer, in (0, 1]: a global
+    selection on these removes about the same fraction of every layer (--scope local)."""
+    home = home_layers(cg)
+    out = np.zeros_like(scores, dtype=np.float64)
+    for layer in np.unique(home[home >= 0]):
+        members = np.flatnonzero(home == layer)
+        ranks = np.argsort(np.argsort(scores[members], kind="stable"), kind="stable")
+        out[members] = (ranks + 1) / len(members)
+    return out
+
+
+def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, multiple: int) -> np.ndarray:
+    """Round each layer's kept prunable channels to the nearest multiple of `multiple` (at least one
+    multiple), keeping the best-scoring; runtimes' kernels run fastest on such widths. Layers with
+    frozen channels or fewer prunable channels than `multiple` are left as they are."""
+    if multiple <= 1:
+        return removed
+    removed = removed.copy()
+    home = home_layers(cg)
+    for layer in np.unique(home[home >= 0]):
+        members = np.flatnonzero(home == layer)
+        if cg.frozen[members].any() or len(members) < multiple:
+            continue
+        kept = int((~removed[members]).sum())
+        target = min(len(members), max(multiple, int(round(kept / multiple)) * multiple))
+        order = members[np.argsort(-scores[members], kind="stable")]
+        removed[order[:target]] = False
+        removed[order[target:]] = True
+    return removed

@@ -1,0 +1,391 @@
+"""Channel pruning (onnxprune.structured): exactness on small nets and the zoo, budgets, the CLI.
+
+Exactness contract: in onnxruntime the rewritten (physically smaller) model equals the ORIGINAL model
+with the removed channels' parameters set to zero (filters, biases, BN scale and shift, per-channel
+Add/Mul constants). Zeroing BN's scale and shift makes its output exactly 0 whatever the running mean,
+so the removed channel is 0 wherever a consumer reads it; channels whose removed value would not be 0
+(a Sigmoid after them, say) are frozen by the analysis, and a test below shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from models.torch_nets import export
+from onnxprune.structured import analyze, prune_channels, rewrite, select, zeroed
+from onnxprune.structured.select import cost
+
+TOL = 1e-5
+
+
+def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def rel_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-30)) for x, y in zip(a, b))
+
+
+def check_exact(model: onnx.ModelProto, fraction: float = 0.5, objective: str = "macs", seed: int = 0):
+    """Random channel scores, remove to the budget, and compare pruned vs zeroed original."""
+    cg = analyze(model)
+    scores = np.random.default_rng(seed).random(cg.n_channels)
+    removed = select(cg, scores, fraction, objective)
+    assert removed.any(), "nothing was removed"
+    pruned, reference = rewrite(cg, removed), zeroed(cg, removed)
+    onnx.checker.check_model(pruned)
+    assert pruned.ByteSize() < model.ByteSize()
+    assert pruned.ir_version == model.ir_version and list(pruned.opset_import) == list(model.opset_import)
+    feeds = zoo.sample_feeds(model, batch=3)
+    got, want, original = run(pruned, feeds), run(reference, feeds), run(model, feeds)
+    assert [g.shape for g in got] == [o.shape for o in original]
+    assert rel_diff(original, want) > 1e-3, "zeroing the removed channels changed nothing: the test is blind"
+    assert rel_diff(got, want) < TOL
+    return cg, removed
+
+
+# ----- small nets, exported with BatchNorm kept ---------------------------------------------------------
+def cbr(cin, cout, k=3, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Chain(nn.Sequential):
+    def __init__(self):
+        super().__init__(cbr(3, 8), cbr(8, 16), nn.MaxPool2d(2), cbr(16, 16), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(16, 5))
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.a = cbr(3, 8), cbr(8, 12)
+        self.b = nn.Sequential(nn.Conv2d(12, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.b(self.a(x)))  # the residual Add ties stem and b's channels
+        return self.head(x.mean((2, 3)))
+
+
+class Depthwise(nn.Module):
+    """MobileNet-like: expand, depthwise (channel multiplier 2), project, Hardswish and an SE gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand, self.dw = cbr(3, 8, 1), nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=8), nn.BatchNorm2d(16))
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 4, 1), nn.ReLU(), nn.Conv2d(4, 16, 1),
+                                nn.Hardsigmoid())
+        self.project, self.head = cbr(16, 8, 1), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = nn.functional.hardswish(self.dw(self.expand(x)))
+        x = x * self.se(x)
+        return self.head(self.project(x).mean((2, 3)))
+
+
+class ConcatNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = cbr(3, 6), cbr(3, 5, 1), cbr(11, 7)
+        self.head = nn.Linear(7 * 4 * 4, 3)
+
+    def forward(self, x):
+        x = self.c(torch.cat([self.a(x), self.b(x)], 1))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 4), 1))
+
+
+class FlattenMLP(nn.Module):
+    """Flatten -> Gemm: the first Linear's inputs come in blocks of H*W per channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = cbr(3, 6), nn.Sequential(nn.Linear(6 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 16),
+                                                       nn.Tanh(), nn.Linear(16, 4))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.max_pool2d(self.conv(x), 2), 1))
+
+
+class FFN(nn.Module):
+    """Transformer FFN block on tokens: hidden units of the Linear-GELU-Linear pair are prunable."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm, self.up, self.down = nn.LayerNorm(12), nn.Linear(12, 48), nn.Linear(48, 12)
+
+    def forward(self, x):
+        return x + self.down(nn.functional.gelu(self.up(self.norm(x))))
+
+
+class Decoder(nn.Module):
+    """U-Net-like: reflection Pad, ConvTranspose, Resize (nearest upsample), a skip Concat, InstanceNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 8, 3, stride=2),
+                                  nn.InstanceNorm2d(8, affine=True), nn.LeakyReLU(0.1))
+        self.up = nn.Sequential(nn.ConvTranspose2d(8, 6, 2, stride=2), nn.BatchNorm2d(6), nn.ReLU())
+        self.mid = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(8, 5, 1), nn.ReLU())
+        self.out = nn.Conv2d(3 + 6 + 5, 2, 3, padding=1)
+
+    def forward(self, x):
+        d = self.down(x)
+        return self.out(torch.cat([x, self.up(d), self.mid(d)], 1))
+
+
+class TwoBranch(nn.Module):
+    """Channel ranges taken apart: a Split with sizes [3, 5] ("split"), or slices x[:, 2:7] and
+    x[:, 7:] after a slice across the width ("slice"); the sizes and bounds are rewritten."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode, width = mode, 8 if mode == "split" else 10
+        left, right = (3, 5) if mode == "split" else (5, 3)
+        self.stem, self.a, self.b = cbr(3, width), cbr(left, 4), cbr(right, 4)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        if self.mode == "split":
+            left, right = torch.split(x, [3, 5], dim=1)
+        else:
+            x = x[:, :, :, 1:]
+            left, right = x[:, 2:7], x[:, 7:]
+        return self.head(torch.cat([self.a(left), self.b(right)], 1).mean((2, 3)))
+
+
+SMALL = {"slice": (lambda: TwoBranch("slice"), (1, 3, 16, 16)), "split": (lambda: TwoBranch("split"), (1, 3, 16, 16)),
+         "decoder": (Decoder, (1, 3, 16, 16)), "chain": (Chain, (1, 3, 16, 16)), "residual": (Residual, (1, 3, 16, 16)),
+         "depthwise": (Depthwise, (1, 3, 16, 16)), "concat": (ConcatNet, (1, 3, 16, 16)),
+         "flatten_mlp": (FlattenMLP, (1, 3, 16, 16)), "ffn": (FFN, (1, 5, 12))}
+
+
+def small(name: str) -> onnx.ModelProto:
+    cls, shape = SMALL[name]
+    torch.manual_seed(0)
+    net = cls()
+    zoo._randomize(net, torch.Generator().manual_seed(1))  # BN statistics that are not the identity
+    return export(net, shape)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_small_nets_exact(name):
+    cg, removed = check_exact(small(name))
+    assert cg.coverage() == 1.0
+
+
+def test_residual_add_ties_both_branches():
+    cg = analyze(small("residual"))
+    keys = cg.keys()
+    stem = next(ch for (t, ax), ch in keys.items() if "stem.0" in t and ax == 0)
+    tail = next(ch for (t, ax), ch in keys.items() if "b.0" in t and ax == 0)
+    assert np.array_equal(stem, tail)  # channel i of the stem is channel i of the branch's last conv
+
+
+def test_sigmoid_before_a_consumer_freezes():
+    """Sigmoid(0) = 0.5: a removed channel would feed 0.5 to the next conv, so it must stay."""
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Sigmoid(), nn.Conv2d(6, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    cg = analyze(export(net, (1, 3, 9, 9)))
+    keys = cg.keys()
+    first = next(ch for (t, ax), ch in keys.items() if t.startswith("0.") and ax == 0)
+    second = next(ch for (t, ax), ch in keys.items() if t.startswith("2.") and ax == 0)
+    assert cg.frozen[first].all() and not cg.frozen[second].any()
+    assert any("not 0" in reason for reason in cg.reasons)
+
+
+# ----- zoo ------------------------------------------------------------------------------------------------
+ZOO = ["resnet18-torchscript", "mobilenet_v3_small-torchscript", "squeezenet1_1-torchscript",
+       "shufflenet_v2_x0_5-torchscript", "densenet121-torchscript", "efficientnet_b0-torchscript",
+       "vit_tiny-torchscript", "keras_cnn", "flax_cnn", "paddle_cnn", "lenet5", "flax_transformer", "keras_transformer"]
+CNNS = {"resnet18-torchscript", "mobilenet_v3_small-torchscript", "squeezenet1_1-torchscript",
+        "shufflenet_v2_x0_5-torchscript", "densenet121-torchscript", "efficientnet_b0-torchscript", "keras_cnn",
+        "flax_cnn", "paddle_cnn", "lenet5"}
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_exact(name):
+    cg, removed = check_exact(zoo.zoo_model(name))
+    kept, total = cost(cg, removed, "macs")
+    if name in CNNS:  # transformers' attention and residual stream stay frozen: the budget is out of reach
+        assert cg.coverage() >= 0.95 and kept <= 0.5 * total
+
+
+@pytest.mark.parametrize("name", ["paddle_mlp"])
+def test_unsupported_stays_intact(name):
+    """A hidden layer feeding a LayerNorm written out as ReduceMean (normalized over its units, so
+    every unit matters to every other) and a softmax output: every channel frozen, nothing removed."""
+    model = zoo.zoo_model(name)
+    cg = analyze(model)
+    removed = select(cg, np.zeros(cg.n_channels), 0.5, "macs")
+    assert cg.frozen.all() and not removed.any() and cg.reasons
+    feeds = zoo.sample_feeds(model)
+    assert rel_diff(run(rewrite(cg, removed), feeds), run(model, feeds)) == 0
+
+
+# ----- scoring and budgets --------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["synflow", "mag", "rand"])
+def test_prune_channels_methods(method):
+    model = small("residual")
+    result = prune_channels(model, method=method, macs=0.4, iterations=3, min_layer_density=0.25)
+    report = result.report
+    assert report["macs"]["kept"] <= 0.4 * report["macs"]["total"]
+    for channels in result.graph.keys().values():  # no axis below its floor
+        assert (~result.removed[channels]).sum() >= max(1, np.ceil(0.25 * len(channels)))
+    feeds = zoo.sample_feeds(model)
+    assert rel_diff(run(result.model, feeds), run(zeroed(result.graph, result.removed), feeds)) < TOL
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp", "loss", "gradnorm"])
+def test_prune_channels_data_methods(method):
+    model = small("chain")
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 16, 16, generator=gen), torch.randint(0, 5, (4,), generator=gen))]
+    result = prune_channels(model, method=method, macs=0.5, batches=batches)
+    assert result.removed.any() and result.report["macs"]["kept"] <= 0.5 * result.report["macs"]["total"]
+    feeds = zoo.sample_feeds(model)
+    assert rel_diff(run(result.model, feeds), run(zeroed(result.graph, result.removed), feeds)) < TOL
+
+
+def test_exclude_keeps_tensors_whole():
+    model = small("chain")
+    result = prune_channels(model, method="mag", macs=0.5, exclude=["1.0.*"])
+    w = next(t for t in result.model.graph.initializer if t.name == "1.0.weight")
+    assert list(w.dims) == [16, 8, 3, 3] and result.removed.any()
+    layers = {row["node"]: row for row in result.report["layers"]}
+    assert all(row["macs_kept"] <= row["macs"] for row in layers.values())
+    assert sum(row["macs_kept"] for row in layers.values()) == pytest.approx(result.report["macs"]["kept"])
+
+
+def test_density_target_counts_weights():
+    model = zoo.zoo_model("lenet5")
+    result = prune_channels(model, method="mag", density=0.3)
+    kept, total = result.report["weights"]["kept"], result.report["weights"]["total"]
+    assert 0.25 * total < kept <= 0.3 * total
+
+
+def test_synflow_scores_follow_flow():
+    """A channel whose outgoing weights are zero carries no SynFlow: it is the first to go."""
+    model = small("chain")
+    cg = analyze(model)
+    w = next(t for t in model.graph.initializer if t.name == "1.0.weight")  # second conv: [16, 8, 3, 3]
+    array = onnx.numpy_helper.to_array(w).copy()
+    array[:, 3] = 0  # input channel 3 of the second conv = output channel 3 of the first
+    w.CopyFrom(onnx.numpy_helper.from_array(array, w.name))
+    result = prune_channels(model, method="synflow", density=0.99, iterations=1)
+    first = next(ch for (t, ax), ch in cg.keys().items() if t == "0.0.weight" and ax == 0)
+    assert result.removed[first[3]] and result.removed.sum() >= 1
+
+
+# ----- CLI -----------------------------------------------------------------------------------------------
+def test_cli_channel(tmp_path):
+    src = zoo.ZOO_DIR / "lenet5.onnx"
+    out, report = tmp_path / "small.onnx", tmp_path / "r.json"
+    done = subprocess.run([str(Path(sys.executable).parent / "onnxprune"), "prune", str(src), "--structure", "channel",
+                           "--macs", "0.5", "-m", "mag", "-o", str(out), "--report", str(report), "--benchmark"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "MACs kept" in done.stdout and out.stat().st_size < src.stat().st_size
+    assert done.stdout.strip().splitlines()[-1] == f"wrote {out}, {report}"
+    data = json.loads(report.read_text())
+    assert data["macs"]["kept"] <= 0.5 * data["macs"]["total"] and data["kept_indices"]
+    latency = data["latency"]
+    assert latency["batch"] == 1 and latency["dense_ms"] > 0 and latency["pruned_ms"] > 0
+    assert latency["speedup"] == pytest.approx(latency["dense_ms"] / latency["pruned_ms"])
+    assert "ms dense" in done.stdout
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert run(model, zoo.sample_feeds(model))[0].shape == (2, 10)
+    bad = subprocess.run([str(Path(sys.executable).parent / "onnxprune"), "prune", str(src), "--structure", "channel",
+                          "--macs", "1.5", "-o", str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "error" in bad.stderr and not (tmp_path / "x.onnx").exists()
+
+
+def test_local_scope_and_rounding():
+    """--scope local shrinks every layer alike; round_to makes each prunable layer's width a multiple."""
+    model = zoo.zoo_model("resnet18-torchscript")
+    result = prune_channels(model, method="mag", macs=0.5, scope="local", round_to=8)
+    from onnxprune.structured.select import home_layers
+
+    home = home_layers(result.graph)
+    fractions = []
+    for layer in np.unique(home[home >= 0]):
+        members = home == layer
+        if not result.graph.frozen[members].any():
+            kept = int((~result.removed[members]).sum())
+            assert kept % 8 == 0 and kept > 0
+            fractions.append(kept / members.sum())
+    assert max(fractions) - min(fractions) <= 0.25
+    feeds = zoo.sample_feeds(model)
+    assert rel_diff(run(result.model, feeds), run(zeroed(result.graph, result.removed), feeds)) < TOL
+
+
+def test_grouped_conv_removes_whole_groups():
+    """group=4 conv (ResNeXt / RegNet style): a group's inputs and outputs go together, group shrinks."""
+    net = nn.Sequential(cbr(3, 16, 1), cbr(16, 24, 3, groups=4), cbr(24, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 3))
+    model = export(net, (1, 3, 8, 8))
+    cg, removed = check_exact(model, fraction=0.6)
+    pruned = rewrite(cg, removed)
+    group = next(a.i for n in pruned.graph.node if n.op_type == "Conv" for a in n.attribute
+                 if a.name == "group" and a.i > 1)
+    w = next(t for t in pruned.graph.initializer if t.name == "1.0.weight")
+    assert w.dims[0] == 6 * group and w.dims[1] == 4  # 6 outputs and 4 inputs per kept group
+
+
+def test_transposed_weights_and_nhwc_flatten():
+    """jax2onnx / tf2onnx style: an HWIO kernel reaches Conv through a Transpose, features are
+    flattened channel-last (NHWC), and a MatMul weight is stored transposed: sliced on the right axes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {"W1": rng.standard_normal((3, 3, 3, 8)), "b": rng.standard_normal(8),
+              "W2": rng.standard_normal((8 * 6 * 6, 5)), "W3": rng.standard_normal((4, 5))}
+    nodes = [helper.make_node("Transpose", ["W1"], ["W1t"], perm=[3, 2, 0, 1]),
+             helper.make_node("Conv", ["x", "W1t", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["nhwc"], perm=[0, 2, 3, 1]),
+             helper.make_node("Flatten", ["nhwc"], ["f"], axis=1), helper.make_node("MatMul", ["f", "W2"], ["m"]),
+             helper.make_node("Tanh", ["m"], ["t"]), helper.make_node("Transpose", ["W3"], ["W3t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["t", "W3t"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    cg, removed = check_exact(model)
+    sizes = {t.name: list(t.dims) for t in rewrite(cg, removed).graph.initializer}
+    kept_conv = sizes["b"][0]
+    assert sizes["W1"][3] == kept_conv and sizes["W2"][0] == kept_conv * 36 and sizes["W3"][1] == sizes["W2"][1]
+
+
+def test_channel_tensor_as_a_parameter_freezes():
+    """A Gemm whose bias C is another layer's output: that layer's units must keep their width."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {"W1": rng.standard_normal((6, 4)), "W2": rng.standard_normal((6, 8)), "W3": rng.standard_normal((8, 4)),
+              "W4": rng.standard_normal((4, 3))}
+    nodes = [helper.make_node("Gemm", ["x", "W1"], ["h"]), helper.make_node("Gemm", ["x", "W2"], ["g"]),
+             helper.make_node("Relu", ["g"], ["r"]), helper.make_node("Gemm", ["r", "W3", "h"], ["z"]),
+             helper.make_node("Gemm", ["z", "W4"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    cg = analyze(model)
+    keys = cg.keys()
+    assert cg.frozen[keys[("W1", 1)]].all() and not cg.frozen[keys[("W2", 1)]].all()
+    check_exact(model, fraction=0.7)
