@@ -6,7 +6,6 @@ The `onnxprune prune` command is a thin layer over `prune()`: same option names,
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 import warnings
@@ -17,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 import onnx
 import torch
 
+from .density import target_density
 from .errors import DataError, OnnxPruneError
 from .io import load_model, save_model
 from .report import Report, layer_macs, layer_rows
@@ -45,34 +45,12 @@ class Pruned:
         from .io import check_output_path
 
         path = check_output_path(path, overwrite=overwrite, inputs=inputs)
-        save_model(self.model, path, external_data=True if self.external_data else None)
-        self.report.output = file_info(path)
+        written = save_model(self.model, path, external_data=True if self.external_data else None)
+        self.report.output = {**file_info(path), "files": [str(p) for p in written]}
         return self.report.output["bytes"]
 
 
 # ----- targets, shapes, feeds --------------------------------------------------------------------
-def target_density(compression: float | None = None, density: float | None = None,
-                   sparsity: float | None = None) -> float:
-    """Fraction of prunable weights kept: 10**-compression, density, or 1 - sparsity (exactly one)."""
-    given = [(n, v) for n, v in (("compression", compression), ("density", density), ("sparsity", sparsity))
-             if v is not None]
-    if len(given) != 1:
-        names = " / ".join(f"--{n}" for n, _ in given) if given else "none"
-        raise OnnxPruneError(f"give exactly one of --compression, --density, --sparsity (got {names})")
-    name, value = given[0]
-    if not math.isfinite(value):
-        raise OnnxPruneError(f"--{name} must be a finite number, not {value}")
-    if name == "compression":
-        if value < 0:
-            raise OnnxPruneError(f"--compression must be >= 0 (it keeps 10**-C of the weights), not {value}")
-        return 10.0 ** -value
-    kept = value if name == "density" else 1.0 - value
-    if not 0.0 < kept <= 1.0:
-        bounds = "in (0, 1]" if name == "density" else "in [0, 1)"
-        raise OnnxPruneError(f"--{name} must be {bounds}, not {value}")
-    return kept
-
-
 def resolve_shapes(twin: Twin, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    *, strict: bool = True) -> dict[str, tuple[int, ...]] | None:
     """Concrete shape per graph input: the given one, else the declared one with a symbolic batch
@@ -120,14 +98,21 @@ def _fits_declared(spec, shape: tuple[int, ...]) -> tuple[int, ...]:
 def example_feeds(twin: Twin, shapes: Mapping[str, tuple[int, ...]], *, seed: int | None = None,
                   device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """One input per graph input: standard normal floats (seeded), or zeros when seed is None.
-    Integer and bool inputs are zeros (a safe index for Gather / embedding inputs)."""
+    Integer and bool inputs get valid values (`prune.inputs.integer_input`): token ids within the
+    embedding table they index (random when seeded), attention masks ones, other integers zeros."""
+    from .prune.inputs import index_bounds, integer_input
+
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    bounds = index_bounds(twin)
     feeds = {}
     for spec in twin.inputs:
         dtype = TORCH_DTYPES.get(spec.elem_type, torch.float32)
         shape = tuple(shapes[spec.name])
-        if spec.elem_type in FLOAT_TYPES and gen is not None:
-            value = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+        if spec.elem_type in FLOAT_TYPES:
+            value = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) if gen is not None \
+                else torch.zeros(shape, dtype=dtype)
+        elif spec.elem_type in TORCH_DTYPES:
+            value = integer_input(spec, shape, bounds.get(spec.name), generator=gen)
         else:
             value = torch.zeros(shape, dtype=dtype)
         feeds[spec.name] = value.to(device)
@@ -236,7 +221,13 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     dev = pick_device(device)
 
     if isinstance(model_or_path, onnx.ModelProto):
-        model, source, external = model_or_path, model_info(model_or_path), False
+        from .io import refuse_quantized
+        from .twin.sources import hoist_subgraph_weights
+
+        refuse_quantized(model_or_path)  # as load_model does for files, before any twin is built
+        model, source, external = onnx.ModelProto(), model_info(model_or_path), False
+        model.CopyFrom(model_or_path)  # the caller's model stays as it was
+        hoist_subgraph_weights(model)
     else:
         model, source = load_model(model_or_path), file_info(model_or_path)
         external = source["bytes"] > Path(model_or_path).stat().st_size
@@ -265,7 +256,23 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
         iterations=result.iterations, seconds=time.perf_counter() - start,
         settings={"schedule": schedule, "scope": scope, "prune_bias": prune_bias, "exclude": list(exclude),
                   "min_layer_density": min_layer_density, "precision": str(dtype).replace("torch.", ""),
-                  "format": format, "seed": seed, "device": str(dev), "scoring_seconds": round(result.seconds, 4)},
+                  "format": format, "seed": seed, "device": str(dev), "scoring_seconds": round(result.seconds, 4),
+                  # what an iteration costs next to one forward+backward pass (the floor for SynFlow)
+                  "seconds_per_iteration": round(result.seconds_per_iteration, 4),
+                  "forward_backward_seconds": round(result.scoring_seconds_per_iteration, 4),
+                  # exact, or renormalized where the flow left float64's range (prune/linearize.py)
+                  **({"synflow_flow": "renormalized" if result.renormalized else "exact"}
+                     if method == "synflow" else {})},
         input=source, output=model_info(pruned))
+    report.connected = _connected(model, twin, report.collapsed)
     masks = {name: mask.detach().bool().cpu() for name, mask in result.masks.items()}
     return Pruned(pruned, masks, report, twin, external)
+
+
+def _connected(model: onnx.ModelProto, twin: Twin, collapsed: list[str]) -> bool:
+    """Whether the output still depends on the input: nodes whose weight was emptied are cut."""
+    from .paths import reaches_output
+
+    emptied = set(collapsed)
+    cut = {use.node for use in twin.weight_uses if use.role == "weight" and use.source in emptied}
+    return reaches_output(model.graph, cut)

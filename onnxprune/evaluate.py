@@ -69,6 +69,30 @@ def input_spec(sess: ort.InferenceSession) -> tuple[InputSpec, np.dtype]:
     return InputSpec(arg.name, 0, shape), np.dtype(NP_TYPES[arg.type])
 
 
+def check_fit(sess: ort.InferenceSession, dataset: Dataset, name: str) -> list[str]:
+    """Refuse a model whose outputs cannot be this dataset's classes, before the whole run (an
+    ImageNet model on MNIST scores 0 % after minutes); the notes say how the images were adapted."""
+    spec, dtype = input_spec(sess)
+    x = dataset[0][0].unsqueeze(0).numpy().astype(dtype)
+    fixed = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 1 else 1
+    x = np.concatenate([x] * fixed)
+    out = np.asarray(sess.run([sess.get_outputs()[0].name], {spec.name: x})[0])
+    outputs, classes = int(np.prod(out.shape[1:])) if out.ndim > 1 else 1, len(dataset.classes)
+    if outputs != classes:
+        raise DataError(f"the model outputs {outputs} classes ({sess.get_outputs()[0].name} {list(out.shape)}); "
+                        f"{name} has {classes}: evaluate it on the data it classifies")
+    native, layout = getattr(dataset, "fit", (None, None))
+    if native is None:
+        return []
+    notes = []
+    if tuple(native[1:]) != tuple(layout.size):
+        notes.append(f"{name} images are {native[1]}x{native[2]}; the model takes {layout.size[0]}x"
+                     f"{layout.size[1]}: they are resized, so accuracy is not that of the model's own data")
+    if native[0] != layout.channels:
+        notes.append(f"{name} images have {native[0]} channel(s); the model takes {layout.channels}: converted")
+    return notes
+
+
 def evaluate(sess: ort.InferenceSession, dataset: Dataset, *, batch_size: int = 256, workers: int = 0,
              progress=None) -> EvalResult:
     """Run every image of `dataset` through `sess`. `progress(done, text)` is called per batch."""

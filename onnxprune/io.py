@@ -9,28 +9,77 @@ any expensive work starts (`check_output_path`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import onnx
 from onnx import defs, external_data_helper, helper, numpy_helper, shape_inference
 
-from .errors import InvalidModelError, OutputError, one_line
+from .errors import DataError, InvalidModelError, OutputError, QuantizedModelError, one_line
 
 
 # ----- loading -------------------------------------------------------------------------------------
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read and check an ONNX file (external data resolved); InvalidModelError on anything wrong."""
+def load_model(path: str | os.PathLike, *, allow_quantized: bool = False) -> onnx.ModelProto:
+    """Read and check an ONNX file (external data resolved); InvalidModelError on anything wrong.
+
+    An already-quantized model is refused here (QuantizedModelError), before any twin is built,
+    unless `allow_quantized` (for commands that only read it, like `info`). Weights defined inside
+    If / Loop / Scan bodies are moved to the main graph (`hoist_subgraph_weights`: same computation),
+    where the twin holds, scores and writes back weights.
+    """
+    from .twin.sources import hoist_subgraph_weights
+
     path = Path(path)
     model = _parse(path)
+    if not allow_quantized:
+        refuse_quantized(model, path)
     _load_external_data(model, path)
     _check(model, path)
     _check_types_and_shapes(model, path)
+    hoist_subgraph_weights(model)
     return model
+
+
+# Ops that compute on integer (quantized) weights or activations. DequantizeLinear counts only when it
+# reads a stored tensor: then the weights it feeds are integers (QDQ weights); on activations it is
+# fake quantization around float weights, which stay prunable.
+QUANT_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+_MS_QUANT = re.compile(r"^(QLinear|QOrdered|DynamicQuantize|Q(Attention|Gemm|EmbedLayerNormalization)$|"
+                       r"(De)?[Qq]uantize)|Integer|NBits|Bnb4|FpQ4|BlockQuantized")
+
+
+def quantization_ops(graph: onnx.GraphProto) -> list[tuple[str, str]]:
+    """(op type, node name) of each quantized computation in the graph, subgraphs included."""
+    stored = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    stored |= {n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
+    found = []
+    for node in graph.node:
+        ms = node.domain == "com.microsoft"
+        if (node.domain in ("", "ai.onnx") and node.op_type in QUANT_OPS) or (ms and _MS_QUANT.search(node.op_type)) \
+                or (node.op_type == "DequantizeLinear" and node.input and node.input[0] in stored):
+            found.append((node.op_type, node.name or node.output[0]))
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                found += quantization_ops(sub)
+    return found
+
+
+def refuse_quantized(model: onnx.ModelProto, where: str | os.PathLike = "the model") -> None:
+    """QuantizedModelError naming the quantization ops, if there are any."""
+    by_op: dict[str, list[str]] = {}
+    for op, node in quantization_ops(model.graph):
+        by_op.setdefault(op, []).append(node)
+    if by_op:
+        shown = ", ".join(f"{op} ('{nodes[0]}'{f' and {len(nodes) - 1} more' if len(nodes) > 1 else ''})"
+                          for op, nodes in by_op.items())
+        raise QuantizedModelError(f"{where}: the model is already quantized ({shown}): its weights are "
+                                  "integers, so it has no prunable weights; prune the float model before "
+                                  "quantizing it")
 
 
 def _parse(path: Path) -> onnx.ModelProto:
@@ -170,6 +219,18 @@ def _check_types_and_shapes(model: onnx.ModelProto, path: Path) -> None:
                                 f"{one_line(message).strip(' :')}") from None
 
 
+def ort_refusal(err: Exception, feeds: dict) -> DataError | None:
+    """onnxruntime refusing to run on the given inputs (a Reshape or LSTM that does not fit the shapes
+    the user chose) as a DataError naming those shapes; None for any other exception. The caller
+    decides whether the inputs or the file are to blame (e.g. the original model fails as well)."""
+    if not type(err).__module__.startswith("onnxruntime"):
+        return None
+    shapes = ", ".join(f"{name}={'x'.join(map(str, getattr(v, 'shape', ()))) or 'scalar'}" for name, v in feeds.items())
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(err).splitlines()[0] if str(err) else "")
+    return DataError(f"onnxruntime cannot run the model on inputs {shapes} (give other shapes with --input-shape): "
+                     f"{reason}")
+
+
 # ----- saving --------------------------------------------------------------------------------------
 def check_output_path(path: str | os.PathLike, *, overwrite: bool = False,
                       inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
@@ -201,6 +262,14 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool = False,
     return path
 
 
+def _usual_mode() -> int:
+    """The permissions a plain `open(path, "w")` gives: 0666 less the umask (read without changing it
+    for good: os.umask only sets)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; it replaces `path` only if the block succeeds.
@@ -216,10 +285,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
     os.close(fd)
-    # mkstemp creates 0600; an output should get the usual permissions (0666 less the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, _usual_mode())  # mkstemp creates 0600
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -228,13 +294,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
+def write_json(payload: Any, path: str | os.PathLike) -> None:
+    """A JSON report, written atomically like every other output."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *,
+               external_data: bool | None = None) -> list[Path]:
     """Write atomically (temp file in the same folder, then rename): never a half-written output.
 
     Models over 2 GB must keep weights in an external file (protobuf's limit); `external_data=None`
     decides by size. Then the model and its `<name>.data` are written into a temporary folder next to
     the target and moved into place at the end (onnx appends to an existing data file, so writing it
-    in place would grow a stale one).
+    in place would grow a stale one). Returns the files written: the model, then its data file.
     """
     path = Path(path)
     if external_data is None:
@@ -242,7 +315,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     if not external_data:
         with atomic_path(path) as tmp:
             tmp.write_bytes(model.SerializeToString())
-        return
+        return [path]
     folder = path.parent if str(path.parent) else Path(".")
     data_name = f"{path.name}.data"
     try:
@@ -255,8 +328,13 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
         # onnx moved the weights out of `model` into the file: read them back so the caller's model
         # is unchanged.
         onnx.load_external_data_for_model(model, str(staging))
+        written = [path]
         if (staging / data_name).exists():  # onnx writes no data file when every tensor is under 1 KB
+            os.chmod(staging / data_name, _usual_mode())  # onnx creates it 0600; the model is 0644
             os.replace(staging / data_name, folder / data_name)
+            written.append(folder / data_name)
+        os.chmod(staging / path.name, _usual_mode())
         os.replace(staging / path.name, path)
+        return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)

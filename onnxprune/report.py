@@ -6,7 +6,6 @@ A layer is one prunable source tensor (a Conv/ConvTranspose/Gemm/MatMul weight, 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
@@ -49,6 +48,9 @@ class Report:
     settings: dict[str, Any] = field(default_factory=dict)  # schedule, scope, precision, seed, format...
     input: dict[str, Any] = field(default_factory=dict)  # path, sha256, bytes
     output: dict[str, Any] = field(default_factory=dict)
+    # Does the output still depend on the input through kept weights (None: not decided)? Decided
+    # from the graph's paths, so emptied residual branches whose skip path carries on are told apart.
+    connected: bool | None = None
 
     @property
     def density(self) -> float:
@@ -93,6 +95,7 @@ class Report:
             **self.settings,
             "macs": self.macs(),
             "collapsed_layers": self.collapsed,
+            "output_depends_on_input": self.connected,
             "dense_layers": self.left_dense,
             "input": self.input,
             "output": self.output,
@@ -238,7 +241,11 @@ def print_table(report: Report, console, *, sizes: tuple[int, int] | None = None
         before, after = sizes
         console.print(f"file size: {human_bytes(before)} -> {human_bytes(after)} "
                       f"({before / max(after, 1):.1f}x smaller)")
-    console.print(f"{report.iterations} iteration(s) in {report.seconds:.2f} s")
+    per = report.settings.get("seconds_per_iteration")
+    cost = (f" ({per:.3g} s per iteration; one forward+backward "
+            f"{report.settings['forward_backward_seconds']:.3g} s)" if per else "")
+    console.print(f"{report.iterations} iteration(s) in {report.seconds:.2f} s{cost} on {report.prunable:,} "
+                  "prunable weights", highlight=False)
     for line in warnings_for(report):
         console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     console.print(SPARSITY_NOTE, highlight=False)
@@ -246,19 +253,21 @@ def print_table(report: Report, console, *, sizes: tuple[int, int] | None = None
 
 def warnings_for(report: Report) -> list[str]:
     lines = []
-    if report.collapsed:
-        lines.append(f"layer collapse: {len(report.collapsed)} layer(s) pruned to zero (without a skip path "
-                     f"around them the output no longer depends on the input): {', '.join(report.collapsed)}")
+    if report.collapsed and report.connected is False:
+        lines.append(f"layer collapse cuts the output off from the input (it no longer depends on it): "
+                     f"{len(report.collapsed)} layer(s) pruned to zero: {', '.join(report.collapsed)}")
+    elif report.collapsed:
+        lines.append(f"{len(report.collapsed)} layer(s) pruned to zero but bypassed (skip paths still connect "
+                     f"the output to the input): {', '.join(report.collapsed)}")
     if report.left_dense:
         lines.append(f"{len(report.left_dense)} layer(s) left dense: {', '.join(report.left_dense)}")
     return lines
 
 
 def write_json(report: Report, path) -> None:
-    from .io import atomic_path
+    from . import io
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    io.write_json(report.to_dict(), path)
 
 
 def plot_density(report: Report, path) -> None:

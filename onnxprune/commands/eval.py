@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict
@@ -26,19 +25,25 @@ from ..train import DATASETS
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="onnxruntime's CUDA provider when present (auto), or CPU.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the result as JSON.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --report file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def eval_command(model, dataset, data_dir, split, batch_size, workers, normalize, device, report_path, quiet):
+def eval_command(model, dataset, data_dir, split, batch_size, workers, normalize, device, report_path, overwrite,
+                 quiet):
     """Top-1 (and top-5 when there are more than 5 classes) accuracy of MODEL with onnxruntime."""
-    from ..evaluate import evaluate, input_spec, session
-    from ..io import load_model
+    from ..evaluate import check_fit, evaluate, input_spec, session
+    from ..io import check_output_path, load_model, write_json
     from ..train.data import load_dataset
     from ..train.progress import Reporter
 
+    if report_path is not None:
+        check_output_path(report_path, overwrite=overwrite, inputs=(model,))
     load_model(model)  # one-line errors for a missing or invalid file
     sess = session(model, device)
     spec, _ = input_spec(sess)
     data = load_dataset(dataset, data_dir, train=split == "train", input_spec=spec, augment=False,
                         normalize=normalize)
+    for note in check_fit(sess, data, dataset):  # refuses a model that cannot fit the data, before the run
+        click.echo(f"warning: {note}", err=True)
     if workers is None:
         workers = 0 if dataset == "npz" else min(4, os.cpu_count() or 1)
     reporter = Reporter(quiet=quiet)
@@ -50,5 +55,5 @@ def eval_command(model, dataset, data_dir, split, batch_size, workers, normalize
     if report_path:
         payload = {"model": str(model), "dataset": dataset, "data_dir": str(data_dir), "split": split,
                    **asdict(result)}
-        report_path.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(payload, report_path)
 

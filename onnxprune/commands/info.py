@@ -9,15 +9,18 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import onnx
+
+if TYPE_CHECKING:  # onnx and numpy load on use: `onnxprune --help` stays fast
+    import onnx
 
 
 def describe(model: onnx.ModelProto) -> dict[str, Any]:
     """Layers (every Conv/ConvTranspose/Gemm/MatMul weight and bias source), storage, totals, op counts."""
+    import numpy as np
+
     from ..twin.sources import weight_uses
     from ..writeback import stored_tensors
 
@@ -46,13 +49,26 @@ def describe(model: onnx.ModelProto) -> dict[str, Any]:
         "nodes": len(model.graph.node),
         "op_counts": dict(Counter(n.op_type for n in model.graph.node).most_common()),
         "initializers": {"dense": len(model.graph.initializer), "sparse": len(model.graph.sparse_initializer)},
-        "tensor_params": int(sum(v.size for v in all_values)),
+        "tensor_params": int(sum(v.size for v in all_values)),  # logical entries, zeros included
+        **_stored_counts(model.graph),
         "weight_params": params,
         "weight_nonzero": nonzero,
         "weight_density": nonzero / params if params else 1.0,
-        "compression": -math.log10(nonzero / params) if params and nonzero else None,
+        "compression": math.log10(params / nonzero) if params and nonzero else None,  # not -0.0 when dense
         "layers": layers,
     }
+
+
+def _stored_counts(graph: onnx.GraphProto) -> dict[str, int]:
+    """What the file holds: a sparse initializer stores its kept values plus one index each, not its
+    logical size (which `tensor_params` counts)."""
+    from math import prod
+
+    dense = sum(prod(t.dims) for t in graph.initializer)
+    sparse_values = sum(prod(t.values.dims) for t in graph.sparse_initializer)
+    sparse_indices = sum(prod(t.indices.dims) for t in graph.sparse_initializer)
+    return {"stored_values": int(dense + sparse_values), "sparse_values": int(sparse_values),
+            "sparse_indices": int(sparse_indices)}
 
 
 def print_info(info: dict[str, Any], path: Path, console) -> None:
@@ -80,8 +96,11 @@ def print_info(info: dict[str, Any], path: Path, console) -> None:
     if info["compression"] is not None:
         console.print(f"weight compression {info['compression']:.3g} (10**-c of weights non-zero)")
     inits = info["initializers"]
+    sparse = (f" ({info['sparse_values']:,} kept values and {info['sparse_indices']:,} indices in sparse ones)"
+              if inits["sparse"] else "")
     console.print(f"initializers: {inits['dense']} dense, {inits['sparse']} sparse; "
-                  f"{info['tensor_params']:,} stored values in all", highlight=False)
+                  f"{info['tensor_params']:,} values in all, {info['stored_values']:,} stored{sparse}",
+                  highlight=False)
     ops = ", ".join(f"{op} {n}" for op, n in info["op_counts"].items())
     console.print(f"{info['nodes']} nodes: {ops}", highlight=False)
 
@@ -97,7 +116,7 @@ def info(model: Path, as_json: bool) -> None:
 
     from ..io import load_model
 
-    description = describe(load_model(model))
+    description = describe(load_model(model, allow_quantized=True))  # describing is not pruning
     if as_json:
         click.echo(json.dumps({"path": str(model), "bytes": model.stat().st_size, **description}, indent=2))
         return

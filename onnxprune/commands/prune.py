@@ -34,16 +34,28 @@ def default_output(model: Path) -> Path:
 
 @contextlib.contextmanager
 def progress_bar(console, enabled: bool):
-    """A rich progress bar over pruning iterations; yields the engine's progress(k, n) callback."""
+    """A rich progress bar over pruning iterations; yields the engine's progress(k, n) callback (k = 0
+    when the loop starts). The time left is the mean iteration so far times those left, shown from the
+    first iteration on (rich's own estimate needs two samples within 30 s, never on slow iterations)."""
     if not enabled:
         yield None
         return
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("pruning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("prune", total=None)
-        yield lambda k, n: bar.update(task, completed=k, total=n)
+                  TextColumn("{task.fields[left]}"), console=console, transient=True) as bar:
+        task = bar.add_task("prune", total=None, left="")
+        start = [time.perf_counter()]
+
+        def update(k: int, n: int) -> None:
+            if k == 0:
+                start[0] = time.perf_counter()
+            left = (time.perf_counter() - start[0]) / k * (n - k) if 0 < k < n else None
+            shown = "" if left is None else f"~{int(left) // 60}:{int(left) % 60:02d} left"
+            bar.update(task, completed=k, total=n, left=shown)
+        yield update
 
 
 @click.command("prune")
@@ -79,19 +91,35 @@ def progress_bar(console, enabled: bool):
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON report here.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a per-layer density chart (PNG).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
+@click.option("--structure", type=click.Choice(["weight", "channel"]), default="weight", show_default=True,
+              help="Prune single weights (sparse file) or whole channels (dense, smaller, faster graph).")
+@click.option("--macs", type=float, help="With --structure channel: fraction of Conv/Gemm/MatMul MACs kept.")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --structure channel: keep a multiple of N channels per layer (8 suits CPU kernels).")
+@click.option("--benchmark", is_flag=True,
+              help="With --structure channel: time onnxruntime (CPU, batch 1) on the dense and pruned model.")
 def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
-          min_layer_density, report_path, plot_path, quiet) -> None:
+          min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=1,
+          benchmark=False) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 
     Only the pruned initializers change: graph, opset, IR version, names and metadata are the input's.
     """
     from rich.console import Console
 
-    from .. import api, io
-    from ..report import plot_density, print_table, write_json
+    if structure == "channel" or macs is not None:  # structured pruning: onnxprune/structured/cli.py
+        from ..structured.cli import run_channel_pruning
 
-    api.target_density(compression, density, sparsity)  # fail fast, before loading anything
+        return run_channel_pruning(**{k: v for k, v in locals().items() if k not in ("structure", "Console")})
+
+    from ..density import target_density
+
+    target_density(compression, density, sparsity)  # fail fast, before loading anything (or torch)
+
+    from .. import api, io
+    from ..report import plot_density, print_table, warnings_for, write_json
+
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
     for extra in (report_path, plot_path):
@@ -108,20 +136,18 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
                            format=fmt, precision=precision, device=device, seed=seed, exclude=exclude,
                            min_layer_density=min_layer_density, progress=progress)
     result.save(output, overwrite=True, inputs=(model,) if overwrite else ())
+    written = list(result.report.output["files"])
     if report_path is not None:
         write_json(result.report, report_path)
+        written.append(str(report_path))
     if plot_path is not None:
         plot_density(result.report, plot_path)
+        written.append(str(plot_path))
     if quiet:
-        for line in _warnings(result.report):
+        for line in warnings_for(result.report):
             click.echo(f"warning: {line}", err=True)
         return
     out = Console(width=None if sys.stdout.isatty() else 120)
     print_table(result.report, out, sizes=(result.report.input["bytes"], result.report.output["bytes"]))
-    out.print(f"wrote {output}", highlight=False)
+    click.echo(f"wrote {', '.join(written)}")  # not through rich: a path is never wrapped
 
-
-def _warnings(report):
-    from ..report import warnings_for
-
-    return warnings_for(report)

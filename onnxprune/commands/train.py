@@ -58,10 +58,11 @@ def default_output(model: Path) -> Path:
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="Checkpoint written after every epoch [OUTPUT.ckpt]; kept, so --resume can extend a run.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint (finished epochs are not redone).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output and report files (--resume may replace its own run's).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
-          checkpoint, resume, quiet):
+          checkpoint, resume, overwrite, quiet):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back.
@@ -72,9 +73,18 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
     from ..train.run import TrainRequest
     from ..train.run import train as run_training
 
+    from ..io import check_output_path
+
     output = output or default_output(model)
     if output.resolve() == model.resolve():
         raise OnnxPruneError(f"{output}: the output would replace the input model; pass another -o")
+    checkpoint = checkpoint or output.with_name(output.name + ".ckpt")
+    # Every output folder is checked before the first epoch, not after hours of training.
+    # --resume continues the run that wrote these files: replacing them is the point.
+    check_output_path(output, overwrite=overwrite or resume, inputs=(model,))
+    if report_path is not None:
+        check_output_path(report_path, overwrite=overwrite or resume, inputs=(model, output))
+    check_output_path(checkpoint, overwrite=True)  # rewritten every epoch; --resume reads it back
     if workers is None:
         workers = 0 if dataset == "npz" else min(4, os.cpu_count() or 1)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -82,7 +92,7 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
                          seed=seed, test_batch_size=test_batch_size, workers=workers)
     request = TrainRequest(model, dataset, data_dir, config, device=device, augment=augment, normalize=normalize,
                            output=output, fmt=fmt, report=report_path,
-                           checkpoint=checkpoint or output.with_name(output.name + ".ckpt"),
+                           checkpoint=checkpoint,
                            resume=resume, quiet=quiet)
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:
@@ -92,4 +102,4 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
         density = f"{100 * result.kept / result.total:.2f} %" if result.total else "n/a"
         click.echo(f"trained {len(result.history)} epochs (density {density}): "
                    f"test accuracy {100 * last.test_accuracy:.2f} %, train loss {last.train_loss:.4f}")
-    click.echo(f"wrote {output}")
+    click.echo(f"wrote {', '.join(str(p) for p in [output, report_path, request.checkpoint] if p)}")

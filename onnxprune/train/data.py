@@ -138,15 +138,18 @@ def _image_folder(data_dir: Path, train: bool) -> tvd.ImageFolder:
 
 
 # ----- npz ----------------------------------------------------------------------------------------
-def _npz_arrays(path: Path, train: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x of the split, y of the split, x_train) from an npz holding x_train/y_train/x_test/y_test."""
+def _npz_arrays(path: Path, train: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(x of the split, y of the split, x_train, classes) from an npz holding x_train/y_train/x_test/
+    y_test; the class count is read off both splits' labels (a test split may miss a class)."""
     split = "train" if train else "test"
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in dict.fromkeys((f"x_{split}", f"y_{split}", "x_train")) if k not in f.files]
             if missing:
                 raise DataError(f"{path}: npz has no {', '.join(missing)} (it has {', '.join(f.files) or 'nothing'})")
-            return f[f"x_{split}"], f[f"y_{split}"], f["x_train"] if not train else None
+            labels = [f[k] for k in ("y_train", "y_test") if k in f.files]
+            classes = max((int(y.max()) + 1 for y in labels if y.size and y.dtype.kind in "iu"), default=0)
+            return f[f"x_{split}"], f[f"y_{split}"], f["x_train"] if not train else None, classes
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable npz file ({err})") from None
 
@@ -196,7 +199,7 @@ class ArrayDataset(Dataset):
 
 
 def _npz(path: Path, train: bool, spec, augment: bool, normalize: bool) -> ArrayDataset:
-    x, y, x_train = _npz_arrays(path, train)
+    x, y, x_train, classes = _npz_arrays(path, train)
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{path}: labels must be one integer per image ({len(x)} images, labels {y.shape})")
     if len(x) == 0:
@@ -205,7 +208,10 @@ def _npz(path: Path, train: bool, spec, augment: bool, normalize: bool) -> Array
     stats = _npz_stats(_as_nchw(x_train, path) if x_train is not None else x) if normalize else None
     layout = plan_layout(spec, tuple(x.shape[1:]), f"the images in {path.name}")
     transform = fixed_size_transform(tuple(x.shape[2:]), layout, stats, augment)
-    return ArrayDataset(x, torch.from_numpy(y.astype(np.int64)), transform, batched_ok=not augment)
+    dataset = ArrayDataset(x, torch.from_numpy(y.astype(np.int64)), transform, batched_ok=not augment)
+    dataset.fit = (tuple(x.shape[1:]), layout)
+    dataset.classes = list(range(max(classes, len(dataset.classes))))
+    return dataset
 
 
 # ----- public API ---------------------------------------------------------------------------------
@@ -213,7 +219,8 @@ def load_dataset(name: str, data_dir, *, train: bool, input_spec=None, augment: 
                  normalize: bool = True) -> Dataset:
     """`name`'s train or test split from `data_dir` (for npz, the .npz file), fitted to `input_spec`
     (an InputSpec; None: NCHW at the data's own size). `augment=None` augments CIFAR/imagefolder
-    training sets only. The result has `.classes` (a list, one entry per class)."""
+    training sets only. The result has `.classes` (a list, one entry per class) and, for images of
+    one size, `.fit`: (the images' own [C, H, W], the Layout that takes them to the model)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}' (choose from {', '.join(DATASETS)})")
     data_dir = Path(data_dir)
@@ -234,6 +241,7 @@ def load_dataset(name: str, data_dir, *, train: bool, input_spec=None, augment: 
     sample = (1, *first.shape) if first.ndim == 2 else (first.shape[2], *first.shape[:2])
     layout = plan_layout(input_spec, sample, f"{name} images")
     dataset.transform = fixed_size_transform(sample[1:], layout, stats, augment)
+    dataset.fit = (sample, layout)
     return dataset
 
 

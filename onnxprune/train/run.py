@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +11,7 @@ import onnx
 import torch
 
 from ..errors import DataError, OnnxPruneError
-from ..io import load_model, save_model
+from ..io import load_model, save_model, write_json
 from ..twin.module import Twin
 from .checkpoint import Checkpoint, file_hash
 from .data import load_dataset, num_classes
@@ -129,10 +128,36 @@ def _datasets(req: TrainRequest, spec):
     return train_set, test_set
 
 
-def _fit_to_data(twin: Twin, train_set, req: TrainRequest, device) -> list[str]:
+def fixed_batch(spec) -> int | None:
+    """The batch size the model's input fixes (an exporter's static batch), or None when it is free."""
+    first = spec.shape[0] if spec.shape else None
+    return first if isinstance(first, int) and first > 0 else None
+
+
+def _probe(twin: Twin, train_set, per_process: int, device) -> torch.Tensor:
+    """A first batch through the twin, before any epoch: a model exported with a fixed batch whose
+    graph bakes that batch in (Reshape to [1, 512]) fails here, and is named in one line."""
+    fixed = fixed_batch(twin.inputs[0])
+    n = min(fixed if fixed == per_process else 2, len(train_set))
+    probe = torch.stack([train_set[i][0] for i in range(n)]).to(device)
+    try:
+        with torch.no_grad():
+            twin.eval()(probe)
+    except (RuntimeError, OnnxPruneError) as err:
+        if fixed is None or fixed == n:
+            raise
+        name = twin.inputs[0].name
+        raise DataError(f"model input '{name}' has a fixed batch dimension of {fixed} and the graph does not "
+                        f"run at batch {n} ({err}); train with --batch-size {fixed} (per process), or "
+                        f"re-export with a dynamic batch (torch.onnx.export(..., dynamic_axes={{'{name}': "
+                        "{0: 'batch'}}))") from None
+    return probe
+
+
+def _fit_to_data(twin: Twin, train_set, req: TrainRequest, device, world: int) -> list[str]:
     """Check the output against the classes, freeze graph constants; returns the frozen names."""
     twin.to(device)
-    probe = torch.stack([train_set[i][0] for i in range(min(2, len(train_set)))]).to(device)
+    probe = _probe(twin, train_set, max(1, req.config.batch_size // world), device)
     with torch.no_grad():
         check_classes(first_output(twin.eval()(probe)), num_classes(train_set), req.dataset)
     frozen = freeze_constants(twin, probe)
@@ -148,7 +173,9 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         raise OnnxPruneError(f"--batch-size {cfg.batch_size} is smaller than the {info.world} processes")
     tied, twin, kept, total = _prepare(req, warn)
     train_set, test_set = _datasets(req, twin.inputs[0])
-    frozen = _fit_to_data(twin, train_set, req, device)
+    frozen = _fit_to_data(twin, train_set, req, device, info.world)
+    if (fixed := fixed_batch(twin.inputs[0])) == cfg.batch_size // info.world:
+        cfg = replace(cfg, test_batch_size=fixed)  # the graph runs only at its fixed batch
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
     reporter = Reporter(quiet=req.quiet, enabled=info.main)
     trainer = Trainer(twin, train_set, test_set, cfg, device, info, Objective(_output_kind(tied.model)),
@@ -181,4 +208,4 @@ def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, histor
             "epochs": [asdict(r) for r in history],
             "final": asdict(history[-1]) if history else None,
         }
-        Path(req.report).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, req.report)
