@@ -111,7 +111,7 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
     if structure == "channel" or macs is not None:  # structured pruning: onnxprune/structured/cli.py
         from ..structured.cli import run_channel_pruning
 
-        return run_channel_pruning(**{k: v for k, v in locals().items() if k not in ("structure", "Console")})
+        return run_channel_pruning(**click.get_current_context().params)
 
     from ..density import target_density
 
