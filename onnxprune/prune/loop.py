@@ -43,15 +43,20 @@ class PruneResult:
     renormalized: bool = False  # SynFlow's flow left float64's range and was renormalized (linearize.py)
 
 
+def schedule_fraction(density: float, k: int, iterations: int, schedule: str = "exponential") -> float:
+    """Fraction kept after iteration k of N: density**(k/N) (exponential) or 1 - (1-density)·k/N (linear)."""
+    if schedule not in SCHEDULES:
+        raise ScoringError(f"unknown schedule '{schedule}' (choose from {', '.join(SCHEDULES)})")
+    t = k / iterations
+    return density ** t if schedule == "exponential" else 1.0 - (1.0 - density) * t
+
+
 def keep_schedule(total: int, density: float, iterations: int, schedule: str = "exponential") -> list[int]:
     """Kept count after each iteration k = 1..N: density**(k/N) (exponential) or 1 - (1-density)·k/N
     (linear) of `total`, never increasing, the last exactly round(total × density)."""
-    if schedule not in SCHEDULES:
-        raise ScoringError(f"unknown schedule '{schedule}' (choose from {', '.join(SCHEDULES)})")
     counts, previous = [], total
     for k in range(1, iterations + 1):
-        t = k / iterations
-        fraction = density ** t if schedule == "exponential" else 1.0 - (1.0 - density) * t
+        fraction = schedule_fraction(density, k, iterations, schedule)
         # Synaptic-Flow prunes int((1 - fraction) * total) entries; following its rounding on the way
         # keeps iterative masks on the reference's trajectory (one weight more or less early on
         # changes every later score).

@@ -43,13 +43,14 @@ class Structured:
 
 
 def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method: str = "synflow",
-                   density: float | None = None, compression: float | None = None, macs: float | None = None,
+                   density: float | None = None, compression: float | None = None, sparsity: float | None = None,
+                   macs: float | None = None,
                    iterations: int | None = None, schedule: str = "exponential", scope: str = "global",
                    round_to: int = 1, min_layer_density: float = 0.0,
                    exclude: Iterable[str] = (), input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    batches: Iterable[Any] | None = None, precision: str = "float64", seed: int = 0,
                    progress: Callable[[int, int], None] | None = None) -> Structured:
-    """Remove channels until the prunable weights keep `density` (or 10**-compression), or the
+    """Remove channels until the prunable weights keep `density` (or 10**-compression, 1 - sparsity), or the
     Conv/Gemm/MatMul MACs keep `macs`; scores are the sums of `method`'s weight scores, recomputed
     each of `iterations` rounds (SynFlow: 100) on the schedule. `scope` "global" ranks raw channel
     scores across layers; "local" ranks within each layer, so layers shrink alike. `round_to` rounds
@@ -59,7 +60,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
 
     start = time.perf_counter()
     model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_model(model_or_path)
-    objective, fraction = _target(density, compression, macs)
+    objective, fraction = _target(density, compression, sparsity, macs)
     cg = analyze(model, input_shapes)
     _exclude(cg, exclude)
     if scope not in ("global", "local"):
@@ -73,17 +74,17 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     return Structured(pruned, cg, removed, report)
 
 
-def _target(density, compression, macs) -> tuple[str, float]:
-    given = [v for v in (density, compression, macs) if v is not None]
-    if len(given) != 1:
-        raise OnnxPruneError("give exactly one of --density, --compression, --macs for channel pruning")
-    if macs is not None:
-        objective, fraction = "macs", float(macs)
-    else:
-        objective, fraction = "weights", float(density) if density is not None else 10.0 ** -float(compression)
-    if not 0.0 < fraction <= 1.0 or not np.isfinite(fraction):
-        raise OnnxPruneError(f"the kept fraction must be in (0, 1], not {fraction}")
-    return objective, fraction
+def _target(density, compression, sparsity, macs) -> tuple[str, float]:
+    """("macs", F) or ("weights", the kept fraction the weight-level targets give, checked alike)."""
+    from ..density import target_density
+
+    if macs is None:
+        return "weights", target_density(compression, density, sparsity)
+    if any(v is not None for v in (density, compression, sparsity)):
+        raise OnnxPruneError("give exactly one of --macs, --compression, --density, --sparsity")
+    if not 0.0 < macs <= 1.0 or not np.isfinite(macs):
+        raise OnnxPruneError(f"--macs must be in (0, 1] (the fraction of MACs kept), not {macs}")
+    return "macs", float(macs)
 
 
 def _exclude(cg: ChannelGraph, patterns: Iterable[str]) -> None:
@@ -97,18 +98,20 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
              batches, precision, seed, progress) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
+    from ..api import PRECISIONS
+    from ..prune.loop import schedule_fraction
     from ..prune.scorers import score, scorer
     from ..prune.targets import prunable_tensors
     from ..twin import Twin
 
     n = iterations or scorer(method).default_iterations
-    dtype = {"float64": torch.float64, "float32": torch.float32}.get(precision, precision)
+    dtype = PRECISIONS.get(precision, precision)
     twin = Twin(model).eval()
     names = prunable_tensors(twin)
     generator = torch.Generator().manual_seed(seed)
     removed = np.zeros(cg.n_channels, bool)
     for k in range(1, n + 1):
-        step = fraction ** (k / n) if schedule == "exponential" else 1 - (1 - fraction) * k / n
+        step = schedule_fraction(fraction, k, n, schedule)
         for name in names:
             twin.set_mask(name, None)
         for name, mask in masks(cg, removed, set(names)).items():

@@ -27,10 +27,6 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     for flag, given in (("--plot", plot_path is not None), ("--prune-bias", prune_bias)):
         if given:
             raise OnnxPruneError(f"{flag} does not apply to --structure channel")
-    if sparsity is not None:
-        if density is not None:
-            raise OnnxPruneError("give only one of --density, --sparsity")
-        density = 1.0 - sparsity
     if method in DATA_METHODS and data is None:
         raise DataError(f"method {method} scores weights on data: give --data PATH.npz")
     shapes = dict(parse_input_shape(text) for text in input_shapes)
@@ -39,7 +35,8 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
         io.check_output_path(report_path, overwrite=overwrite)
     loaded = io.load_model(model)
     batches = _batches(loaded, data, shapes, batch_size, data_batches, seed) if method in DATA_METHODS else None
-    result = prune_channels(loaded, method=method, density=density, compression=compression, macs=macs,
+    result = prune_channels(loaded, method=method, density=density, compression=compression, sparsity=sparsity,
+                            macs=macs,
                             iterations=iterations, schedule=schedule, scope=scope, min_layer_density=min_layer_density,
                             round_to=round_to, exclude=exclude, input_shapes=shapes or None, batches=batches,
                             precision=precision, seed=seed)
