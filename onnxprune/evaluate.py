@@ -48,14 +48,9 @@ def providers(request: str = "auto") -> list[str]:
 
 
 def session(model_path: str | Path, request: str = "auto") -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(model_path), options, providers=providers(request))
-    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-            ort.capi.onnxruntime_pybind11_state.NotImplemented) as err:
-        first = str(err).strip().splitlines()[0]
-        raise OnnxPruneError(f"{model_path}: onnxruntime cannot load it ({first})") from None
+    from .io import ort_session
+
+    return ort_session(model_path, providers(request))
 
 
 def input_spec(sess: ort.InferenceSession) -> tuple[InputSpec, np.dtype]:

@@ -219,6 +219,23 @@ def _check_types_and_shapes(model: onnx.ModelProto, path: Path) -> None:
                                 f"{one_line(message).strip(' :')}") from None
 
 
+def ort_session(path: str | os.PathLike, providers=("CPUExecutionProvider",), *, log_level: int = 3):
+    """An onnxruntime session on the file. A file onnxruntime refuses to load (an op or opset it lacks)
+    is the user's input: InvalidModelError in one line, not a crash. `log_level` 4 also silences the
+    error ORT logs before raising a failed run (reported in one line by the caller instead)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = log_level
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers))
+    except Exception as err:  # noqa: BLE001 (onnxruntime's own exception types)
+        if not type(err).__module__.startswith("onnxruntime"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InvalidModelError(f"{path}: onnxruntime cannot load it ({first})") from None
+
+
 def ort_refusal(err: Exception, feeds: dict) -> DataError | None:
     """onnxruntime refusing to run on the given inputs (a Reshape or LSTM that does not fit the shapes
     the user chose) as a DataError naming those shapes; None for any other exception. The caller

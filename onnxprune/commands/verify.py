@@ -60,24 +60,6 @@ class ReferenceCheck:
     identical: int = 0  # tensors bit-identical to the original
 
 
-def ort_session(path: Path):
-    import onnxruntime as ort
-
-    from ..errors import InvalidModelError
-
-    options = ort.SessionOptions()
-    # fatal only: ORT warns about harmless things (initializers as inputs), and logs a failed run as
-    # an error before raising it, which is reported in one line here
-    options.log_severity_level = 4
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # noqa: BLE001 (onnxruntime's own exception types): the file, not a bug
-        if not type(err).__module__.startswith("onnxruntime"):
-            raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InvalidModelError(f"{path}: onnxruntime cannot load it ({first})") from None
-
-
 def compare_with_ort(path: Path, model: onnx.ModelProto, *, input_shapes=None, seed: int = 0,
                      rtol: float = RTOL) -> list[OutputDiff]:
     """Run ORT (float32, CPU) on the file and the float64 twin of `model` (normally the file loaded) on
@@ -85,16 +67,18 @@ def compare_with_ort(path: Path, model: onnx.ModelProto, *, input_shapes=None, s
     import torch
 
     from ..api import example_feeds, resolve_shapes
-    from ..io import ort_refusal
+    from ..io import ort_refusal, ort_session
     from ..twin import Twin
 
     twin = Twin(model, dtype=torch.float64).eval()
     feeds = example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed)
     arrays = {name: value.numpy() for name, value in feeds.items()}
-    session = ort_session(path)
+    # fatal only: ORT warns about harmless things (initializers as inputs), and logs a failed run as an
+    # error before raising it, which is reported in one line here
+    session = ort_session(path, log_level=4)
     try:
         ort_out = [np.asarray(v) for v in session.run(None, arrays)]
-    except Exception as err:  # noqa: BLE001: onnxruntime refusing these input shapes is the user's input
+    except Exception as err:  # noqa: BLE001 (onnxruntime refusing these input shapes is the user's input)
         refusal = ort_refusal(err, arrays)
         if refusal is None:
             raise
