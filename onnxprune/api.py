@@ -18,7 +18,7 @@ import torch
 
 from .density import target_density
 from .errors import DataError, OnnxPruneError
-from .io import load_model, save_model
+from .io import load_model, prepared, save_model
 from .report import Report, layer_macs, layer_rows
 from .train.data import npz_batches
 from .twin import Twin
@@ -221,13 +221,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     dev = pick_device(device)
 
     if isinstance(model_or_path, onnx.ModelProto):
-        from .io import refuse_quantized
-        from .twin.sources import hoist_subgraph_weights
-
-        refuse_quantized(model_or_path)  # as load_model does for files, before any twin is built
-        model, source, external = onnx.ModelProto(), model_info(model_or_path), False
-        model.CopyFrom(model_or_path)  # the caller's model stays as it was
-        hoist_subgraph_weights(model)
+        model, source, external = prepared(model_or_path), model_info(model_or_path), False
     else:
         model, source = load_model(model_or_path), file_info(model_or_path)
         external = source["bytes"] > Path(model_or_path).stat().st_size

@@ -45,6 +45,18 @@ def load_model(path: str | os.PathLike, *, allow_quantized: bool = False) -> onn
     return model
 
 
+def prepared(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A model given in memory, prepared as `load_model` prepares a file (quantized ones refused,
+    subgraph weights hoisted), on a copy: the caller's model stays as it was."""
+    from .twin.sources import hoist_subgraph_weights
+
+    refuse_quantized(model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    hoist_subgraph_weights(copy)
+    return copy
+
+
 # Ops that compute on integer (quantized) weights or activations. DequantizeLinear counts only when it
 # reads a stored tensor: then the weights it feeds are integers (QDQ weights); on activations it is
 # fake quantization around float weights, which stay prunable.
