@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 from typing import Iterable
 
-from ..io import refuse_quantized
 from ..twin import Twin
 
 
@@ -16,7 +15,6 @@ def prunable_tensors(twin: Twin, *, prune_bias: bool = False, exclude: Iterable[
     join only with `prune_bias`. A name matching any fnmatch glob in `exclude` stays dense. Only float
     parameters qualify (an integer, e.g. quantized, weight has no gradient and no score).
     """
-    refuse_quantized(twin.model)  # a ModelProto given to the API skipped load_model's refusal
     params = twin.onnx_parameters()
     roles = ("weight", "bias") if prune_bias else ("weight",)
     patterns = [exclude] if isinstance(exclude, str) else list(exclude)
