@@ -67,6 +67,8 @@ _MS_QUANT = re.compile(r"^(QLinear|QOrdered|DynamicQuantize|Q(Attention|Gemm|Emb
 
 def quantization_ops(graph: onnx.GraphProto) -> list[tuple[str, str]]:
     """(op type, node name) of each quantized computation in the graph, subgraphs included."""
+    from .twin.sources import subgraphs
+
     stored = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
     stored |= {n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
     found = []
@@ -75,9 +77,8 @@ def quantization_ops(graph: onnx.GraphProto) -> list[tuple[str, str]]:
         if (node.domain in ("", "ai.onnx") and node.op_type in QUANT_OPS) or (ms and _MS_QUANT.search(node.op_type)) \
                 or (node.op_type == "DequantizeLinear" and node.input and node.input[0] in stored):
             found.append((node.op_type, node.name or node.output[0]))
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                found += quantization_ops(sub)
+        for sub in subgraphs(node):
+            found += quantization_ops(sub)
     return found
 
 

@@ -16,6 +16,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from .twin.sources import declare_as_inputs
 from .twin.tensors import FLOAT_TYPES, sparse_to_dense, to_numpy
 
 FORMATS = ("auto", "sparse", "dense")
@@ -97,17 +98,10 @@ def write_back(model: onnx.ModelProto, tensors: Mapping[str, np.ndarray], *, fmt
             continue
         _remove(graph, kind, item)
         (graph.sparse_initializer if sparse else graph.initializer).append(new)
-        if kind == "node" and out.ir_version < onnx.IR_VERSION_2019_1_22:
-            _declare_input(graph, name, array)
+        if kind == "node":  # a Constant node made an initializer
+            declare_as_inputs(graph, out.ir_version, [(name, helper.np_dtype_to_tensor_dtype(array.dtype),
+                                                       list(array.shape))])
     return out
-
-
-def _declare_input(graph: onnx.GraphProto, name: str, array: np.ndarray) -> None:
-    """IR <= 3 requires every initializer to be a graph input too (the checker refuses it otherwise):
-    a Constant node turned initializer gets an input entry, as the exporter gave the others."""
-    if not any(v.name == name for v in graph.input):
-        elem = helper.np_dtype_to_tensor_dtype(array.dtype)
-        graph.input.append(helper.make_tensor_value_info(name, elem, list(array.shape)))
 
 
 def twin_tensors(twin, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:

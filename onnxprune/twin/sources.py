@@ -76,12 +76,13 @@ def weight_uses(graph: onnx.GraphProto, _outer: tuple[set, dict] | None = None) 
             source = trace_source(node.input[slot], producers, constants)
             if source is not None:
                 uses.append(WeightUse(source, node.op_type, node.name or node.output[0], slot, role))
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             uses += weight_uses(sub, (constants, producers))
     return uses
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies an If / Loop / Scan node holds (none for other ops)."""
     return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
 
 
@@ -89,7 +90,7 @@ def _nested(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
     """Every subgraph at any depth."""
     out = []
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             out += [sub, *_nested(sub)]
     return out
 
@@ -132,12 +133,22 @@ def hoist_subgraph_weights(model: onnx.ModelProto) -> list[str]:
             sub.node.remove(node)
             (top.sparse_initializer if isinstance(tensor, onnx.SparseTensorProto) else top.initializer).append(tensor)
             hoisted.append(node.output[0])
-    if model.ir_version < onnx.IR_VERSION_2019_1_22:
-        stored = {t.name: t for t in top.initializer} | {t.values.name: t for t in top.sparse_initializer}
-        top.input.extend(onnx.helper.make_tensor_value_info(
-            n, (stored[n].values if isinstance(stored[n], onnx.SparseTensorProto) else stored[n]).data_type,
-            list(stored[n].dims)) for n in hoisted)
+    stored = {t.name: t for t in top.initializer} | {t.values.name: t.values for t in top.sparse_initializer}
+    sparse = {t.values.name: list(t.dims) for t in top.sparse_initializer}
+    declare_as_inputs(top, model.ir_version,
+                      [(n, stored[n].data_type, sparse.get(n, list(stored[n].dims))) for n in hoisted])
     return hoisted
+
+
+def declare_as_inputs(graph: onnx.GraphProto, ir_version: int, tensors) -> None:
+    """IR <= 3 requires every initializer to be a graph input too (the checker refuses it otherwise):
+    a tensor made an initializer, as (name, element type, shape), gets the input entry the exporter
+    gave the others. Nothing to do from IR 4 on."""
+    if ir_version >= onnx.IR_VERSION_2019_1_22:
+        return
+    listed = {v.name for v in graph.input}
+    graph.input.extend(onnx.helper.make_tensor_value_info(n, elem, shape) for n, elem, shape in tensors
+                       if n not in listed)
 
 
 def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | onnx.SparseTensorProto | None:
