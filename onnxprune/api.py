@@ -18,7 +18,7 @@ import torch
 
 from .density import target_density
 from .errors import DataError, OnnxPruneError
-from .io import load_model, prepared, save_model
+from .io import external_files, load_model, prepared, save_model
 from .report import Report, layer_macs, layer_rows
 from .train.data import npz_batches
 from .twin import Twin
@@ -145,18 +145,8 @@ def file_info(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    size = path.stat().st_size + sum(p.stat().st_size for p in _external_files(path))
+    size = path.stat().st_size + sum(p.stat().st_size for p in external_files(path))
     return {"path": str(path), "sha256": digest.hexdigest(), "bytes": size}
-
-
-def _external_files(path: Path) -> list[Path]:
-    """External data files next to `path` that its tensors name (read without loading the data)."""
-    model = onnx.load(str(path), load_external_data=False)
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
-    names = {e.value for t in _get_all_tensors(model) if uses_external_data(t)
-             for e in t.external_data if e.key == "location"}
-    return [path.parent / n for n in sorted(names) if (path.parent / n).is_file()]
 
 
 def model_info(model: onnx.ModelProto) -> dict[str, Any]:

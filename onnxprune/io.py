@@ -114,6 +114,14 @@ def _parse(path: Path) -> onnx.ModelProto:
     return model
 
 
+def external_files(path: str | os.PathLike) -> list[Path]:
+    """The external data files next to `path` that its tensors name (read without loading the data)."""
+    path = Path(path)
+    skeleton = onnx.load(str(path), load_external_data=False)
+    names = {e.value for t in _external_tensors(skeleton) for e in t.external_data if e.key == "location"}
+    return [path.parent / n for n in sorted(names) if (path.parent / n).is_file()]
+
+
 def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     tensors = external_data_helper._get_all_tensors(model)  # initializers and attribute tensors, subgraphs too
     sparse = [t for s in model.graph.sparse_initializer for t in (s.values, s.indices)]

@@ -44,7 +44,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
         from .latency import compare
 
         result.report["latency"] = compare(loaded, result.model, input_shapes=shapes or None)
-    written = io.save_model(result.model, output, external_data=True if _external(model) else None)
+    written = io.save_model(result.model, output, external_data=True if io.external_files(model) else None)
     if report_path is not None:
         io.write_json(result.report, report_path)
         written.append(report_path)
@@ -52,15 +52,6 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
         for line in summary_lines(result.report):
             click.echo(line)
         click.echo(f"wrote {', '.join(map(str, written))}")
-
-
-def _external(path: Path) -> bool:
-    """Whether the input keeps its weights in an external file (the output then does too)."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    skeleton = onnx.load(str(path), load_external_data=False)
-    return any(uses_external_data(t) for t in skeleton.graph.initializer)
 
 
 def _batches(model, data, shapes, batch_size, n_batches, seed):
