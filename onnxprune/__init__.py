@@ -6,13 +6,12 @@
 """
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
 # Loaded on first use (PEP 562): `import onnxprune` and `onnxprune --help` stay fast without torch.
 _EXPORTS = {
+    "prune": ("api", "prune"),
     "Pruned": ("api", "Pruned"),
     "load_twin": ("api", "load_twin"),
     "Twin": ("twin", "Twin"),
@@ -20,7 +19,7 @@ _EXPORTS = {
     "twin_tensors": ("writeback", "twin_tensors"),
     "OnnxPruneError": ("errors", "OnnxPruneError"),
 }
-__all__ = ["__version__", "prune", *_EXPORTS]
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
@@ -28,23 +27,3 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'onnxprune' has no attribute {name!r}")
     module, attr = _EXPORTS[name]
     return getattr(importlib.import_module(f".{module}", __name__), attr)
-
-
-class _Package(types.ModuleType):
-    """`onnxprune.prune` names both the API function and the engine subpackage (onnxprune/prune/).
-    Importing the subpackage makes Python bind it as this package's attribute `prune`, which would
-    hide the function; this property keeps `onnxprune.prune` the function. The subpackage stays
-    importable as always (`from onnxprune.prune import prune_twin`: it lives in sys.modules)."""
-
-    @property
-    def prune(self):
-        from .api import prune
-
-        return prune
-
-    @prune.setter
-    def prune(self, submodule) -> None:
-        pass  # the import system binding onnxprune/prune/: sys.modules already has it
-
-
-sys.modules[__name__].__class__ = _Package

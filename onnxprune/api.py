@@ -16,18 +16,21 @@ from typing import Any, Callable, Iterable, Mapping
 import onnx
 import torch
 
+from .choices import DEVICES, FORMATS
+from .choices import PRECISIONS as PRECISION_NAMES
 from .density import target_density
-from .errors import DataError, OnnxPruneError
+from .errors import DataError, OnnxPruneError, OnnxPruneWarning, arg
 from .io import external_files, load_model, prepared, save_model
+from .pruning import DATA_METHODS, prune_twin
+from .pruning.inputs import index_bounds, integer_input, resolve_shapes
+from .pruning.scorers import scorer
 from .report import Report, layer_macs, layer_rows
 from .train.data import npz_batches
 from .twin import Twin
 from .twin.tensors import FLOAT_TYPES, TORCH_DTYPES
-from .writeback import FORMATS, twin_tensors, write_back
+from .writeback import twin_tensors, write_back
 
-PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
-DATA_METHODS = ("snip", "grasp", "loss", "gradnorm")  # scored on (inputs, labels) batches
-DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = {name: getattr(torch, name) for name in PRECISION_NAMES}  # "float64" -> torch.float64
 
 
 @dataclass
@@ -50,58 +53,12 @@ class Pruned:
         return self.report.output["bytes"]
 
 
-# ----- targets, shapes, feeds --------------------------------------------------------------------
-def resolve_shapes(twin: Twin, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-                   *, strict: bool = True) -> dict[str, tuple[int, ...]] | None:
-    """Concrete shape per graph input: the given one, else the declared one with a symbolic batch
-    (first) dim set to 1. A symbolic dim elsewhere needs --input-shape (strict) or gives None."""
-    input_shapes = dict(input_shapes or {})
-    unknown = sorted(set(input_shapes) - set(twin.input_names))
-    if unknown:
-        raise OnnxPruneError(f"--input-shape names unknown input(s) {unknown}; the model's inputs are "
-                             f"{twin.input_names}")
-    shapes = {}
-    for spec in twin.inputs:
-        if spec.name in input_shapes:
-            shapes[spec.name] = _fits_declared(spec, tuple(int(d) for d in input_shapes[spec.name]))
-            continue
-        dims = list(spec.shape or ())
-        if spec.shape is None or any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
-            if not strict:
-                return None
-            shown = "unknown rank" if spec.shape is None else "x".join(str(d) for d in dims)
-            raise OnnxPruneError(f"input '{spec.name}' has shape {shown}: give it with --input-shape "
-                                 f"{spec.name}=1x...")
-        if dims and (not isinstance(dims[0], int) or dims[0] <= 0):
-            dims[0] = 1
-        shapes[spec.name] = tuple(dims)
-    return shapes
-
-
-def _fits_declared(spec, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A given shape must have the declared rank and agree with every fixed dim (onnxruntime would
-    refuse it, and torch might silently read a missing batch dim as unbatched)."""
-    given = "x".join(map(str, shape))
-    if spec.shape is None:
-        return shape
-    declared = "x".join(str(d) for d in spec.shape)
-    if len(shape) != len(spec.shape):
-        raise OnnxPruneError(f"--input-shape {spec.name}={given} has rank {len(shape)}; input '{spec.name}' "
-                             f"is {declared} (rank {len(spec.shape)})")
-    for axis, (d, g) in enumerate(zip(spec.shape, shape)):
-        if isinstance(d, int) and d > 0 and d != g:
-            raise OnnxPruneError(f"--input-shape {spec.name}={given}: dim {axis} of input '{spec.name}' is "
-                                 f"fixed to {d} ({declared})")
-    return shape
-
-
+# ----- feeds --------------------------------------------------------------------------------------
 def example_feeds(twin: Twin, shapes: Mapping[str, tuple[int, ...]], *, seed: int | None = None,
                   device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """One input per graph input: standard normal floats (seeded), or zeros when seed is None.
-    Integer and bool inputs get valid values (`prune.inputs.integer_input`): token ids within the
+    Integer and bool inputs get valid values (`pruning.inputs.integer_input`): token ids within the
     embedding table they index (random when seeded), attention masks ones, other integers zeros."""
-    from .prune.inputs import index_bounds, integer_input
-
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     bounds = index_bounds(twin)
     feeds = {}
@@ -130,11 +87,11 @@ def pick_device(device: str | torch.device) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OnnxPruneError("--device cuda: no CUDA device is available here")
+        raise OnnxPruneError(f"{arg('device')} {name!r}: no CUDA device is available here")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise OnnxPruneError(f"--device must be one of {', '.join(DEVICES)}, not {name!r}") from None
+        raise OnnxPruneError(f"{arg('device')} must be one of {', '.join(DEVICES)}, not {name!r}") from None
 
 
 # ----- files -------------------------------------------------------------------------------------
@@ -159,6 +116,16 @@ def model_info(model: onnx.ModelProto) -> dict[str, Any]:
 
 
 # ----- data for data-driven methods ---------------------------------------------------------------
+def check_data(method: str, data: Any) -> None:
+    """Data is given exactly when the method scores on it: missing, an error; unused, a warning."""
+    if method in DATA_METHODS and data is None:
+        raise DataError(f"method {method} scores weights on data: give {arg('data')}, an .npz with "
+                        "x_train / y_train")
+    if method not in DATA_METHODS and data is not None:
+        warnings.warn(OnnxPruneWarning(f"{arg('data')} is ignored: {method} does not look at data (only "
+                                       f"{', '.join(DATA_METHODS)} do)"), stacklevel=3)
+
+
 def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None, *, batch_size: int,
                  n_batches: int, seed: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, labels) batches from an .npz path (x_train / y_train) or any iterable of pairs."""
@@ -192,22 +159,15 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     `compression` c keeps 10**-c of the prunable weights (or give `density` / `sparsity`). Nothing
     is written: call `.save(path)` on the result.
     """
-    from .prune import METHODS, prune_twin
-
     start = time.perf_counter()
     keep = target_density(compression, density, sparsity)
-    if method not in METHODS:
-        raise OnnxPruneError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    scorer(method)  # checks the name (the one place it is checked) before the model loads
     if format not in FORMATS:
-        raise OnnxPruneError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+        raise OnnxPruneError(f"{arg('format')} must be one of {', '.join(FORMATS)}, not {format!r}")
     dtype = PRECISIONS.get(precision, precision) if isinstance(precision, str) else precision
     if dtype not in PRECISIONS.values():
-        raise OnnxPruneError(f"--precision must be float64 or float32, not {precision!r}")
-    if method in DATA_METHODS and data is None:
-        raise DataError(f"method {method} scores weights on data: give --data PATH.npz")
-    if method not in DATA_METHODS and data is not None:
-        warnings.warn(f"--data is ignored: {method} does not look at data (only {', '.join(DATA_METHODS)} do)",
-                      stacklevel=2)
+        raise OnnxPruneError(f"{arg('precision')} must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    check_data(method, data)
     dev = pick_device(device)
 
     if isinstance(model_or_path, onnx.ModelProto):

@@ -14,7 +14,10 @@ import warnings
 import click
 
 from . import __version__
-from .errors import OnnxPruneError, one_line
+from .errors import OnnxPruneError, OnnxPruneWarning, one_line
+
+# Python arguments whose option has another name in Click (`--format` is `fmt`: `format` is a builtin).
+ARGUMENT_FLAGS = {"format": "--format"}
 
 
 def _split_debug(args: list[str]) -> tuple[list[str], bool]:
@@ -24,8 +27,21 @@ def _split_debug(args: list[str]) -> tuple[list[str], bool]:
     return head + args[end:], len(head) < end
 
 
+def flags() -> dict[str, str]:
+    """Python argument -> its flag, read from the commands' options (`input_shapes` -> `--input-shape`):
+    the library's messages name arguments (errors.arg), the command line shows the flags."""
+    table = {}
+    for command in main.commands.values():
+        for param in command.params:
+            long = [o for o in param.opts if o.startswith("--")]
+            if isinstance(param, click.Option) and long:
+                table.setdefault(param.name, max(long, key=len))
+    return {**table, **ARGUMENT_FLAGS}
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(f"warning: {one_line(str(message))}", err=True)
+    text = message.message(flags()) if isinstance(message, OnnxPruneWarning) else str(message)
+    click.echo(f"warning: {one_line(text)}", err=True)
 
 
 class Terminated(BaseException):
@@ -94,7 +110,7 @@ def _report(err: Exception) -> int:
         click.echo(f"error: {one_line(err.format_message())}", err=True)
         return 2
     if isinstance(err, (click.ClickException, OnnxPruneError)):
-        message = err.format_message() if isinstance(err, click.ClickException) else str(err)
+        message = err.format_message() if isinstance(err, click.ClickException) else err.message(flags())
         click.echo(f"error: {one_line(message)}", err=True)
         return 2
     if isinstance(err, click.exceptions.Abort):

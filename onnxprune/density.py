@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import OnnxPruneError
+from .errors import OnnxPruneError, arg
 
 
 def target_density(compression: float | None = None, density: float | None = None,
@@ -17,13 +17,13 @@ def target_density(compression: float | None = None, density: float | None = Non
              if v is not None]
     if len(given) != 1:
         names = " / ".join(f"--{n}" for n, _ in given) if given else "none"
-        raise OnnxPruneError(f"give exactly one of --compression, --density, --sparsity (got {names})")
+        raise OnnxPruneError(f"give exactly one of {arg('compression')}, {arg('density')}, {arg('sparsity')} (got {names})")
     name, value = given[0]
     if not math.isfinite(value):
         raise OnnxPruneError(f"--{name} must be a finite number, not {value}")
     if name == "compression":
         if value < 0:
-            raise OnnxPruneError(f"--compression must be >= 0 (it keeps 10**-C of the weights), not {value}")
+            raise OnnxPruneError(f"{arg('compression')} must be >= 0 (it keeps 10**-C of the weights), not {value}")
         return 10.0 ** -value
     kept = value if name == "density" else 1.0 - value
     if not 0.0 < kept <= 1.0:

@@ -1,19 +1,52 @@
-"""Errors a user can cause. The CLI prints each as one line and exits with its code."""
+"""Errors a user can cause. The CLI prints each as one line and exits with its code.
+
+A message names what the caller can change as `arg("input_shapes")`: the Python API user reads the
+argument's name (`str(err)`), the CLI's error handler shows the flag instead (`--input-shape`), from
+its table of options. The library never writes a flag itself.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Mapping
+
+_MARK = "\x1f"  # ASCII unit separator: never part of a message, and not whitespace for one_line
+_ARG = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_]*){_MARK}")
 
 
-class OnnxPruneError(Exception):
+def arg(name: str) -> str:
+    """The Python argument `name`, marked in a message so that the CLI can show its flag instead."""
+    return f"{_MARK}{name}{_MARK}"
+
+
+def render(text: str, names: Mapping[str, str] | None = None) -> str:
+    """`text` with each marked argument as `names[argument]` (the CLI's flags), else its Python name."""
+    names = names or {}
+    return _ARG.sub(lambda m: names.get(m.group(1), m.group(1)), str(text))
+
+
+class _Rendered:
+    """str() of an error or warning shows the Python argument names of its marked arguments."""
+
+    def message(self, names: Mapping[str, str] | None = None) -> str:
+        """One line, with marked arguments as `names` gives them (the CLI passes its flags)."""
+        return one_line(render(Exception.__str__(self), names))
+
+    def __str__(self) -> str:
+        return self.message()
+
+
+class OnnxPruneError(_Rendered, Exception):
     """Bad input or bad usage: one clear line, exit 2, nothing written."""
 
     exit_code = 2
 
-    def __str__(self) -> str:
-        # The contract is one line: messages built from library errors (onnx's checker writes
-        # several lines) are flattened here, once, instead of at every raise site.
-        return one_line(super().__str__())
+    # The contract is one line: messages built from library errors (onnx's checker writes several
+    # lines) are flattened by `message`, once, instead of at every raise site.
+
+
+class OnnxPruneWarning(_Rendered, UserWarning):
+    """A warning whose message may name arguments (`arg`), shown like OnnxPruneError's."""
 
 
 class InvalidModelError(OnnxPruneError):

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import DataError, OnnxPruneError
+from .errors import DataError, OnnxPruneError, arg
 from .twin.module import InputSpec
 
 NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
@@ -43,7 +43,7 @@ def providers(request: str = "auto") -> list[str]:
             ort.preload_dlls()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if request == "cuda":
-        raise OnnxPruneError("--device cuda: onnxruntime has no usable CUDA provider here")
+        raise OnnxPruneError(f"{arg('device')} cuda: onnxruntime has no usable CUDA provider here")
     return ["CPUExecutionProvider"]
 
 

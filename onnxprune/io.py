@@ -20,7 +20,9 @@ from typing import Any, Iterator
 import onnx
 from onnx import defs, external_data_helper, helper, numpy_helper, shape_inference
 
-from .errors import DataError, InvalidModelError, OutputError, QuantizedModelError, one_line
+from .errors import DataError, InvalidModelError, OutputError, QuantizedModelError, arg, one_line
+from .graph.facts import nested_graphs, subgraphs
+from .graph.rewrite import hoist_subgraph_weights
 
 
 # ----- loading -------------------------------------------------------------------------------------
@@ -32,8 +34,6 @@ def load_model(path: str | os.PathLike, *, allow_quantized: bool = False) -> onn
     If / Loop / Scan bodies are moved to the main graph (`hoist_subgraph_weights`: same computation),
     where the twin holds, scores and writes back weights.
     """
-    from .twin.sources import hoist_subgraph_weights
-
     path = Path(path)
     model = _parse(path)
     if not allow_quantized:
@@ -48,8 +48,6 @@ def load_model(path: str | os.PathLike, *, allow_quantized: bool = False) -> onn
 def prepared(model: onnx.ModelProto) -> onnx.ModelProto:
     """A model given in memory, prepared as `load_model` prepares a file (quantized ones refused,
     subgraph weights hoisted), on a copy: the caller's model stays as it was."""
-    from .twin.sources import hoist_subgraph_weights
-
     refuse_quantized(model)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -67,8 +65,6 @@ _MS_QUANT = re.compile(r"^(QLinear|QOrdered|DynamicQuantize|Q(Attention|Gemm|Emb
 
 def quantization_ops(graph: onnx.GraphProto) -> list[tuple[str, str]]:
     """(op type, node name) of each quantized computation in the graph, subgraphs included."""
-    from .twin.sources import subgraphs
-
     stored = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
     stored |= {n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
     found = []
@@ -123,9 +119,44 @@ def external_files(path: str | os.PathLike) -> list[Path]:
 
 
 def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    tensors = external_data_helper._get_all_tensors(model)  # initializers and attribute tensors, subgraphs too
-    sparse = [t for s in model.graph.sparse_initializer for t in (s.values, s.indices)]
-    return [t for t in list(tensors) + sparse if external_data_helper.uses_external_data(t)]
+    return [t for t in _stored_tensors(model) if external_data_helper.uses_external_data(t)]
+
+
+def _stored_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto the model holds, read from public protobuf fields only: each graph's
+    initializers and sparse initializers (values and indices), every node attribute's tensors (t,
+    tensors, sparse_tensor, sparse_tensors: Constant's value and sparse_value among them), in the main
+    graph, in every If / Loop / Scan body at any depth, and in the model's local functions."""
+
+    def sparse(tensor: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
+        yield tensor.values
+        yield tensor.indices
+
+    def in_attributes(nodes) -> Iterator[onnx.TensorProto]:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("sparse_tensor"):
+                    yield from sparse(attr.sparse_tensor)
+                for tensor in attr.sparse_tensors:
+                    yield from sparse(tensor)
+
+    def in_graph(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:  # this graph's own, not its bodies'
+        yield from graph.initializer
+        for tensor in graph.sparse_initializer:
+            yield from sparse(tensor)
+        yield from in_attributes(graph.node)
+
+    for graph in (model.graph, *nested_graphs(model.graph)):
+        yield from in_graph(graph)
+    for function in model.functions:  # a function is no graph: its nodes, then the bodies they hold
+        yield from in_attributes(function.node)
+        for node in function.node:
+            for sub in subgraphs(node):
+                for graph in (sub, *nested_graphs(sub)):
+                    yield from in_graph(graph)
 
 
 def _check_location(tensor: onnx.TensorProto, folder: Path, path: Path) -> None:
@@ -265,7 +296,7 @@ def ort_refusal(err: Exception, feeds: dict) -> DataError | None:
         return None
     shapes = ", ".join(f"{name}={'x'.join(map(str, getattr(v, 'shape', ()))) or 'scalar'}" for name, v in feeds.items())
     reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(err).splitlines()[0] if str(err) else "")
-    return DataError(f"onnxruntime cannot run the model on inputs {shapes} (give other shapes with --input-shape): "
+    return DataError(f"onnxruntime cannot run the model on inputs {shapes} (give other shapes with {arg('input_shapes')}): "
                      f"{reason}")
 
 
@@ -288,9 +319,9 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool = False,
         raise OutputError(f"output {path}: {folder} is not a folder")
     for source in inputs:
         if path.exists() and Path(source).exists() and os.path.samefile(source, path) and not overwrite:
-            raise OutputError(f"output {path} is the input file; pass --overwrite to replace it")
+            raise OutputError(f"output {path} is the input file; pass {arg('overwrite')} to replace it")
     if path.exists() and not overwrite:
-        raise OutputError(f"output {path} already exists; pass --overwrite to replace it")
+        raise OutputError(f"output {path} already exists; pass {arg('overwrite')} to replace it")
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
     except OSError as err:

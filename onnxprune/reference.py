@@ -16,7 +16,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-from .twin.tensors import sparse_to_dense
+from .graph.constants import sparse_to_dense
 
 
 def _wide(array: np.ndarray, name: str) -> onnx.TensorProto:

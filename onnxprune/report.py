@@ -12,12 +12,12 @@ from typing import Any, Mapping
 
 import torch
 
+from .graph import attr, roles
+
 SPARSITY_NOTE = (
     "Unstructured sparsity buys a smaller file, not a faster onnxruntime session: onnxruntime densifies "
     "sparse initializers at load, so memory and speed match the dense model. Use --format dense for "
     "tools that ignore sparse initializers.")
-
-MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass
@@ -176,33 +176,32 @@ def _weight_macs(node, inputs, out_numel: int) -> int | None:
     if node.op_type == "ConvTranspose":  # each input element scatters into Cout/group * kernel outputs
         return math.prod(x) * math.prod(w[1:])
     if node.op_type == "Gemm":
-        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-        return out_numel * (x[0] if trans_a else x[-1])
+        return out_numel * (x[0] if attr(node, "transA", 0) else x[-1])
     return out_numel * x[-1]  # MatMul: the contraction is A's last dim
 
 
 def _node_shapes(twin, feeds) -> dict[str, tuple[Any, list, tuple]]:
-    program, saved, seen = twin.program, [], {}
-    for i, step in enumerate(program.steps):
-        if step.node.op_type not in MAC_OPS:
-            continue
-        key = step.node.name or step.node.output[0]
+    """(node, input shapes, first output shape) of every top-level MAC-counting node, from one run."""
+    seen = {}
 
-        def wrapped(*args, _fn=step.fn, _key=key, _node=step.node):
+    def recording(step):
+        if not roles.counts_macs(step.node.op_type):
+            return None
+
+        def run(*args, _fn=step.fn, _node=step.node):
             result = _fn(*args)
             first = result[0] if isinstance(result, tuple) else result
-            seen[_key] = (_node, [tuple(a.shape) if isinstance(a, torch.Tensor) else None for a in args],
-                          tuple(first.shape))
+            seen[_node.name or _node.output[0]] = (
+                _node, [tuple(a.shape) if isinstance(a, torch.Tensor) else None for a in args], tuple(first.shape))
             return result
+        return run
 
-        saved.append((i, step.fn))
-        step.fn = wrapped
     was_training = twin.training
     twin.eval()  # a train-mode run would update BatchNorm running statistics
     try:
-        twin.run(feeds)
+        with twin.overridden(recording, nested=False):
+            twin.run(feeds)
     finally:
-        program.restore(saved)
         twin.train(was_training)
     return seen
 

@@ -16,10 +16,11 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from .twin.sources import declare_as_inputs
-from .twin.tensors import FLOAT_TYPES, sparse_to_dense, to_numpy
+from .choices import FORMATS
+from .graph.constants import sparse_to_dense
+from .graph.rewrite import declare_as_inputs
+from .twin.tensors import FLOAT_TYPES, to_numpy
 
-FORMATS = ("auto", "sparse", "dense")
 INDEX_BYTES = 8  # one int64 linear index per stored value
 
 
@@ -35,37 +36,6 @@ def to_sparse(array: np.ndarray, name: str) -> onnx.SparseTensorProto:
     indices = np.flatnonzero(flat).astype(np.int64)  # -0.0 counts as zero, NaN as non-zero
     values = numpy_helper.from_array(flat[indices], name)
     return helper.make_sparse_tensor(values, numpy_helper.from_array(indices), list(array.shape))
-
-
-def stored_tensors(graph: onnx.GraphProto) -> dict[str, tuple[str, np.ndarray]]:
-    """Top-level constants by name: (storage, value), storage "dense" | "sparse" (initializers) or
-    "node" (a Constant, or a ConstantOfShape of an initializer shape)."""
-    out: dict[str, tuple[str, np.ndarray]] = {}
-    for tensor in graph.initializer:
-        out[tensor.name] = ("dense", numpy_helper.to_array(tensor))
-    for sparse in graph.sparse_initializer:
-        out[sparse.values.name] = ("sparse", sparse_to_dense(sparse))
-    for node in graph.node:
-        value = _node_value(node, out)
-        if value is not None:
-            out[node.output[0]] = ("node", value)
-    return out
-
-
-def _node_value(node: onnx.NodeProto, known: dict) -> np.ndarray | None:
-    attrs = {a.name: a for a in node.attribute}
-    if node.op_type == "Constant" and len(attrs) == 1:
-        (name, attr), = attrs.items()
-        if name == "value":
-            return numpy_helper.to_array(attr.t)
-        if name == "sparse_value":
-            return sparse_to_dense(attr.sparse_tensor)
-        if name in ("value_float", "value_floats"):
-            return np.asarray(helper.get_attribute_value(attr), dtype=np.float32)
-    if node.op_type == "ConstantOfShape" and node.input and node.input[0] in known:
-        fill = numpy_helper.to_array(attrs["value"].t).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
-        return np.full(tuple(int(d) for d in known[node.input[0]][1]), fill[0], dtype=fill.dtype)
-    return None
 
 
 def write_back(model: onnx.ModelProto, tensors: Mapping[str, np.ndarray], *, fmt: str = "auto") -> onnx.ModelProto:
@@ -160,11 +130,9 @@ def _elem_type(kind: str, item) -> int | None:
 
 
 def _dims(kind: str, item, array: np.ndarray) -> tuple[int, ...]:
-    if kind == "dense":
+    if kind in ("dense", "sparse"):
         return tuple(item.dims)
-    if kind == "sparse":
-        return tuple(item.dims)
-    return array.shape  # a node's output shape is what the twin computed
+    return array.shape  # a Constant node's output shape is what the twin computed
 
 
 def _as_stored(array: np.ndarray, elem_type: int | None, dims: tuple[int, ...], name: str) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Networks as ONNX twins, the random data SNIP/GraSP get here, per-layer mask statistics, and the
 outputs (CSV + PNG under docs/figures). Every experiment goes through the public engine API
-(`onnxprune.prune.prune_twin`) on an exported ONNX file, as a user's model would.
+(`onnxprune.pruning.prune_twin`) on an exported ONNX file, as a user's model would.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def compressions(start: float, stop: float, step: float) -> list[float]:
 
 # ----- networks --------------------------------------------------------------------------------------
 def prunable_total(twin: Twin) -> int:
-    from onnxprune.prune import prunable_tensors
+    from onnxprune.pruning import prunable_tensors
 
     return sum(twin.parameter(name).numel() for name in prunable_tensors(twin))
 
@@ -96,7 +96,7 @@ def clear_masks(twin: Twin) -> None:
 
 def prune(twin: Twin, method: str, compression: float, **kwargs):
     """prune_twin at `compression` (density 10**-c) on the dense twin; returns the PruneResult."""
-    from onnxprune.prune import prune_twin  # late: the engine may not exist when plotting only
+    from onnxprune.pruning import prune_twin  # late: the engine may not exist when plotting only
 
     clear_masks(twin)
     return prune_twin(twin, method=method, density=10.0 ** -compression, **kwargs)
@@ -110,7 +110,7 @@ def disconnected(twin: Twin) -> bool:
     is 0. (Exact here: biases, BN shifts and running means are 0 at initialization, so nothing but
     paths feeds the output.) A fully pruned layer inside a residual branch does not disconnect.
     """
-    from onnxprune.prune import score
+    from onnxprune.pruning import score
 
     return all(float(s.sum()) == 0.0 for s in score(twin, "synflow", precision=torch.float64).values())
 

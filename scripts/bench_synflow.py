@@ -1,6 +1,7 @@
 """Benchmark: onnxprune's SynFlow loop vs a plain re-implementation of the reference loop.
 
-Model: torchvision resnet18 (num_classes=10) at 3x32x32, seeded init. The reference runs on the native
+Model: torchvision resnet18 (num_classes=10) at 3x32x32, seeded init. The reference
+(tests/synflow_reference.py, the loop the tests check the twin against) runs on the native
 torchvision module the way the Synaptic-Flow code does (every parameter and buffer made non-negative,
 eval mode, all-ones input, masks multiplied into the weights, a kthvalue over ALL scores every
 iteration, `score <= threshold` pruned), in float64 like onnxprune's default. onnxprune runs on the
@@ -17,7 +18,6 @@ total - int((1 - density) * total) (111721 here), onnxprune exactly round(total 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -25,43 +25,15 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # synflow_reference.py, the reference loop the tests check against
+sys.path.insert(0, str(ROOT))
 
 from models.torch_nets import export  # noqa: E402
-from onnxprune.prune import prune_twin  # noqa: E402
+from onnxprune.pruning import prune_twin  # noqa: E402
 from onnxprune.twin import Twin  # noqa: E402
-
-
-def reference_synflow(model: nn.Module, shape, density: float, iterations: int) -> dict[str, torch.Tensor]:
-    """The Synaptic-Flow loop (Pruners/pruners.py SynFlow + prune.py prune_loop), in float64."""
-    model = copy.deepcopy(model).double().eval()
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            tensor.abs_()
-    prunable = {n: m.weight for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    masks = {n: torch.ones_like(w) for n, w in prunable.items()}
-    x = torch.ones((1, *shape), dtype=torch.float64)
-    for k in range(1, iterations + 1):
-        with torch.no_grad():
-            for n, w in prunable.items():
-                w.mul_(masks[n])  # the masked layer's weight * mask (masks only ever shrink)
-        model.zero_grad()
-        model(x).sum().backward()
-        scores = {n: (w.grad * w).detach().abs() for n, w in prunable.items()}
-        flat = torch.cat([s.reshape(-1) for s in scores.values()])
-        kth = int((1.0 - density ** (k / iterations)) * flat.numel())
-        if kth >= 1:
-            threshold = torch.kthvalue(flat, kth).values
-            masks = {n: (s > threshold).to(torch.float64) for n, s in scores.items()}
-    return {f"{n}.weight": m.bool() for n, m in masks.items()}
-
-
-def jaccard(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    inter = sum(int((a[n] & b[n]).sum()) for n in a)
-    union = sum(int((a[n] | b[n]).sum()) for n in a)
-    return inter / union if union else 1.0
+from synflow_reference import jaccard, reference_synflow  # noqa: E402
 
 
 def main() -> None:
@@ -88,7 +60,7 @@ def main() -> None:
         ours_times.append(time.perf_counter() - start)
         ours_cpu.append(time.process_time() - cpu)
         start, cpu = time.perf_counter(), time.process_time()
-        ref = reference_synflow(model, shape, density, args.iterations)
+        ref, _ = reference_synflow(model, shape, density, args.iterations)
         ref_times.append(time.perf_counter() - start)
         ref_cpu.append(time.process_time() - cpu)
         print(f"run {len(ref_times)}: onnxprune {ours_times[-1]:.2f} s, reference {ref_times[-1]:.2f} s", flush=True)

@@ -26,8 +26,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.torch_nets import AttentionStack, export  # noqa: E402
-from onnxprune.prune import prunable_tensors, prune_twin  # noqa: E402
-from onnxprune.prune.scorers import SynFlow  # noqa: E402
+from onnxprune.pruning import prunable_tensors, prune_twin  # noqa: E402
+from onnxprune.pruning.scorers import SynFlow  # noqa: E402
 from onnxprune.twin import Twin  # noqa: E402
 
 

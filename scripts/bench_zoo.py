@@ -1,10 +1,11 @@
 """SynFlow speed and memory on torchvision models: a plain reference loop vs onnxprune vs the CLI.
 
 For each model (torchvision, weights=None, never downloaded; seeded init) and device:
-- reference: the Synaptic-Flow loop re-implemented on the native torch model: every parameter and
-  buffer made non-negative (signs restored after each scoring pass), eval mode, an all-ones input of
-  batch 1, R = sum of outputs, score |θ·∂R/∂θ| of Conv/Linear weights, exponential schedule, a
-  kthvalue over all scores each iteration with `score <= threshold` pruned, float64;
+- reference: the Synaptic-Flow loop re-implemented on the native torch model (tests/synflow_reference.py,
+  the loop the tests check the twin against): every parameter and buffer made non-negative (signs
+  restored after each scoring pass), eval mode, an all-ones input of batch 1, R = sum of outputs,
+  score |θ·∂R/∂θ| of Conv/Linear weights, exponential schedule, a kthvalue over all scores each
+  iteration with `score <= threshold` pruned, float64;
 - onnxprune: `prune_twin` (method synflow, float64) on the twin of the exported ONNX file;
 - cli: `onnxprune prune model.onnx --compression C -o out.onnx --iterations N --device D`, end to end
   (process start, imports, load, twin, pruning, write-back, save; its peak is host RSS on any device).
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # synflow_reference.py, the reference loop the tests check against
 sys.path.insert(0, str(ROOT))
 
 FIGURES = ROOT / "docs" / "figures"
@@ -47,40 +49,6 @@ def torchvision_model(name: str, num_classes: int, seed: int):
 
     torch.manual_seed(seed)  # the same init for the native model and the exported file
     return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-
-
-def reference_synflow(model, shape, density: float, iterations: int, device: str) -> int:
-    """The Synaptic-Flow prune loop for SynFlow, written plainly; returns the number of weights kept."""
-    import torch
-    from torch import nn
-
-    model = model.to(device=device, dtype=torch.float64).eval()
-    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    masks = [torch.ones_like(w) for w in weights]
-    x = torch.ones(shape, dtype=torch.float64, device=device)
-    for k in range(1, iterations + 1):
-        state = model.state_dict()  # params and buffers (BN statistics too), sharing storage
-        with torch.no_grad():
-            signs = {name: torch.sign(t) for name, t in state.items()}
-            for t in state.values():
-                t.abs_()
-        model.zero_grad()
-        torch.sum(model(x)).backward()
-        scores = [(w.grad * w).detach().abs() for w in weights]
-        with torch.no_grad():
-            for name, t in state.items():
-                t.mul_(signs[name])
-        flat = torch.cat([s.flatten() for s in scores])
-        n_prune = int((1.0 - density ** (k / iterations)) * flat.numel())
-        if n_prune >= 1:
-            threshold = torch.kthvalue(flat, n_prune).values
-            for mask, score in zip(masks, scores):
-                mask.copy_((score > threshold).to(mask.dtype))
-        del flat, scores
-        with torch.no_grad():
-            for w, mask in zip(weights, masks):
-                w.mul_(mask)
-    return int(sum(m.sum() for m in masks))
 
 
 def _peak_mb(device: str) -> float:
@@ -115,15 +83,20 @@ def worker(args) -> dict:
     import torchvision  # noqa: F401 (imports before the baseline: the job's own memory is peak - base)
 
     from onnxprune.io import load_model
-    from onnxprune.prune import prune_twin
+    from onnxprune.pruning import prune_twin
     from onnxprune.twin import Twin
+
+    from synflow_reference import reference_synflow
 
     base = _peak_mb("cpu")
     if args.worker == "reference":
         model = torchvision_model(args.model, args.num_classes, args.seed)
         _sync(args.device)
         start = time.perf_counter()
-        kept = reference_synflow(model, (1, 3, args.size, args.size), density, args.iterations, args.device)
+        # copy=False: converts `model` itself, so the peak holds one model, not the float32 original too
+        masks, _ = reference_synflow(model, (3, args.size, args.size), density, args.iterations,
+                                     device=args.device, copy=False)
+        kept = int(sum(m.sum() for m in masks.values()))
         _sync(args.device)
     else:
         twin = Twin(load_model(args.onnx)).to(args.device)

@@ -59,7 +59,7 @@ def options():
 
 def engine_scores(twin: Twin, method: str, batches) -> dict[str, torch.Tensor]:
     """One scoring pass of the engine's scorer at full density: {prunable tensor: score}."""
-    from onnxprune.prune import score
+    from onnxprune.pruning import score
 
     clear_masks(twin)
     options = {"batches": batches} if method in DATA_METHODS else {}

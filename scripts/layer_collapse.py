@@ -20,7 +20,7 @@ from _common import (COLORS, CIFAR_SHAPE, LABELS, NETWORKS, Timer, cifar_twin, c
                      critical_compression, disconnected, feasible, log, max_safe_compression, parser, plt,
                      prunable_total, prune, random_batches, rows_per_network, save_figure, set_threads,
                      write_csv)
-from onnxprune.prune import score, select_masks
+from onnxprune.pruning import score, select_masks
 
 METHODS = ("rand", "mag", "snip", "grasp", "synflow")
 DATA_METHODS = {"snip", "grasp"}

@@ -114,7 +114,7 @@ class Pruner:
     def _one_shot_scores(self) -> np.ndarray:
         """What prune_channels' single iteration computes: the engine's weight scores on the dense
         twin (same seed, float64), summed per channel."""
-        from onnxprune.prune import prunable_tensors, score
+        from onnxprune.pruning import prunable_tensors, score
         from onnxprune.structured.score import channel_scores
 
         clear_masks(self.twin)
@@ -149,7 +149,7 @@ class Pruner:
 
     def connected(self, removed: np.ndarray) -> bool:
         """An input-output path of kept weights is left (the removed channels masked on the twin)."""
-        from onnxprune.prune import prunable_tensors
+        from onnxprune.pruning import prunable_tensors
         from onnxprune.structured.score import masks
 
         clear_masks(self.twin)

@@ -26,7 +26,7 @@ from models.torch_nets import LeNet5
 from onnxprune.cli import main
 from onnxprune.errors import ScoringError
 from onnxprune.io import save_model
-from onnxprune.writeback import stored_tensors
+from onnxprune.graph.constants import stored_tensors
 
 EXE = Path(sys.executable).parent / "onnxprune"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"

@@ -1,4 +1,5 @@
-"""The twin against onnx's backend node test cases (numpy references), through scripts/conformance.py.
+"""The twin against onnx's backend node test cases (numpy references), through tests/conformance_cases.py
+(and its command-line runner scripts/conformance.py, run as a command).
 
 The whole suite (1,884 cases) runs in-process, once in float32 and once (what passed) in float64 mode:
 generating the cases takes about 5 s of CPU and each run about 5 s on one thread; the file ~20 s of CPU.
@@ -6,7 +7,6 @@ generating the cases takes about 5 s of CPU and each run about 5 s on one thread
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +16,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from conformance_cases import load_cases, run_all
 from onnxprune.errors import UnsupportedOpError
 from onnxprune.twin import Twin
 
@@ -42,30 +43,17 @@ MODEL_CRITICAL = (
 FLOAT64_ROUNDING = ("DynamicQuantizeLinear",)
 
 
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("conformance", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is built
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def cases():
+    return load_cases()
 
 
 @pytest.fixture(scope="module")
-def runner():
-    return _load_runner()
-
-
-@pytest.fixture(scope="module")
-def cases(runner):
-    return runner.load_cases()
-
-
-@pytest.fixture(scope="module")
-def outcomes(runner, cases):
+def outcomes(cases):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return runner.run_all(cases)
+        return run_all(cases)
     finally:
         torch.set_num_threads(threads)
 
@@ -87,23 +75,24 @@ def test_model_critical_op_passes_every_case(outcomes, op):
     assert not failing, "\n".join(failing)
 
 
-def test_float64_mode_passes_what_float32_passes(runner, cases, outcomes):
+def test_float64_mode_passes_what_float32_passes(cases, outcomes):
     # Ops that create float tensors (Constant, ConstantOfShape, Range, windows, EyeLike, ...) must follow
     # the twin's precision: in float64 mode every float output is float64 and matches the reference.
     passing = {o.name for o in outcomes if o.passed}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        again = runner.run_all([c for c in cases if c.name in passing], torch.float64)
+        again = run_all([c for c in cases if c.name in passing], torch.float64)
     finally:
         torch.set_num_threads(threads)
     broken = [f"{o.name}: {o.reason}" for o in again if not o.passed and o.op not in FLOAT64_ROUNDING]
     assert not broken, "\n".join(broken)
 
 
-def test_script_prints_table_and_totals(runner, cases, capsys):
-    assert runner.main(["--op", "Relu"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+def test_script_prints_table_and_totals(cases):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--op", "Relu"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
     assert lines[0].split() == ["op", "passed", "attempted", "total"]
     rows = [line.split() for line in lines[1:] if line and not line.startswith("total:")]
     assert [row[0] for row in rows] == ["Relu"]

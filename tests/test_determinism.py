@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.fuzz import cnn
+from fuzzing import cnn
 
 EXE = Path(sys.executable).parent / "onnxprune"
 VOLATILE = {"seconds", "scoring_seconds", "seconds_per_iteration", "forward_backward_seconds", "output", "input"}  # timings; paths (hashes compared apart)

@@ -25,7 +25,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from scripts.fuzz import contract_problems, mlp, cnn, snapshot
+from fuzzing import contract_problems, mlp, cnn, snapshot
 
 EXE = Path(sys.executable).parent / "onnxprune"
 

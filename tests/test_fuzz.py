@@ -1,4 +1,4 @@
-"""Fuzzing `onnxprune prune` with mutated small models (issue 6); the machinery is scripts/fuzz.py.
+"""Fuzzing `onnxprune prune` with mutated small models (issue 6); the machinery is tests/fuzzing.py.
 
 Hypothesis draws a base model (a Gemm MLP or a small Conv/BN net), one to three mutations (flipped
 bytes, truncation, dropped nodes, changed dims / attributes / types / opsets, removed initializers,
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scripts.fuzz import BASES, DEEP, MUTATORS, draw, fuzz_case, run_subprocess
+from fuzzing import BASES, DEEP, MUTATORS, draw, fuzz_case, run_subprocess
 
 mutations = st.one_of(
     st.lists(st.sampled_from(sorted(MUTATORS)), min_size=1, max_size=3),

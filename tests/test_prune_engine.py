@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.torch_nets import VGG, LeNet5, export, kaiming_init
 from onnxprune.errors import OnnxPruneError, ScoringError
-from onnxprune.prune import (METHODS, PruneResult, keep_schedule, prunable_tensors, prune_twin, score,
+from onnxprune.pruning import (METHODS, PruneResult, keep_schedule, prunable_tensors, prune_twin, score,
                               select_masks)
 from onnxprune.twin import Twin
 

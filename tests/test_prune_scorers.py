@@ -13,7 +13,7 @@ from torch import nn
 
 from models.torch_nets import VGG, LeNet5, export, kaiming_init, randomize_batchnorm
 from onnxprune.errors import OnnxPruneError
-from onnxprune.prune import METHODS, prunable_tensors, prune_twin, score, select_masks
+from onnxprune.pruning import METHODS, prunable_tensors, prune_twin, score, select_masks
 from onnxprune.twin import Twin
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"

@@ -7,17 +7,15 @@ import copy
 import io
 import warnings
 
-import numpy as np
 import onnx
 import pytest
 import torch
 from torch import nn
 
 from models.torch_nets import VGG, ResNet20, export, kaiming_init, randomize_batchnorm
-from onnxprune.prune import prune_twin, score
+from onnxprune.pruning import prune_twin, score
 from onnxprune.twin import Twin
-
-ONNX_BN_EPS = float(np.float32(1e-5))  # ONNX stores BatchNormalization.epsilon as a float32 attribute
+from synflow_reference import jaccard, reference_copy, reference_synflow  # the reference algorithm
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,60 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-# ----- the reference algorithm ----------------------------------------------------------------------
-def reference_copy(model: nn.Module) -> nn.Module:
-    """The reference recipe's model: float64, eval, |every parameter and buffer|, and BatchNorm's
-    epsilon at the float32 value the ONNX file holds (see reference_synflow)."""
-    model = copy.deepcopy(model).double().eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps = ONNX_BN_EPS
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            tensor.abs_()
-    return model
-
-
-def reference_synflow(model: nn.Module, shape, density: float, iterations: int):
-    """SynFlow as the paper and its code (Synaptic-Flow: Pruners/pruners.py, prune.py) define it,
-    written here on the native torch module, independently of onnxprune.
-
-    Every parameter and buffer made non-negative, eval mode, all-ones input of batch 1, float64,
-    scores |θ ⊙ ∂R/∂θ| with R the sum of the output, exponential schedule, and each iteration a
-    kthvalue threshold over ALL scores (pruned ones score 0) with `score <= threshold` pruned.
-
-    One deliberate alignment: BatchNorm's epsilon is set to the float32 value the ONNX file holds
-    (1e-5 is not a float32). The two nets are then the same function and score bit for bit alike.
-    With torch's exact 1e-5 the scores differ by ~2e-12 relative; on these nets the masks measured
-    the same either way, but a near-tie flipped early would be amplified by the iterations.
-    """
-    model = reference_copy(model)
-    weights = {f"{n}.weight": m.weight for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    masks = {n: torch.ones_like(w) for n, w in weights.items()}
-    x = torch.ones((1, *shape), dtype=torch.float64)
-    ties = 0
-    for k in range(1, iterations + 1):
-        with torch.no_grad():
-            for n, w in weights.items():
-                w.mul_(masks[n])  # the masked layer's weight (masks only shrink, so in place is the same)
-        model.zero_grad()
-        model(x).sum().backward()
-        scores = {n: (w.grad * w).detach().abs() for n, w in weights.items()}
-        flat = torch.cat([s.reshape(-1) for s in scores.values()])
-        prune = int((1.0 - density ** (k / iterations)) * flat.numel())
-        if prune >= 1:
-            threshold = torch.kthvalue(flat, prune).values
-            masks = {n: (s > threshold).double() for n, s in scores.items()}
-            ties = int((flat == threshold).sum()) - 1  # entries pruned beyond the count by `<=`
-    return {n: m.bool() for n, m in masks.items()}, ties
-
-
-def jaccard(a, b) -> float:
-    inter = sum(int((a[n] & b[n]).sum()) for n in a)
-    union = sum(int((a[n] | b[n]).sum()) for n in a)
-    return inter / union
 
 
 NETS = {

@@ -21,7 +21,7 @@ from torch import nn
 import onnxprune
 from onnxprune.errors import QuantizedModelError
 from onnxprune.io import save_model
-from onnxprune.prune.inputs import index_bounds, integer_input, ones_feeds
+from onnxprune.pruning.inputs import index_bounds, integer_input, ones_feeds
 from onnxprune.twin import InputSpec
 
 EXE = Path(sys.executable).parent / "onnxprune"
@@ -178,7 +178,7 @@ def test_recurrent_weights_are_pruned(cell, tmp_path):
 
 
 def test_gradients_reach_recurrent_weights(tmp_path):
-    from onnxprune.prune import score
+    from onnxprune.pruning import score
 
     torch.manual_seed(0)
     path = tmp_path / "lstm.onnx"

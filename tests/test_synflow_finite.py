@@ -11,9 +11,9 @@ from torch import nn
 
 import onnxprune
 from models.torch_nets import AttentionStack, export, kaiming_init
-from onnxprune.prune import prunable_tensors, score
-from onnxprune.prune.linearize import renormalized
-from onnxprune.prune.scorers import SynFlow
+from onnxprune.pruning import prunable_tensors, score
+from onnxprune.pruning.linearize import renormalized
+from onnxprune.pruning.scorers import SynFlow
 from onnxprune.twin import Twin
 
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from models.torch_nets import export, kaiming_init
-from onnxprune.prune import prune_twin
-from onnxprune.prune import score
+from onnxprune.pruning import prune_twin
+from onnxprune.pruning import score
 from onnxprune.twin import Twin
 
 

@@ -28,7 +28,8 @@ from onnxprune.train.data import load_dataset
 from onnxprune.train.loop import TrainConfig, Trainer
 from onnxprune.train.params import freeze_constants, masks_from_zeros
 from onnxprune.twin.module import Twin
-from onnxprune.writeback import stored_tensors, write_back
+from onnxprune.graph.constants import stored_tensors
+from onnxprune.writeback import write_back
 from test_data import write_npz
 
 SHAPE = (1, 12, 12)

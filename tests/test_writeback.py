@@ -12,7 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from models.torch_nets import LeNet5, ResNet20, kaiming_init, export
 from onnxprune.io import load_model, save_model
 from onnxprune.twin import Twin
-from onnxprune.writeback import stored_tensors, twin_tensors, write_back
+from onnxprune.graph.constants import stored_tensors
+from onnxprune.writeback import twin_tensors, write_back
 
 
 def random_masks(twin: Twin, density: float, seed: int = 0) -> dict[str, torch.Tensor]:

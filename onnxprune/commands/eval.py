@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .. import choices
 from ..train import DATASETS
 
 
@@ -22,7 +23,7 @@ from ..train import DATASETS
 @click.option("--workers", type=click.IntRange(min=0), help="Data-loading processes [0 for npz, else up to 4].")
 @click.option("--normalize/--no-normalize", default=True, show_default=True,
               help="Normalize as training did (off when the graph normalizes itself).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(choices.DEVICES), default="auto", show_default=True,
               help="onnxruntime's CUDA provider when present (auto), or CPU.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the result as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --report file.")

@@ -21,8 +21,8 @@ def describe(model: onnx.ModelProto) -> dict[str, Any]:
     """Layers (every Conv/ConvTranspose/Gemm/MatMul weight and bias source), storage, totals, op counts."""
     import numpy as np
 
-    from ..twin.sources import weight_uses
-    from ..writeback import stored_tensors
+    from ..graph import weight_uses
+    from ..graph.constants import stored_tensors
 
     stored = stored_tensors(model.graph)
     uses: dict[str, list] = {}

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
+from .. import choices
 from ..errors import OnnxPruneError
-
-METHODS = ("synflow", "mag", "rand", "snip", "grasp", "loss", "gradnorm")  # the engine's METHODS, for --help
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -65,25 +64,25 @@ def progress_bar(console, enabled: bool):
 @click.option("--sparsity", type=float, help="Fraction of prunable weights removed, in [0, 1).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [MODEL.pruned.onnx].")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing output (even the input file).")
-@click.option("-m", "--method", type=click.Choice(METHODS), default="synflow", show_default=True)
+@click.option("-m", "--method", type=click.Choice(choices.METHODS), default="synflow", show_default=True)
 @click.option("-n", "--iterations", type=click.IntRange(min=1), help="Pruning rounds [synflow 100, others 1].")
-@click.option("--schedule", type=click.Choice(["exponential", "linear"]), default="exponential", show_default=True)
-@click.option("--scope", type=click.Choice(["global", "local"]), default="global", show_default=True,
+@click.option("--schedule", type=click.Choice(choices.SCHEDULES), default="exponential", show_default=True)
+@click.option("--scope", type=click.Choice(choices.SCOPES), default="global", show_default=True,
               help="Rank scores across all layers, or keep the same density in each layer.")
 @click.option("--prune-bias", is_flag=True, help="Prune Conv/Gemm biases too.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Concrete shape of an input (repeatable); needed when a non-batch dim is symbolic.")
 @click.option("--data", type=click.Path(path_type=Path),
-              help="An .npz with x_train / y_train, for data-driven methods (snip, grasp, loss, gradnorm).")
+              help=f"An .npz with x_train / y_train, for data-driven methods ({', '.join(choices.DATA_METHODS)}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batch size of --data.")
 @click.option("--data-batches", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many batches of --data each scoring pass sees.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "sparse", "dense"]), default="auto", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(choices.FORMATS), default="auto", show_default=True,
               help="Pruned tensors as sparse initializers, dense with zeros, or whichever is smaller.")
-@click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+@click.option("--precision", type=click.Choice(choices.PRECISIONS), default="float64", show_default=True,
               help="Precision of scoring (float32 overflows SynFlow on deep nets).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(choices.DEVICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Keep tensors matching GLOB dense (repeatable).")
 @click.option("--min-layer-density", type=click.FloatRange(0, 1), default=0.0, show_default=True,
@@ -91,7 +90,7 @@ def progress_bar(console, enabled: bool):
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON report here.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a per-layer density chart (PNG).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
-@click.option("--structure", type=click.Choice(["weight", "channel"]), default="weight", show_default=True,
+@click.option("--structure", type=click.Choice(choices.STRUCTURES), default="weight", show_default=True,
               help="Prune single weights (sparse file) or whole channels (dense, smaller, faster graph).")
 @click.option("--macs", type=float, help="With --structure channel: fraction of Conv/Gemm/MatMul MACs kept.")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .. import choices
 from ..errors import OnnxPruneError
 from ..train import DATASETS, OPTIMIZER_NAMES
 
@@ -51,7 +52,7 @@ def default_output(model: Path) -> Path:
 @click.option("--normalize/--no-normalize", default=True, show_default=True,
               help="Subtract the dataset's mean, divide by its std (off when the graph normalizes itself).")
 @click.option("--test-batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["auto", "sparse", "dense"]), default="auto", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(choices.FORMATS), default="auto", show_default=True,
               help="Pruned tensors as sparse initializers, dense with zeros, or whichever is smaller.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="JSON: per-epoch train loss/accuracy and test loss/accuracy.")

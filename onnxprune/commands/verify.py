@@ -66,8 +66,9 @@ def compare_with_ort(path: Path, model: onnx.ModelProto, *, input_shapes=None, s
     the same random inputs; max |diff| per output, and a second opinion where it exceeds the tolerance."""
     import torch
 
-    from ..api import example_feeds, resolve_shapes
+    from ..api import example_feeds
     from ..io import ort_refusal, ort_session
+    from ..pruning.inputs import resolve_shapes
     from ..twin import Twin
 
     twin = Twin(model, dtype=torch.float64).eval()
@@ -170,8 +171,8 @@ def _reference_float64(path: Path, feeds: dict[str, np.ndarray]):
 
 def compare_with_reference(pruned: onnx.ModelProto, original: onnx.ModelProto) -> ReferenceCheck:
     """The pruned model must be the original with some weight entries set to zero, nothing else."""
-    from ..twin.sources import weight_uses
-    from ..writeback import stored_tensors
+    from ..graph import weight_uses
+    from ..graph.constants import stored_tensors
 
     check = ReferenceCheck()
     for what, a, b in (("IR version", pruned.ir_version, original.ir_version),

@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import onnx
 
-from ..errors import OnnxPruneError
+from ..choices import SCOPES
+from ..errors import OnnxPruneError, arg
 from .groups import ChannelGraph, analyze
 from .rewrite import rewrite, zeroed
 from .score import channel_scores, masks
@@ -63,8 +64,8 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     objective, fraction = _target(density, compression, sparsity, macs)
     cg = analyze(model, input_shapes)
     _exclude(cg, exclude)
-    if scope not in ("global", "local"):
-        raise OnnxPruneError(f"scope must be global or local, not {scope!r}")
+    if scope not in SCOPES:
+        raise OnnxPruneError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
     removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
                                min_layer_density, input_shapes, batches, precision, seed, progress)
     removed = round_layers(cg, removed, scores, round_to)
@@ -81,9 +82,10 @@ def _target(density, compression, sparsity, macs) -> tuple[str, float]:
     if macs is None:
         return "weights", target_density(compression, density, sparsity)
     if any(v is not None for v in (density, compression, sparsity)):
-        raise OnnxPruneError("give exactly one of --macs, --compression, --density, --sparsity")
+        names = ", ".join(arg(name) for name in ("macs", "compression", "density", "sparsity"))
+        raise OnnxPruneError(f"give exactly one of {names}")
     if not 0.0 < macs <= 1.0 or not np.isfinite(macs):
-        raise OnnxPruneError(f"--macs must be in (0, 1] (the fraction of MACs kept), not {macs}")
+        raise OnnxPruneError(f"{arg('macs')} must be in (0, 1] (the fraction of MACs kept), not {macs}")
     return "macs", float(macs)
 
 
@@ -99,9 +101,9 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
     import torch
 
     from ..api import PRECISIONS
-    from ..prune.loop import schedule_fraction
-    from ..prune.scorers import score, scorer
-    from ..prune.targets import prunable_tensors
+    from ..pruning.loop import schedule_fraction
+    from ..pruning.scorers import score, scorer
+    from ..pruning.targets import prunable_tensors
     from ..twin import Twin
 
     n = iterations or scorer(method).default_iterations

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import DataError, OnnxPruneError
+from ..choices import DATA_METHODS
+from ..errors import OnnxPruneError
 
 
 def run_channel_pruning(*, model: Path, compression, density, sparsity, output, overwrite, method, iterations,
@@ -20,15 +21,14 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured).
     --format and --device do not apply (the output is dense; scoring runs on the CPU)."""
     from .. import io
-    from ..api import DATA_METHODS
+    from ..api import check_data
     from ..commands.prune import default_output, parse_input_shape
     from . import prune_channels
 
     for flag, given in (("--plot", plot_path is not None), ("--prune-bias", prune_bias)):
         if given:
             raise OnnxPruneError(f"{flag} does not apply to --structure channel")
-    if method in DATA_METHODS and data is None:
-        raise DataError(f"method {method} scores weights on data: give --data PATH.npz")
+    check_data(method, data)  # the weight-level command's rule and messages
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
     if report_path is not None:

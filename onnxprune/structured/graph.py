@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from ..graph import GraphFacts
+from ..graph.constants import tensor_constants
 
 # Ops through which a constant keeps its identity on the way to a weight slot (paddle2onnx Identity,
 # mixed precision Cast, jax2onnx / tf2onnx Transpose); the axis map follows the Transpose.
@@ -79,20 +81,10 @@ class Analysis:
 
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]):
         self.model, self.graph, self.shapes = model, model.graph, shapes
-        self.nodes = list(self.graph.node)
-        self.producers = {out: (i, n) for i, n in enumerate(self.nodes) for out in n.output if out}
-        self.readers: dict[str, list[tuple[int, int]]] = {}
-        for i, node in enumerate(self.nodes):
-            for slot, name in enumerate(node.input):
-                if name:
-                    self.readers.setdefault(name, []).append((i, slot))
-        self.consts = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
-        for node in self.nodes:
-            if node.op_type == "Constant":
-                for a in node.attribute:
-                    if a.name == "value":
-                        self.consts[node.output[0]] = numpy_helper.to_array(a.t)
-        self.outputs = {o.name for o in self.graph.output}
+        self.facts = GraphFacts(self.graph)
+        self.nodes, self.readers = self.facts.nodes, self.facts.readers
+        self.consts = tensor_constants(self.graph)  # only these can be resized in place
+        self.outputs = set(self.facts.outputs)
         self.labels: dict[str, Label] = {}
         self.parent: list[int] = []
         self.frozen: dict[int, str] = {}  # element -> reason
@@ -142,10 +134,10 @@ class Analysis:
         perm = None
         seen = set()
         while name not in self.consts:
-            if name in seen or name not in self.producers:
+            node = self.facts.producer(name)
+            if name in seen or node is None:
                 return None
             seen.add(name)
-            node = self.producers[name][1]
             if node.op_type not in CONST_PASS:
                 return None
             if node.op_type == "Transpose":
@@ -158,7 +150,7 @@ class Analysis:
         """The constant behind `name` through ops that keep its flat order; None if computed."""
         seen = set()
         while name not in self.consts:
-            node = self.producers.get(name, (None, None))[1]
+            node = self.facts.producer(name)
             if node is None or node.op_type not in FLAT_PASS or name in seen:
                 return None
             seen.add(name)

@@ -13,6 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import OnnxPruneError
+from ..graph.constants import tensor_constants
 from .groups import ChannelGraph
 
 
@@ -31,7 +32,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
         raise OnnxPruneError("a frozen channel cannot be removed")
     kept = kept_positions(cg, removed)
     arrays: dict[str, np.ndarray] = {}
-    consts = _constants(cg.model.graph)
+    consts = tensor_constants(cg.model.graph)
     for (name, axis), keep in sorted(kept.items()):
         arrays[name] = np.compress(keep, arrays.get(name, consts[name]), axis=axis)
     for fix in cg.fixes:
@@ -50,7 +51,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
 
 def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     """The original model with the removed channels' parameters set to zero (the exactness reference)."""
-    consts = _constants(cg.model.graph)
+    consts = tensor_constants(cg.model.graph)
     arrays: dict[str, np.ndarray] = {}
     for s in cg.slices:
         if s.role == "param":
@@ -64,16 +65,6 @@ def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     model.CopyFrom(cg.model)
     _store(model.graph, arrays)
     return model
-
-
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    arrays[node.output[0]] = numpy_helper.to_array(a.t)
-    return arrays
 
 
 def _store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:

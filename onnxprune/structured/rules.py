@@ -291,11 +291,13 @@ def _shape_entry(a: Analysis, i: int, pos: int) -> tuple[int, int, int, int] | N
     value = a.value(name)
     if value is not None:
         return int(value.ravel()[pos]), i, 1, pos
-    while name in a.producers and a.producers[name][1].op_type == "Cast" and len(a.readers.get(name, [])) == 1:
-        name = a.producers[name][1].input[0]  # tf2onnx casts the shape to int64 after the Concat
-    if name not in a.producers or len(a.readers.get(name, [])) != 1 or name in a.outputs:
+    producer = a.facts.producer
+    while (cast := producer(name)) is not None and cast.op_type == "Cast" and len(a.readers.get(name, [])) == 1:
+        name = cast.input[0]  # tf2onnx casts the shape to int64 after the Concat
+    if producer(name) is None or len(a.readers.get(name, [])) != 1 or name in a.outputs:
         return None
-    index, node = a.producers[name]
+    index = a.facts.producers[name]
+    node = a.nodes[index]
     if node.op_type != "Concat":
         return None
     offset = 0

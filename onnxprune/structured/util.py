@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import onnx
-from onnx import helper
 
-
-def attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
+from ..graph import attr  # noqa: F401  (the rule modules' attribute reader)
 
 
 def input_at(node: onnx.NodeProto, slot: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import OnnxPruneError
+from ..errors import OnnxPruneError, arg
 
 VERSION = 1
 
@@ -60,5 +60,5 @@ class Checkpoint:
         differ = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
         if differ:
             raise OnnxPruneError(f"{self.path} belongs to another run ({', '.join(differ)} differ); "
-                                 "delete it or pass another --checkpoint")
+                                 f"delete it or pass another {arg('checkpoint')}")
         return payload

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import OnnxPruneError
+from ..errors import OnnxPruneError, arg
 
 
 @dataclass
@@ -75,7 +75,7 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
         raise OnnxPruneError(f"unknown device '{request}' (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise OnnxPruneError("--device cuda: no CUDA device is available")
+            raise OnnxPruneError(f"{arg('device')} cuda: no CUDA device is available")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

@@ -15,15 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..twin.sources import constant_names, trace_source
-
-AFFINE_SLOTS = {
-    "BatchNormalization": (1, 2),
-    "LayerNormalization": (1, 2),
-    "InstanceNormalization": (1, 2),
-    "GroupNormalization": (1, 2),
-    "PRelu": (1,),
-}
+from ..graph import roles
 
 
 def masks_from_zeros(twin) -> tuple[int, int]:
@@ -41,15 +33,7 @@ def masks_from_zeros(twin) -> tuple[int, int]:
 
 
 def _named_trainables(twin) -> set[str]:
-    graph = twin.model.graph
-    constants = constant_names(graph)
-    producers = {out: node for node in graph.node for out in node.output}
-    names = {use.source for use in twin.weight_uses}
-    for node in graph.node:
-        for slot in AFFINE_SLOTS.get(node.op_type, ()):
-            if slot < len(node.input) and node.input[slot]:
-                names.add(trace_source(node.input[slot], producers, constants))
-    return names
+    return {use.source for use in twin.weight_uses} | twin.facts.sources_with_role(*roles.AFFINE)
 
 
 def freeze_constants(twin, probe: torch.Tensor) -> list[str]:

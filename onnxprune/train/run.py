@@ -10,7 +10,8 @@ from typing import Callable
 import onnx
 import torch
 
-from ..errors import DataError, OnnxPruneError
+from ..errors import DataError, OnnxPruneError, arg
+from ..graph import roles
 from ..io import load_model, save_model, write_json
 from ..twin.module import Twin
 from .checkpoint import Checkpoint, file_hash
@@ -21,7 +22,6 @@ from .params import freeze_constants, masks_from_zeros
 from .progress import Reporter
 from .untie import untie
 
-NORM_OPS = {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LRN"}
 # Below this many weight layers a network trains fine without normalization (LeNet-5 has 5).
 DEEP = 6
 KEEP_BN_HINT = ("export with BatchNorm kept: torch.onnx.export(model, x, path, dynamo=False, "
@@ -58,13 +58,13 @@ class TrainResult:
     main: bool = True  # rank 0 (the process that writes and prints)
 
 
-def _output_kind(model: onnx.ModelProto) -> str:
-    producer = {o: n for n in model.graph.node for o in n.output}.get(model.graph.output[0].name)
+def _output_kind(twin: Twin) -> str:
+    producer = twin.facts.producer(twin.output_names[0])
     return {"Softmax": "probs", "LogSoftmax": "log_probs"}.get(producer.op_type if producer else "", "logits")
 
 
-def _normalization_warning(model: onnx.ModelProto, twin: Twin) -> str | None:
-    if any(n.op_type in NORM_OPS for n in model.graph.node):
+def _normalization_warning(twin: Twin) -> str | None:
+    if any(roles.normalizes(n.op_type) for n in twin.facts.nodes):
         return None
     layers = len({u.node for u in twin.weight_uses if u.role == "weight"})
     if layers < DEEP:
@@ -111,7 +111,7 @@ def _prepare(req: TrainRequest, warn):
         warn(note)
     twin = Twin(tied.model)
     kept, total = masks_from_zeros(twin)
-    if note := _normalization_warning(tied.model, twin):
+    if note := _normalization_warning(twin):
         warn(note)
     if len(twin.inputs) != 1:
         raise DataError(f"the model has {len(twin.inputs)} inputs ({', '.join(twin.input_names)}); "
@@ -148,7 +148,7 @@ def _probe(twin: Twin, train_set, per_process: int, device) -> torch.Tensor:
             raise
         name = twin.inputs[0].name
         raise DataError(f"model input '{name}' has a fixed batch dimension of {fixed} and the graph does not "
-                        f"run at batch {n} ({err}); train with --batch-size {fixed} (per process), or "
+                        f"run at batch {n} ({err}); train with {arg('batch_size')} {fixed} (per process), or "
                         f"re-export with a dynamic batch (torch.onnx.export(..., dynamic_axes={{'{name}': "
                         "{0: 'batch'}}))") from None
     return probe
@@ -170,7 +170,7 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     cfg = req.config
     torch.manual_seed(cfg.seed)
     if cfg.batch_size < info.world:
-        raise OnnxPruneError(f"--batch-size {cfg.batch_size} is smaller than the {info.world} processes")
+        raise OnnxPruneError(f"{arg('batch_size')} {cfg.batch_size} is smaller than the {info.world} processes")
     tied, twin, kept, total = _prepare(req, warn)
     train_set, test_set = _datasets(req, twin.inputs[0])
     frozen = _fit_to_data(twin, train_set, req, device, info.world)
@@ -178,7 +178,7 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         cfg = replace(cfg, test_batch_size=fixed)  # the graph runs only at its fixed batch
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
     reporter = Reporter(quiet=req.quiet, enabled=info.main)
-    trainer = Trainer(twin, train_set, test_set, cfg, device, info, Objective(_output_kind(tied.model)),
+    trainer = Trainer(twin, train_set, test_set, cfg, device, info, Objective(_output_kind(twin)),
                       reporter, checkpoint)
     payload = checkpoint.load() if checkpoint and req.resume else None
     if payload is not None:

@@ -5,8 +5,8 @@ equal at export time and feeds the others through Identity nodes: a fresh BatchN
 ones) then reads the first BN's gamma, every running_mean and beta one zero tensor, and equal zero
 biases of same-sized layers one bias. The file still computes the same function, but training it as
 written would share those tensors: the BN update of running_var would overwrite a gamma, and biases
-would be trained as one. So before training, each BatchNormalization input (scale, bias, mean, var) and
-each Conv/ConvTranspose/Gemm bias whose source tensor also feeds another slot gets its own initializer:
+would be trained as one. So before training, each input whose role is a bias, a normalization's scale
+or shift, or a statistic (roles.OWNED) and whose source tensor also feeds another slot gets its own initializer:
 an Identity output becomes an initializer of the same name (the original tensor's name, as the exporter
 kept it), a directly shared initializer a copy named `<name>__<node>_<slot>`. Weights (Conv/Gemm/MatMul
 slot "weight") are left shared: equal random weights do not happen by chance, so a shared weight is
@@ -15,24 +15,13 @@ meant to be shared.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..twin.sources import PASS_THROUGH, constant_names, trace_source
-from ..twin.tensors import sparse_to_dense
-
-# op -> input slots that must not share a tensor with anything else during training.
-OWN_SLOTS = {
-    "BatchNormalization": (1, 2, 3, 4),
-    "Conv": (2,),
-    "ConvTranspose": (2,),
-    "Gemm": (2,),
-}
-STAT_SLOTS = {"BatchNormalization": (3, 4)}
+from ..graph import GraphFacts, roles
 
 
 @dataclass
@@ -42,37 +31,9 @@ class UntieResult:
     shared_stats: list[str] = field(default_factory=list)  # BN statistics still shared (not untieable)
 
 
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    values.update({t.values.name: sparse_to_dense(t) for t in graph.sparse_initializer})
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
-def _uses(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
-    """source constant -> the (node index, slot) pairs reading it, through pass-through chains."""
-    constants = constant_names(graph)
-    producers = {out: node for node in graph.node for out in node.output}
-    uses: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for i, node in enumerate(graph.node):
-        for slot, name in enumerate(node.input):
-            if not name or (node.op_type in PASS_THROUGH and slot == 0):
-                continue  # a pass-through node is part of a chain, not a use
-            source = trace_source(name, producers, constants)
-            if source is not None:
-                uses[source].append((i, slot))
-    for out in graph.output:
-        source = trace_source(out.name, producers, constants)
-        if source is not None:
-            uses[source].append((-1, 0))
-    return uses
-
-
-def _identity_chain(name: str, producers: dict[str, onnx.NodeProto], source: str) -> bool:
+def _identity_chain(name: str, facts: GraphFacts, source: str) -> bool:
     while name != source:
-        node = producers.get(name)
+        node = facts.producer(name)
         if node is None or node.op_type != "Identity":
             return False
         name = node.input[0]
@@ -80,31 +41,31 @@ def _identity_chain(name: str, producers: dict[str, onnx.NodeProto], source: str
 
 
 def untie(model: onnx.ModelProto) -> UntieResult:
-    """A copy of `model` where training-owned slots (OWN_SLOTS) no longer share tensors."""
+    """A copy of `model` where training-owned slots (roles.OWNED) no longer share tensors."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    values = _constant_values(graph)
-    uses = _uses(graph)
-    producers = {out: node for node in graph.node for out in node.output}
+    facts = GraphFacts(graph)
+    values = facts.constant_values()
+    uses = facts.constant_reads()
     result = UntieResult(model)
     materialize: dict[str, str] = {}  # new initializer name -> source
     kept_direct: set[str] = set()
     for i, node in enumerate(graph.node):
-        for slot in OWN_SLOTS.get(node.op_type, ()):
-            if slot >= len(node.input) or not node.input[slot]:
+        for slot, role in roles.slots(node.op_type).items():
+            if role not in roles.OWNED or slot >= len(node.input) or not node.input[slot]:
                 continue
             name = node.input[slot]
-            source = trace_source(name, producers, set(values))
+            source = facts.source(name)
             if source is None or len(uses.get(source, ())) < 2:
                 continue
-            if name != source and _identity_chain(name, producers, source):
+            if name != source and _identity_chain(name, facts, source):
                 materialize[name] = source
             elif name == source and source not in kept_direct:
                 kept_direct.add(source)  # the first direct reader keeps the original
             elif name == source:
                 node.input[slot] = f"{source}__{node.name or node.output[0]}_{slot}"
                 materialize[node.input[slot]] = source
-            elif slot in STAT_SLOTS.get(node.op_type, ()):
+            elif role == roles.STAT:
                 result.shared_stats.append(name)
     _apply(graph, materialize, values)
     result.untied = sorted(materialize)

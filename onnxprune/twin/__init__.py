@@ -2,6 +2,6 @@
 
 from .module import InputSpec, Twin
 from .registry import register, supported_ops
-from .sources import WeightUse, weight_uses
+from ..graph import WeightUse, weight_uses
 
 __all__ = ["InputSpec", "Twin", "WeightUse", "register", "supported_ops", "weight_uses"]

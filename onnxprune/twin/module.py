@@ -15,19 +15,15 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 
 from ..errors import InvalidModelError, UnsupportedOpError
 from . import ops  # noqa: F401  (registers every handler)
 from .context import Context
-from .program import GraphProgram, opset_of
+from .program import GraphProgram, Step, opset_of
 from .registry import describe
-from .sources import WeightUse, constant_names, weight_uses
-from .tensors import FLOAT_TYPES, ONNX_TYPES, sparse_to_dense, to_numpy, to_torch
-
-# Inputs of BatchNormalization that are statistics, not trainable parameters (kept as buffers).
-STAT_SLOTS = {"BatchNormalization": (3, 4)}
+from ..graph import GraphFacts, WeightUse, roles
+from .tensors import FLOAT_TYPES, ONNX_TYPES, to_torch
 
 
 @dataclass(frozen=True)
@@ -57,21 +53,19 @@ def _tensor_type(tp: onnx.TypeProto) -> onnx.TypeProto.Tensor:
     return tp.tensor_type
 
 
-def _fold_constants(graph: onnx.GraphProto, ctx: Context) -> tuple[dict[str, np.ndarray], set[str]]:
-    """Initializers (dense and sparse) plus Constant / ConstantOfShape outputs, as numpy arrays."""
-    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    arrays.update({t.values.name: sparse_to_dense(t) for t in graph.sparse_initializer})
+def _fold_constants(facts: GraphFacts, ctx: Context) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Initializers (dense and sparse) plus Constant / ConstantOfShape outputs, as numpy arrays, and
+    the names computed by nodes (those nodes leave the program)."""
+    arrays = facts.constant_values()
     folded = set()
-    foldable = constant_names(graph)
-    for node in graph.node:
-        if node.output and node.output[0] in foldable and node.output[0] not in arrays:
-            program = GraphProgram([node], [node.output[0]], set(arrays), ctx)
-            env = {name: to_torch(arrays[name]) for name in node.input if name}
-            try:
-                arrays[node.output[0]] = to_numpy(program.run(env)[0])
-            except TypeError as err:  # a string constant: nothing in the twin could compute with it
-                raise UnsupportedOpError(f"unsupported {describe(node, opset_of(node, ctx.opsets))}: {err}") from None
-            folded.add(node.output[0])
+    for node in facts.nodes:
+        out = node.output[0] if node.output else ""
+        if node.op_type not in ("Constant", "ConstantOfShape") or out not in facts.constants:
+            continue
+        if out not in arrays:  # a string Constant (or a malformed node): no torch form to compute with
+            raise UnsupportedOpError(f"unsupported {describe(node, opset_of(node, ctx.opsets))}: "
+                                     "string values have no torch equivalent")
+        folded.add(out)
     return arrays, folded
 
 
@@ -86,10 +80,11 @@ class Twin(nn.Module):
         self.model = model
         self.ctx = Context(float_dtype=dtype, opsets={
             ("" if o.domain in ("", "ai.onnx") else o.domain): o.version for o in model.opset_import})
-        arrays, folded = _fold_constants(graph, self.ctx)
-        self.weight_uses: list[WeightUse] = weight_uses(graph)
+        self.facts = GraphFacts(graph)  # roles, producers, constants: read once, shared by every stage
+        arrays, folded = _fold_constants(self.facts, self.ctx)
+        self.weight_uses: list[WeightUse] = self.facts.weight_uses
         sources = {use.source for use in self.weight_uses}
-        stats = {n.input[i] for n in graph.node for i in STAT_SLOTS.get(n.op_type, ()) if i < len(n.input)}
+        stats = self.facts.slot_inputs(roles.STAT)  # BatchNorm statistics are buffers, not parameters
         self.elem_types: dict[str, int] = {}
         self._params = nn.ParameterList()
         self._param_index: dict[str, int] = {}
@@ -188,17 +183,27 @@ class Twin(nn.Module):
             self.set_precision(before)
 
     @contextlib.contextmanager
-    def replaced_ops(self, handlers: Mapping[str, Callable[..., Any]]) -> Iterator["Twin"]:
+    def overridden(self, change: Callable[[Step], Callable[..., Any] | None], *,
+                   nested: bool = True) -> Iterator["Twin"]:
+        """Run with some nodes' handlers changed for a while, then put back (SynFlow's linearization,
+        the MAC counter). `change(step)` returns a callable taking the node's inputs positionally (it
+        may wrap `step.fn`, the handler in force) or None to keep the step as it is; `nested` reaches
+        If / Loop / Scan bodies. Overrides stack: each exit undoes its own, last in, first out."""
+        saved = self.program.override(change, nested)
+        try:
+            yield self
+        finally:
+            self.program.restore(saved)
+
+    def replaced_ops(self, handlers: Mapping[str, Callable[..., Any]]):
         """Run with other handlers for some op types (e.g. SynFlow's linearization), then restore.
 
         A replacement takes the node's inputs positionally and may declare any of the node's
         attributes as keyword-only arguments, like a registered handler.
         """
-        saved = self.program.rebind(dict(handlers))
-        try:
-            yield self
-        finally:
-            self.program.restore(saved)
+        program = self.program
+        return self.overridden(lambda step: program.bind(step.node, handlers[step.node.op_type])
+                               if step.node.op_type in handlers else None)
 
     def train(self, mode: bool = True) -> "Twin":
         super().train(mode)

@@ -16,7 +16,8 @@ from onnx import numpy_helper
 
 from ..errors import InvalidModelError
 from . import registry
-from .tensors import sparse_to_dense, to_torch
+from ..graph.constants import sparse_to_dense
+from .tensors import to_torch
 
 
 @dataclass
@@ -106,25 +107,27 @@ class GraphProgram:
             step.drop = tuple(n for n in uses if n and n not in seen)
             seen.update(uses)
 
-    def rebind(self, overrides: dict[str, Callable[..., Any]]) -> list[tuple[Any, Callable[..., Any]]]:
-        """Swap handlers of the given op types, in subgraphs (If/Loop/Scan bodies) too.
-
-        Returns what `restore` needs: (index of a step of this program, or a nested Step, old handler).
-        """
-        saved: list[tuple[Any, Callable[..., Any]]] = []
-        for i, step in enumerate(self.steps):
-            fn = overrides.get(step.node.op_type)
+    def override(self, change: Callable[[Step], Callable[..., Any] | None], nested: bool) -> list[tuple[Step, Any]]:
+        """Give each step the handler `change(step)` returns (None: keep it), in subgraphs (If / Loop /
+        Scan bodies) too when `nested`; returns the (step, old handler) pairs `restore` puts back."""
+        saved: list[tuple[Step, Any]] = []
+        for step in self.steps:
+            fn = change(step)
             if fn is not None:
-                saved.append((i, step.fn))
-                step.fn = self._step(step.node, fn).fn
-            for sub in step.subgraphs:
-                saved += [(sub.program.steps[j] if isinstance(j, int) else j, old)
-                          for j, old in sub.program.rebind(overrides)]
+                saved.append((step, step.fn))
+                step.fn = fn
+            for sub in step.subgraphs if nested else ():
+                saved += sub.program.override(change, nested)
         return saved
 
-    def restore(self, saved: list[tuple[Any, Callable[..., Any]]]) -> None:
-        for key, fn in saved:
-            (self.steps[key] if isinstance(key, int) else key).fn = fn
+    @staticmethod
+    def restore(saved: list[tuple[Step, Any]]) -> None:
+        for step, fn in reversed(saved):  # last in, first out: a step changed twice gets its first back
+            step.fn = fn
+
+    def bind(self, node: onnx.NodeProto, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """`handler` bound to `node`'s attributes as a registered handler would be."""
+        return self._step(node, handler).fn
 
     def run(self, env: dict[str, Any]) -> list[Any]:
         """Run every step over `env` (mutated) and return the graph outputs in order."""

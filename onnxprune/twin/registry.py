@@ -77,7 +77,7 @@ def decode_attribute(attr: onnx.AttributeProto) -> Any:
     if isinstance(value, onnx.TensorProto):
         return numpy_helper.to_array(value)
     if isinstance(value, onnx.SparseTensorProto):
-        from .tensors import sparse_to_dense
+        from ..graph.constants import sparse_to_dense
 
         return sparse_to_dense(value)
     return value

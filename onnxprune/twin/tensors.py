@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 # ONNX element type -> torch dtype, for the types torch can hold.
 TORCH_DTYPES: dict[int, torch.dtype] = {
@@ -47,18 +46,6 @@ _ML_FLOAT8 = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e4m3fnuz": torch.flo
               "float8_e8m0fnu": torch.float8_e8m0fnu}
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 ONNX_TYPES = {v: k for k, v in TORCH_DTYPES.items()}
-
-
-def sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
-    """Densify a SparseTensorProto (linear [NNZ] or coordinate [NNZ, rank] int64 indices)."""
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
-    shape = tuple(sparse.dims)
-    dense = np.zeros(int(np.prod(shape)), dtype=values.dtype)
-    if indices.ndim == 2:
-        indices = np.ravel_multi_index(tuple(indices.T), shape) if indices.size else indices.reshape(-1)
-    dense[indices] = values
-    return dense.reshape(shape)
 
 
 def to_torch(array: np.ndarray) -> torch.Tensor:

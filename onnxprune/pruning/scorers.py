@@ -31,7 +31,9 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..errors import ScoringError
+from .. import choices
+from ..errors import ScoringError, arg
+from ..graph import roles
 from ..twin import Twin
 from .alive import Alive
 from .inputs import batch_loss, float_outputs, materialize, ones_feeds
@@ -160,7 +162,7 @@ def _finite(scores: list[torch.Tensor], method: str, precision: torch.dtype) -> 
     """Scores unchanged, or ScoringError on inf/nan (one float64 sum per tensor: a single pass)."""
     if not all(bool(torch.isfinite(s.sum(dtype=torch.float64))) for s in scores):
         dtype = str(precision).replace("torch.", "")
-        hint = "; score in float64 (--precision float64; precision=torch.float64)" if precision != torch.float64 else ""
+        hint = f"; score in float64 ({arg('precision')} float64)" if precision != torch.float64 else ""
         raise ScoringError(f"{method} scores are not finite (inf or nan) in {dtype}{hint}")
     return scores
 
@@ -291,7 +293,7 @@ class SynFlow(Scorer):
                 self.renormalized = True
                 r, grads = self._forward_backward()
         if not grads:
-            hint = ("it overflows: score in float64 (--precision float64; precision=torch.float64)"
+            hint = (f"it overflows: score in float64 ({arg('precision')} float64)"
                     if self.precision != torch.float64 else "the weights hold inf/nan")
             raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}: "
                                f"{hint}")
@@ -325,24 +327,26 @@ class SynFlow(Scorer):
 
 def _batchnorm_statistics(twin: Twin) -> set[str]:
     """Names of BatchNormalization running means and variances (made non-negative like parameters)."""
-    names = set()
-    for step in twin.program.steps:
-        if step.node.op_type == "BatchNormalization":
-            names.update(step.node.input[3:5])
-    return names
+    return twin.facts.slot_inputs(roles.STAT)
 
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in
                                     (SynFlow, Magnitude, Random, SNIP, GraSP, LossPreservation,
                                      GradNormPreservation)}
-METHODS = tuple(SCORERS)
+METHODS = choices.METHODS
+DATA_METHODS = tuple(name for name, cls in SCORERS.items() if cls.needs_data)  # scored on (inputs, labels)
+# choices.py holds torch-free copies for the CLI; a scorer added or renamed here must be named there too.
+if tuple(SCORERS) != METHODS or DATA_METHODS != choices.DATA_METHODS:
+    raise ImportError(f"onnxprune.choices disagrees with the scorers: METHODS {choices.METHODS} vs {tuple(SCORERS)}, "
+                      f"DATA_METHODS {choices.DATA_METHODS} vs {DATA_METHODS}")
 
 
 def scorer(method: str) -> type[Scorer]:
+    """The scorer class of `method`: the one place a method name is checked."""
     try:
         return SCORERS[method]
-    except KeyError:
-        raise ScoringError(f"unknown method '{method}' (choose from {', '.join(METHODS)})") from None
+    except (KeyError, TypeError):  # TypeError: an unhashable value
+        raise ScoringError(f"unknown {arg('method')} {method!r} (choose from {', '.join(METHODS)})") from None
 
 
 def score(twin: Twin, method: str, names: Sequence[str] | None = None, **options: Any) -> dict[str, torch.Tensor]:

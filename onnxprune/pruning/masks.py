@@ -16,10 +16,9 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ScoringError
+from ..choices import SCOPES
+from ..errors import ScoringError, arg
 from .fastpath import flatnonzero
-
-SCOPES = ("global", "local")
 
 # Above this many scores, the pruning threshold is bracketed from a sample first (see `lowest`).
 _SAMPLED_ABOVE = 1 << 18
@@ -142,7 +141,7 @@ def select_pruned(scores: torch.Tensor, lengths: Sequence[int], keep: int, scope
         parts = [lowest(seg, c - q) + off for seg, c, q, off in zip(segments, counts, quota, offsets)]
         return torch.cat(parts) if parts else scores.new_empty(0, dtype=torch.long)
     if scope != "global":
-        raise ScoringError(f"unknown scope '{scope}' (choose from {', '.join(SCOPES)})")
+        raise ScoringError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
     if sum(floors) > keep:
         raise ScoringError(f"the per-tensor minimum needs {sum(floors)} weights but only {keep} are kept")
     for seg, floor, c in zip(segments, floors, counts):

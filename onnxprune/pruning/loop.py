@@ -16,14 +16,13 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from ..errors import ScoringError
+from ..choices import SCHEDULES, SCOPES
+from ..errors import ScoringError, arg
 from ..twin import Twin
 from .alive import Alive
-from .masks import SCOPES, select_pruned
-from .scorers import METHODS, scorer
+from .masks import select_pruned
+from .scorers import scorer
 from .targets import prunable_tensors
-
-SCHEDULES = ("exponential", "linear")
 
 
 @dataclass
@@ -46,7 +45,7 @@ class PruneResult:
 def schedule_fraction(density: float, k: int, iterations: int, schedule: str = "exponential") -> float:
     """Fraction kept after iteration k of N: density**(k/N) (exponential) or 1 - (1-density)·k/N (linear)."""
     if schedule not in SCHEDULES:
-        raise ScoringError(f"unknown schedule '{schedule}' (choose from {', '.join(SCHEDULES)})")
+        raise ScoringError(f"unknown {arg('schedule')} {schedule!r} (choose from {', '.join(SCHEDULES)})")
     t = k / iterations
     return density ** t if schedule == "exponential" else 1.0 - (1.0 - density) * t
 
@@ -67,17 +66,16 @@ def keep_schedule(total: int, density: float, iterations: int, schedule: str = "
 
 
 def _check(method: str, density: float, iterations: int | None, scope: str, min_layer_density: float) -> int:
-    if method not in METHODS:
-        raise ScoringError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    default_iterations = scorer(method).default_iterations  # checks the method name
     if not 0.0 <= density <= 1.0 or math.isnan(density):
-        raise ScoringError(f"density must be in [0, 1] (the fraction kept), got {density}")
+        raise ScoringError(f"{arg('density')} must be in [0, 1] (the fraction kept), got {density}")
     if scope not in SCOPES:
-        raise ScoringError(f"unknown scope '{scope}' (choose from {', '.join(SCOPES)})")
+        raise ScoringError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
     if not 0.0 <= min_layer_density <= 1.0:
-        raise ScoringError(f"min_layer_density must be in [0, 1], got {min_layer_density}")
-    n = scorer(method).default_iterations if iterations is None else int(iterations)
+        raise ScoringError(f"{arg('min_layer_density')} must be in [0, 1], got {min_layer_density}")
+    n = default_iterations if iterations is None else int(iterations)
     if n < 1:
-        raise ScoringError(f"iterations must be at least 1, got {iterations}")
+        raise ScoringError(f"{arg('iterations')} must be at least 1, got {iterations}")
     return n
 
 
@@ -131,7 +129,7 @@ def _plan(twin: Twin, density: float, n_iter: int, schedule: str, prune_bias: bo
                            f"weights, ask for a density of at most {now:.4g}")
     floors = [min(math.ceil(round(min_layer_density * n, 9)), c) for n, c in zip(sizes, alive.counts)]
     if sum(floors) > counts[-1]:
-        raise ScoringError(f"min_layer_density {min_layer_density} needs {sum(floors)} weights but density "
+        raise ScoringError(f"{arg('min_layer_density')} {min_layer_density} needs {sum(floors)} weights but density "
                            f"{density} keeps {counts[-1]}")
     return _Plan(names, sizes, shapes, counts, floors, alive)
 

@@ -11,27 +11,72 @@ import torch.nn.functional as F
 import onnx
 from onnx import helper
 
-from ..errors import DataError, ScoringError
+from ..errors import DataError, ScoringError, arg
 from ..twin import Twin
 from ..twin.tensors import FLOAT_TYPES, torch_dtype
 
 
-def _shape(spec, input_shapes: Mapping[str, Any]) -> tuple[int, ...]:
-    """The spec's shape with a symbolic batch (first) dim set to 1; other symbolic dims must be given."""
-    if spec.name in input_shapes:
-        return tuple(int(d) for d in input_shapes[spec.name])
+def resolve_shapes(twin: Twin, input_shapes: Mapping[str, Any] | None = None, *, strict: bool = True,
+                   names: Iterable[str] | None = None) -> dict[str, tuple[int, ...]] | None:
+    """Concrete shape per graph input (of `names`, default all), the one rule for every made-up feed.
+
+    A given shape must name a graph input and fit the declared one: same rank, every fixed dim equal
+    (onnxruntime would refuse it, and torch might read a missing batch dim as unbatched). An input not
+    given keeps its declared shape with a symbolic batch (first) dim set to 1; any other symbolic dim,
+    or an undeclared rank, needs `input_shapes`: an error (strict), or None for the whole mapping.
+    """
+    given = dict(input_shapes or {})
+    unknown = sorted(set(given) - set(twin.input_names))
+    if unknown:
+        raise ScoringError(f"{arg('input_shapes')} names unknown input(s) {unknown}; the model's inputs are "
+                           f"{twin.input_names}")
+    wanted = None if names is None else set(names)
+    shapes = {}
+    for spec in twin.inputs:
+        if wanted is not None and spec.name not in wanted:
+            continue
+        if spec.name in given:
+            shapes[spec.name] = _fits_declared(spec, tuple(int(d) for d in given[spec.name]))
+            continue
+        missing = _missing_dim(spec)
+        if missing is not None:
+            if not strict:
+                return None
+            raise ScoringError(f"{missing}: give its shape with {arg('input_shapes')}")
+        shapes[spec.name] = tuple(d if _fixed(d) else 1 for d in spec.shape)
+    return shapes
+
+
+def _fixed(dim) -> bool:
+    return isinstance(dim, int) and dim > 0  # a dim_param, an unnamed dim (None) or 0 is symbolic
+
+
+def _shown(shape) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def _missing_dim(spec) -> str | None:
+    """What keeps the declared shape from being made concrete (only a batch dim may be set to 1)."""
     if spec.shape is None:
-        raise ScoringError(f"input '{spec.name}' has no declared shape: give its shape (--input-shape; input_shapes in the API)")
-    dims = []
-    for axis, dim in enumerate(spec.shape):
-        if isinstance(dim, int) and dim > 0:
-            dims.append(dim)
-        elif axis == 0:
-            dims.append(1)
-        else:
-            raise ScoringError(f"input '{spec.name}' has symbolic dim {axis} ('{dim}'): give its shape "
-                               f"(--input-shape; input_shapes in the API)")
-    return tuple(dims)
+        return f"input '{spec.name}' has no declared shape"
+    for axis, dim in enumerate(spec.shape[1:], start=1):
+        if not _fixed(dim):
+            return f"input '{spec.name}' has symbolic dim {axis} ('{dim}') in {_shown(spec.shape)}"
+    return None
+
+
+def _fits_declared(spec, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if spec.shape is None:
+        return shape
+    given, declared = _shown(shape), _shown(spec.shape)
+    if len(shape) != len(spec.shape):
+        raise ScoringError(f"the shape {given} given for input '{spec.name}' ({arg('input_shapes')}) has rank "
+                           f"{len(shape)}; the input is {declared} (rank {len(spec.shape)})")
+    for axis, (d, g) in enumerate(zip(spec.shape, shape)):
+        if _fixed(d) and d != g:
+            raise ScoringError(f"the shape {given} given for input '{spec.name}' ({arg('input_shapes')}) does not "
+                               f"fit: dim {axis} is fixed to {d} ({declared})")
+    return shape
 
 
 # Ops through which an integer input keeps being the same indices (cast, reshaped, unsqueezed).
@@ -104,20 +149,21 @@ def ones_feeds(twin: Twin, input_shapes: Mapping[str, Any] | None = None,
     """
     input_shapes, input_values = input_shapes or {}, input_values or {}
     bounds = index_bounds(twin)
-    feeds = {}
-    for spec in twin.inputs:
-        if spec.name in input_values:
-            feeds[spec.name] = torch.as_tensor(input_values[spec.name], device=device)
-            continue
+    made_up = [spec for spec in twin.inputs if spec.name not in input_values]
+    for spec in made_up:
         token = spec.name in bounds or MASK_NAMES.search(spec.name) or ZERO_NAMES.search(spec.name)
-        static = spec.shape is not None and all(isinstance(d, int) and d > 0 for d in spec.shape)
+        static = spec.shape is not None and all(_fixed(d) for d in spec.shape)
         if spec.elem_type not in FLOAT_TYPES and spec.name not in input_shapes and not token and not static:
             kind = helper.tensor_dtype_to_string(spec.elem_type)
-            raise ScoringError(f"input '{spec.name}' is {kind}: SynFlow has no all-ones value for it: "
-                               f"give its shape to score with zeros (--input-shape {spec.name}=...; input_values / "
-                               f"input_shapes in the API)")
-        shape = _shape(spec, input_shapes)
-        if spec.elem_type in FLOAT_TYPES:
+            raise ScoringError(f"input '{spec.name}' is {kind}: SynFlow has no all-ones value for it: give its "
+                               f"shape with {arg('input_shapes')} to score with zeros")
+    shapes = resolve_shapes(twin, input_shapes, names=[spec.name for spec in made_up])
+    feeds = {}
+    for spec in twin.inputs:
+        shape = shapes.get(spec.name)
+        if shape is None:
+            feeds[spec.name] = torch.as_tensor(input_values[spec.name], device=device)
+        elif spec.elem_type in FLOAT_TYPES:
             feeds[spec.name] = torch.ones(shape, dtype=twin.ctx.dtype(spec.elem_type), device=device)
         else:
             feeds[spec.name] = integer_input(spec, shape, bounds.get(spec.name), device=device)

@@ -93,22 +93,18 @@ HANDLERS = {
 
 
 class _Graph:
-    """Producer / consumer lookups over the twin's resolved steps."""
+    """Pattern questions over the twin's graph facts (producers, consumers, constants)."""
 
     def __init__(self, twin: Twin):
+        self.facts = twin.facts
         self.constants = set(twin.elem_types)
-        self.producer = {out: step.node for step in twin.program.steps for out in step.outputs}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for step in twin.program.steps:
-            for name in step.inputs:
-                self.consumers.setdefault(name, []).append(step.node)
 
     def root(self, name: str, budget: int = _MAX_CHAIN) -> str:
         """The value `name` is a scaled / shifted / powered copy of (itself if none); `budget` bounds
         how many nodes back it looks."""
         while budget > 0:
             budget -= 1
-            node = self.producer.get(name)
+            node = self.facts.producer(name)
             if node is None:
                 return name
             if node.op_type in _UNARY_SAME:
@@ -126,7 +122,7 @@ class _Graph:
         """The other operand of the Mul that `node`'s output gates (through constant scalings), or None."""
         value = node.output[0]
         for _ in range(_MAX_CHAIN):
-            users = self.consumers.get(value, [])
+            users = self.facts.consumers(value)
             if len(users) != 1 or users[0].op_type not in _SCALING[:4]:
                 return None
             user = users[0]
@@ -157,13 +153,13 @@ class _Graph:
                     continue
                 if self.root(name) == target:
                     return node, slot
-                if name in self.producer:
-                    pending.append(self.producer[name])
+                if (producer := self.facts.producer(name)) is not None:
+                    pending.append(producer)
         return None
 
     def is_centering(self, node: onnx.NodeProto) -> bool:
         """Sub(x, ReduceMean(x)): the centering of a LayerNorm written out (opset < 17 exports)."""
-        mean = self.producer.get(node.input[1])
+        mean = self.facts.producer(node.input[1])
         return mean is not None and mean.op_type == "ReduceMean" and mean.input[0] == node.input[0]
 
     def is_std_scaling(self, node: onnx.NodeProto) -> bool:
@@ -171,7 +167,7 @@ class _Graph:
         LayerNorm written out."""
         a, pending = node.input[0], [node.input[1]]
         for _ in range(_MAX_CHAIN):
-            nodes = [self.producer[n] for n in pending if n in self.producer]
+            nodes = [p for p in map(self.facts.producer, pending) if p is not None]
             for n in nodes:
                 if n.op_type == "ReduceMean" and self.root(n.input[0]) == self.root(a):
                     return True
@@ -235,31 +231,32 @@ def _node_override(graph: _Graph, node: onnx.NodeProto):
     return None
 
 
-@contextlib.contextmanager
-def _patterns_linearized(twin: Twin) -> Iterator[None]:
-    graph = _Graph(twin)
-    saved = []
-    index = {id(step.node): i for i, step in enumerate(twin.program.steps)}
-    for i, step in enumerate(twin.program.steps):
+def _pattern_changes(twin: Twin):
+    """The `Twin.overridden` change for every written-out pattern of the top-level graph: a pattern
+    node gets its replacement, an SE block's squeeze reads the gated tensor detached."""
+    graph, replaced, detached = _Graph(twin), {}, {}
+    for step in twin.program.steps:
         fn = _node_override(graph, step.node)
         if fn is not None:
-            saved.append((i, step.fn))
-            step.fn = fn
+            replaced[id(step.node)] = fn
         if fn is open_cross_gate and (squeeze := graph.squeeze_of(step.node)) is not None:
-            j = index[id(squeeze[0])]
-            saved.append((j, twin.program.steps[j].fn))
-            twin.program.steps[j].fn = _detached_input(twin.program.steps[j].fn, squeeze[1])
-    try:
-        yield
-    finally:
-        # Last in, first out: a step overridden twice (a squeeze read by two gates) gets its original back.
-        twin.program.restore(saved[::-1])
+            detached.setdefault(id(squeeze[0]), []).append(squeeze[1])
+
+    def change(step):
+        key = id(step.node)
+        if key not in replaced and key not in detached:
+            return None
+        fn = replaced.get(key, step.fn)
+        for slot in detached.get(key, ()):
+            fn = _detached_input(fn, slot)
+        return fn
+    return change
 
 
 @contextlib.contextmanager
 def linearized(twin: Twin) -> Iterator[Twin]:
     """Run the twin under the linearization policy; the original handlers come back on exit."""
-    with twin.replaced_ops(HANDLERS), _patterns_linearized(twin):
+    with twin.replaced_ops(HANDLERS), twin.overridden(_pattern_changes(twin), nested=False):
         yield twin
 
 
@@ -283,23 +280,11 @@ def _renormalizing(fn):
     return run
 
 
-def _wrap_steps(program, saved: list) -> None:
-    for step in program.steps:
-        saved.append((step, step.fn))
-        step.fn = _renormalizing(step.fn)
-        for sub in step.subgraphs:  # Loop / Scan bodies: an unrolled recurrence grows step by step
-            _wrap_steps(sub.program, saved)
-
-
 @contextlib.contextmanager
 def renormalized(twin: Twin) -> Iterator[Twin]:
     """Every node's weight-dependent outputs rescaled to a largest entry in [1, 2) by a power of two
     (see the module docstring): SynFlow's fallback when the exact flow leaves float64's range. Enter
     it inside `linearized` (it wraps the handlers in place then); the handlers come back on exit."""
-    saved: list = []
-    _wrap_steps(twin.program, saved)
-    try:
+    # Loop / Scan bodies too: an unrolled recurrence grows step by step.
+    with twin.overridden(lambda step: _renormalizing(step.fn)):
         yield twin
-    finally:
-        for step, fn in reversed(saved):
-            step.fn = fn

@@ -1,0 +1,12 @@
+"""The names the engine accepts, importable without torch, onnx or numpy: the CLI builds its choices
+and --help from these at start-up. The engine modules take their constants from here and check, at
+import, that they agree with what they implement (pruning/scorers.py: SCORERS and needs_data)."""
+
+METHODS = ("synflow", "mag", "rand", "snip", "grasp", "loss", "gradnorm")  # scorers, pruning/scorers.py
+DATA_METHODS = ("snip", "grasp", "loss", "gradnorm")  # the scorers with needs_data (scored on batches)
+SCHEDULES = ("exponential", "linear")  # how the kept fraction falls over iterations, pruning/loop.py
+SCOPES = ("global", "local")  # rank across all layers, or the same density per layer, pruning/masks.py
+FORMATS = ("auto", "sparse", "dense")  # how pruned tensors are stored, writeback.py
+STRUCTURES = ("weight", "channel")  # single weights (pruning/) or whole channels (structured/)
+PRECISIONS = ("float64", "float32")  # scoring precision (api.PRECISIONS maps them to torch dtypes)
+DEVICES = ("auto", "cpu", "cuda")  # where scoring runs (auto: CUDA when available)
