@@ -6,9 +6,10 @@ A layer is one prunable source tensor (a Conv/ConvTranspose/Gemm/MatMul weight, 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -215,24 +216,41 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def print_table(report: Report, console, *, sizes: tuple[int, int] | None = None) -> None:
-    """Per-layer table, totals, file sizes, warnings and the note on what sparsity buys."""
+def stdout_console():
+    """The console tables print on: the terminal's width, or 120 columns into a pipe or a file."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 120)
+
+
+def layer_table(title: str, columns: Sequence[tuple[str, str, str]], rows: Iterable[Sequence[str]],
+                styles: Iterable[str | None] | None = None):
+    """The per-layer table both prune modes print: `columns` are (header, justify, footer), the
+    footer holding the totals; one row of cells per layer."""
     from rich.table import Table
 
-    table = Table(title=f"{report.method}: compression {report.compression:g} "
-                        f"(keep {report.target_density:.4g} of prunable weights)", show_footer=True)
-    table.add_column("tensor", footer="total")
-    table.add_column("op")
-    table.add_column("shape")
-    table.add_column("params", justify="right", footer=f"{report.prunable:,}")
-    table.add_column("kept", justify="right", footer=f"{report.kept:,}")
-    table.add_column("density", justify="right", footer=f"{report.density:.4%}")
-    table.add_column("storage")
-    for row in report.layers:
-        style = "red" if row.name in report.collapsed else None
-        table.add_row(row.name, row.op, "x".join(map(str, row.shape)), f"{row.params:,}", f"{row.kept:,}",
-                      f"{row.density:.4%}", row.storage, style=style)
-    console.print(table)
+    table = Table(title=title, show_footer=True)
+    for header, justify, footer in columns:
+        table.add_column(header, justify=justify, footer=footer)
+    for cells, style in zip(rows, styles or itertools.repeat(None)):
+        table.add_row(*cells, style=style)
+    return table
+
+
+def print_table(report: Report, console, *, sizes: tuple[int, int] | None = None) -> None:
+    """Per-layer table, totals, file sizes, warnings and the note on what sparsity buys."""
+    title = (f"{report.method}: compression {report.compression:g} "
+             f"(keep {report.target_density:.4g} of prunable weights)")
+    columns = [("tensor", "left", "total"), ("op", "left", ""), ("shape", "left", ""),
+               ("params", "right", f"{report.prunable:,}"), ("kept", "right", f"{report.kept:,}"),
+               ("density", "right", f"{report.density:.4%}"), ("storage", "left", "")]
+    rows = [(row.name, row.op, "x".join(map(str, row.shape)), f"{row.params:,}", f"{row.kept:,}",
+             f"{row.density:.4%}", row.storage) for row in report.layers]
+    collapsed = set(report.collapsed)
+    console.print(layer_table(title, columns, rows, ["red" if row.name in collapsed else None
+                                                     for row in report.layers]))
     macs = report.macs()
     if macs:
         console.print(f"MACs per sample: {macs['dense']:,} dense, {macs['remaining']:,} on kept weights")
@@ -269,28 +287,38 @@ def write_json(report: Report, path) -> None:
     io.write_json(report.to_dict(), path)
 
 
-def plot_density(report: Report, path) -> None:
-    """Per-layer density bars on a log axis; collapsed layers are drawn red at the axis floor."""
+def layer_figure(n_layers: int):
+    """(figure, axes) sized for `n_layers` bars, drawn by Agg alone: no pyplot state, no display needed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(max(6.0, 0.35 * n_layers + 2), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save_layer_plot(fig, ax, names: Sequence[str], path) -> None:
+    """Layer names under the bars, then the PNG, written atomically."""
     from .io import atomic_path
 
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_density(report: Report, path) -> None:
+    """Per-layer density bars on a log axis; collapsed layers are drawn red at the axis floor."""
     densities = [row.density for row in report.layers]
     positive = [d for d in densities if d > 0]
     floor = min(positive + [report.target_density]) / 10
-    fig = Figure(figsize=(max(6.0, 0.35 * len(densities) + 2), 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = layer_figure(len(densities))
     heights = [d if d > 0 else floor for d in densities]
     colors = ["tab:red" if d == 0 else "tab:blue" for d in densities]
     ax.bar(range(len(heights)), heights, color=colors)
     ax.axhline(report.target_density, color="gray", linestyle="--", label=f"target {report.target_density:.3g}")
     ax.set_yscale("log")
     ax.set_ylim(floor / 2, 1.5)
-    ax.set_xticks(range(len(heights)), [row.name for row in report.layers], rotation=90, fontsize=7)
     ax.set_ylabel("density (fraction kept)")
     ax.set_title(f"{report.method}, compression {report.compression:g}: density per layer (red: collapsed)")
     ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_layer_plot(fig, ax, [row.name for row in report.layers], path)

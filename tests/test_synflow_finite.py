@@ -139,3 +139,31 @@ def test_renormalizing_a_homogeneous_chain_scales_every_score_by_one_power_of_tw
     assert factor != 1.0 and np.log2(factor) == round(np.log2(factor))
     for name in exact:
         torch.testing.assert_close(scaled[name], exact[name] * factor, rtol=1e-13, atol=0)
+
+
+class Spectrogram(nn.Module):
+    """An STFT magnitude front-end (silero-vad's): a strided conv holding the real and imaginary basis
+    rows, sqrt(re² + im²) per bin, then a conv and a classifier."""
+
+    def __init__(self, bins: int = 8):
+        super().__init__()
+        self.stft = nn.Conv1d(1, 2 * bins, 32, 8, bias=False)
+        self.conv, self.fc = nn.Conv1d(bins, 8, 3), nn.Linear(8, 3)
+
+    def forward(self, x):
+        re, im = self.stft(x).chunk(2, dim=1)
+        return self.fc(self.conv(torch.sqrt(re * re + im * im)).mean(-1))
+
+
+def test_a_bin_whose_basis_rows_are_all_pruned_passes_no_flow():
+    """At 1 % of 728 weights at most 7 of the 8 bins keep a basis weight: a dead bin's sqrt(0) has an
+    infinite derivative, which made every score nan (silero-vad); a pruned unit carries no flow."""
+    model = _net(Spectrogram, (1, 1, 256))
+    assert "Sqrt" in {n.op_type for n in model.graph.node}
+    pruned = onnxprune.prune(model, compression=2, iterations=20, input_shapes={"input": (1, 1, 256)})
+    assert pruned.report.kept == round(pruned.report.prunable * 0.01)
+    stft = next(m for name, m in pruned.masks.items() if m.ndim == 3 and m.shape[1] == 1)
+    alive = stft.reshape(2, 8, -1).any(axis=(0, 2))  # bins with a real or an imaginary basis weight left
+    assert not alive.all()
+    sess = ort.InferenceSession(pruned.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isfinite(sess.run(None, {"input": np.ones((1, 1, 256), np.float32)})[0]).all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
 import click
@@ -29,6 +28,16 @@ def default_output(model: Path) -> Path:
     """MODEL.pruned.onnx beside the input."""
     stem = model.name[:-5] if model.name.endswith(".onnx") else model.name
     return model.with_name(f"{stem}.pruned.onnx")
+
+
+def check_side_outputs(paths, model: Path, output: Path, *, overwrite: bool) -> None:
+    """--report / --plot paths, checked before any work: writable, and neither model file."""
+    from .. import io
+
+    for extra in (p for p in paths if p is not None):
+        if extra.resolve() in (model.resolve(), output.resolve()):
+            raise OnnxPruneError(f"{extra}: --report / --plot must not name the input or output model")
+        io.check_output_path(extra, overwrite=overwrite)
 
 
 @contextlib.contextmanager
@@ -117,15 +126,11 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
     target_density(compression, density, sparsity)  # fail fast, before loading anything (or torch)
 
     from .. import api, io
-    from ..report import plot_density, print_table, warnings_for, write_json
+    from ..report import plot_density, print_table, stdout_console, warnings_for, write_json
 
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
-    for extra in (report_path, plot_path):
-        if extra is not None:
-            if extra.resolve() in (model.resolve(), output.resolve()):
-                raise OnnxPruneError(f"{extra}: --report / --plot must not name the input or output model")
-            io.check_output_path(extra, overwrite=overwrite)
+    check_side_outputs((report_path, plot_path), model, output, overwrite=overwrite)
 
     err = Console(stderr=True)
     with progress_bar(err, not quiet and err.is_terminal) as progress:
@@ -146,7 +151,7 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
         for line in warnings_for(result.report):
             click.echo(f"warning: {line}", err=True)
         return
-    out = Console(width=None if sys.stdout.isatty() else 120)
-    print_table(result.report, out, sizes=(result.report.input["bytes"], result.report.output["bytes"]))
+    sizes = (result.report.input["bytes"], result.report.output["bytes"])
+    print_table(result.report, stdout_console(), sizes=sizes)
     click.echo(f"wrote {', '.join(written)}")  # not through rich: a path is never wrapped
 

@@ -17,6 +17,8 @@ scoring (see DESIGN.md "SynFlow on general graphs"):
   is the identity; a LayerNorm written out (opset < 17: Sub(x, ReduceMean(x)), then a Div by
   Sqrt(ReduceMean(Pow(., 2)) + eps)) loses its centering and scaling the same way;
 - BatchNormalization always uses its running statistics (an affine map), never batch statistics.
+- Sqrt and Pow pass no gradient back where their input is exactly 0: a unit whose inputs are all
+  pruned (an STFT bin) carries no flow, where their infinite derivative would make every score nan.
 
 Everything else (pooling, Add, Concat, Reshape, ...) runs as it is.
 
@@ -41,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..twin import Twin
+from ..twin.ops.elementwise import pow_
 
 IDENTITY_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Tanh",
                 "Softplus", "Softsign", "Gelu", "HardSwish", "Mish", "ThresholdedRelu", "Clip", "Softmax",
@@ -83,8 +86,23 @@ def batch_norm_running(x, scale, bias, mean, var, *, epsilon, n_outputs):
     return y if n_outputs == 1 else (y, mean, var)
 
 
+def _dead_input_carries_no_flow(fn):
+    """`fn` whose gradient is 0 where its input is exactly 0. Sqrt and x**p (p < 1) have an infinite
+    derivative there, and a unit whose inputs were all pruned (an STFT bin, say) sits there: its
+    inf·0 would turn every score nan. A pruned unit carries no flow, so it passes none back."""
+    def run(x, *rest):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.requires_grad):
+            return fn(x, *rest)
+        dead = x == 0
+        live = fn(torch.where(dead, torch.ones_like(x), x), *rest)
+        return torch.where(dead, fn(x.detach(), *rest), live)
+    return run
+
+
 HANDLERS = {
     **{op: identity for op in IDENTITY_OPS},
+    "Sqrt": _dead_input_carries_no_flow(torch.sqrt),
+    "Pow": _dead_input_carries_no_flow(pow_),
     "LayerNormalization": layer_norm_affine,
     "InstanceNormalization": instance_norm_affine,
     "GroupNormalization": group_norm_affine,

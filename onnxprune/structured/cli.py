@@ -22,17 +22,17 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     --format and --device do not apply (the output is dense; scoring runs on the CPU)."""
     from .. import io
     from ..api import check_data
-    from ..commands.prune import default_output, parse_input_shape
+    from ..commands.prune import check_side_outputs, default_output, parse_input_shape
+    from ..report import stdout_console
     from . import prune_channels
+    from .report import plot_layers, print_table, summary_lines
 
-    for flag, given in (("--plot", plot_path is not None), ("--prune-bias", prune_bias)):
-        if given:
-            raise OnnxPruneError(f"{flag} does not apply to --structure channel")
+    if prune_bias:  # biases go with their channel; none is pruned alone
+        raise OnnxPruneError("--prune-bias does not apply to --structure channel")
     check_data(method, data)  # the weight-level command's rule and messages
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
-    if report_path is not None:
-        io.check_output_path(report_path, overwrite=overwrite)
+    check_side_outputs((report_path, plot_path), model, output, overwrite=overwrite)
     loaded = io.load_model(model)
     batches = _batches(loaded, data, shapes, batch_size, data_batches, seed) if method in DATA_METHODS else None
     result = prune_channels(loaded, method=method, density=density, compression=compression, sparsity=sparsity,
@@ -48,8 +48,12 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     if report_path is not None:
         io.write_json(result.report, report_path)
         written.append(report_path)
+    if plot_path is not None:
+        plot_layers(result.report, plot_path)
+        written.append(plot_path)
     if not quiet:
-        for line in summary_lines(result.report):
+        print_table(result.report, stdout_console())
+        for line in summary_lines(result.report):  # not through rich: long frozen reasons are never wrapped
             click.echo(line)
         click.echo(f"wrote {', '.join(map(str, written))}")
 
@@ -62,20 +66,3 @@ def _batches(model, data, shapes, batch_size, n_batches, seed):
     twin = load_twin(model)
     return load_batches(data, twin, shapes or None, batch_size=batch_size, n_batches=n_batches, seed=seed,
                         device=torch.device("cpu"))
-
-
-def summary_lines(report: dict) -> list[str]:
-    macs, weights = report["macs"], report["weights"]
-    lines = [f"channels: {report['removed']} of {report['channels']} removed ({report['frozen']} frozen)",
-             f"MACs kept: {macs['kept'] / macs['total']:.3f} ({macs['kept']:.4g} of {macs['total']:.4g})",
-             f"weights kept: {weights['kept'] / weights['total']:.3f}",
-             f"MACs in prunable layers: {report['coverage']:.3f}"]
-    for reason, n in sorted(report["frozen_reasons"].items(), key=lambda kv: -kv[1])[:5]:
-        lines.append(f"frozen: {n} channel(s): {reason}")
-    if "latency" in report:
-        t = report["latency"]
-        lines.append(f"onnxruntime CPU, batch {t['batch']}, median of {t['runs']}: {t['dense_ms']:.2f} ms dense, "
-                     f"{t['pruned_ms']:.2f} ms pruned ({t['speedup']:.2f}x)")
-    if not report["removed"]:
-        lines.append("warning: no channel could be removed; the output is the input graph")
-    return lines

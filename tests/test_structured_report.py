@@ -1,0 +1,108 @@
+"""What `onnxprune prune --structure channel` prints and plots, through the installed command.
+
+The per-layer table is read back from stdout and compared with the JSON report's `layers`, so a table
+that drifts from the figures it claims to show fails here; the plot is read back as a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from matplotlib.image import imread
+from torch import nn
+
+from models.torch_nets import export
+from onnxprune.io import save_model
+
+EXE = Path(sys.executable).parent / "onnxprune"
+SEP = r"\s*[│|]\s*"  # rich's column rule (ASCII where the terminal cannot draw boxes)
+ROW = re.compile(rf"^{SEP}(\S+){SEP}(\d+) -> (\d+){SEP}([\d,]+) -> ([\d,]+){SEP}(\d+\.\d+){SEP}$")
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU stem, a residual block (its Add ties two layers' channels), a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                                   nn.Conv2d(12, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.wide = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.ReLU())
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        return self.head(self.wide(x).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    save_model(export(SmallCNN(), (1, 3, 16, 16)), path)
+    return path
+
+
+def prune(model: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), "prune", str(model), "--structure", "channel", "-m", "mag", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def table_rows(stdout: str) -> list[tuple]:
+    """(name, channels before, after, MACs before, after, fraction kept) of each printed row, total last."""
+    rows = []
+    for line in stdout.splitlines():
+        if match := ROW.match(line):
+            name, *numbers, fraction = match.groups()
+            rows.append((name, *(int(n.replace(",", "")) for n in numbers), float(fraction)))
+    return rows
+
+
+def test_table_and_plot_match_the_json_report(cnn, tmp_path):
+    out, report, plot = tmp_path / "small.onnx", tmp_path / "r.json", tmp_path / "kept.png"
+    done = prune(cnn, "--macs", "0.5", "-o", out, "--report", report, "--plot", plot)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"wrote {out}, {report}, {plot}"
+    layers = json.loads(report.read_text())["layers"]
+    rows = table_rows(done.stdout)
+    assert len(rows) == len(layers) + 1, done.stdout
+    for row, layer in zip(rows, layers):
+        assert row[:5] == (layer["node"], layer["channels"], layer["kept"], round(layer["macs"]),
+                           round(layer["macs_kept"])), done.stdout
+        assert row[5] == pytest.approx(layer["macs_kept"] / layer["macs"], abs=5e-4)
+    assert any(layer["kept"] < layer["channels"] for layer in layers), "nothing pruned: the test is blind"
+    total = rows[-1]
+    assert total[0] == "total"
+    assert total[1:5] == (sum(la["channels"] for la in layers), sum(la["kept"] for la in layers),
+                          round(sum(la["macs"] for la in layers)), round(sum(la["macs_kept"] for la in layers)))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, *_ = imread(plot).shape
+    assert height > 100 and width > 100
+
+
+def test_an_existing_plot_is_kept_without_overwrite(cnn, tmp_path):
+    plot, out = tmp_path / "kept.png", tmp_path / "small.onnx"
+    plot.write_bytes(b"mine")
+    done = prune(cnn, "--macs", "0.5", "-o", out, "--plot", plot)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"error: output {plot} already exists; pass --overwrite to replace it"]
+    assert plot.read_bytes() == b"mine" and not out.exists()
+    weight = subprocess.run([str(EXE), "prune", str(cnn), "-c", "1", "-o", str(out), "--plot", str(plot)],
+                            capture_output=True, text=True, timeout=300)
+    assert (weight.returncode, weight.stderr) == (2, done.stderr)  # the weight-level mode's refusal, word for word
+    quiet = prune(cnn, "--macs", "0.5", "-o", out, "--plot", plot, "--overwrite", "-q")
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr  # -q: no table, the plot still written
+    assert imread(plot).size > 0
+
+
+def test_prune_bias_is_still_refused(cnn, tmp_path):
+    done = prune(cnn, "--macs", "0.5", "-o", tmp_path / "small.onnx", "--prune-bias")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == ["error: --prune-bias does not apply to --structure channel"]
