@@ -271,7 +271,7 @@ def _check_types_and_shapes(model: onnx.ModelProto, path: Path) -> None:
                                 f"{one_line(message).strip(' :')}") from None
 
 
-def ort_session(path: str | os.PathLike, providers=("CPUExecutionProvider",), *, log_level: int = 3):
+def ort_session(path: str | os.PathLike | bytes, providers=("CPUExecutionProvider",), *, log_level: int = 3):
     """An onnxruntime session on the file. A file onnxruntime refuses to load (an op or opset it lacks)
     is the user's input: InvalidModelError in one line, not a crash. `log_level` 4 also silences the
     error ORT logs before raising a failed run (reported in one line by the caller instead)."""
@@ -280,7 +280,8 @@ def ort_session(path: str | os.PathLike, providers=("CPUExecutionProvider",), *,
     options = ort.SessionOptions()
     options.log_severity_level = log_level
     try:
-        return ort.InferenceSession(str(path), options, providers=list(providers))
+        source = path if isinstance(path, bytes) else str(path)  # bytes: a serialized model in memory
+        return ort.InferenceSession(source, options, providers=list(providers))
     except Exception as err:  # noqa: BLE001 (onnxruntime's own exception types)
         if not type(err).__module__.startswith("onnxruntime"):
             raise

@@ -6,7 +6,9 @@ ReferenceEvaluator on a float64 copy of the file (an independent implementation 
 twin in float32 (how far float32 rounding moves this graph's outputs). (2) With --reference: the
 pruned file is the original with some weights zeroed: same graph, opset, IR version, inputs and
 outputs; every stored tensor bit-identical except entries set to zero in Conv/ConvTranspose/Gemm/MatMul
-weights and biases. Exit 3 on any mismatch (2 is bad input, 1 an internal error).
+weights and biases. A channel-pruned file (its metadata records the removed channels: structured/
+record.py) must instead be the original's graph node for node and compute, in onnxruntime, what the
+original computes with those channels' parameters zeroed (CHANNEL_RTOL). Exit 3 on any mismatch (2 is bad input, 1 an internal error).
 
 torch, onnx and onnxruntime are imported inside the functions that use them: `onnxprune --help` and
 the import of this module stay fast.
@@ -15,6 +17,7 @@ the import of this module stay fast.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,11 @@ EPS32 = 2.0 ** -24
 # off, a factor of 22. 64 leaves a 3x margin over that, while a real difference (a wrong weight, axis or
 # attribute) moves outputs by 1e-3 and more relative, over 10^4 times float32 rounding.
 F32_SLACK = 64.0
+# Channel pruning vs the original with those channels zeroed, both in onnxruntime float32: the removed
+# terms were exact zeros, so the two differ only in how kernels block and order the remaining sums (a
+# few ulp per op); 1e-5 relative is ~170 ulp of the output. A wrong channel or axis moves outputs by
+# 1e-3 relative and more (tests/test_structured.py asserts that zeroing the removed channels does).
+CHANNEL_RTOL = 1e-5
 
 
 @dataclass
@@ -58,6 +66,8 @@ class ReferenceCheck:
     pruned_tensors: int = 0  # tensors with entries zeroed
     zeroed: int = 0  # entries zeroed across them
     identical: int = 0  # tensors bit-identical to the original
+    channels: int = 0  # channel pruning: channel slices removed across the pruned tensors
+    max_rel_diff: float | None = None  # channel pruning: onnxruntime, pruned vs the zeroed original
 
 
 def compare_with_ort(path: Path, model: onnx.ModelProto, *, input_shapes=None, seed: int = 0,
@@ -203,6 +213,46 @@ def compare_with_reference(pruned: onnx.ModelProto, original: onnx.ModelProto) -
     return check
 
 
+def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.ModelProto, entries: list[dict],
+                     *, input_shapes=None, seed: int = 0) -> ReferenceCheck:
+    """A channel-pruned model (see structured/record.py) must be the original's graph, node for node, and
+    compute in onnxruntime what the original computes with the recorded channels' parameters zeroed."""
+    from ..api import example_feeds
+    from ..io import ort_session
+    from ..pruning.inputs import resolve_shapes
+    from ..structured.record import KEY, zero_removed
+    from ..twin import Twin
+
+    check = ReferenceCheck(pruned_tensors=len({e["tensor"] for e in entries}),
+                           channels=sum(len(e["removed"]) for e in entries))
+    def node_ids(graph):  # a shape constant shared by layers that shrink differently is copied per reader
+        return [(n.name, n.op_type, tuple(re.sub(r"_pruned\d+$", "", i) for i in n.input), tuple(n.output))
+                for n in graph.node]
+
+    for what, a, b in (("IR version", pruned.ir_version, original.ir_version),
+                       ("opsets", _opsets(pruned), _opsets(original)),
+                       ("inputs", [i.name for i in pruned.graph.input], [i.name for i in original.graph.input]),
+                       ("outputs", _ser(pruned.graph.output), _ser(original.graph.output)),
+                       ("metadata", _ser(p for p in pruned.metadata_props if p.key != KEY), _ser(original.metadata_props)),
+                       ("nodes", node_ids(pruned.graph), node_ids(original.graph))):
+        if a != b:
+            check.problems.append(f"{what} differ from the reference")
+    if check.problems:
+        return check
+    reference = zero_removed(original, entries)
+    twin = Twin(original).eval()
+    feeds = {n: v.numpy() for n, v in example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed).items()}
+    got = ort_session(pruned_path, log_level=4).run(None, feeds)
+    want = ort_session(reference.SerializeToString(), log_level=4).run(None, feeds)
+    gaps = [_gap(np.asarray(g), np.asarray(w)) / max(float(np.abs(w).max(initial=0)), 1e-30)
+            if np.shape(g) == np.shape(w) else float("inf") for g, w in zip(got, want)]
+    check.max_rel_diff = max(gaps, default=0.0)
+    if check.max_rel_diff > CHANNEL_RTOL:
+        check.problems.append(f"outputs differ from the reference with the removed channels zeroed "
+                              f"(max relative diff {check.max_rel_diff:.3g} > {CHANNEL_RTOL:g})")
+    return check
+
+
 def _compare_tensor(check: ReferenceCheck, name: str, after: np.ndarray, before: np.ndarray, prunable: bool) -> None:
     if after.dtype != before.dtype or after.shape != before.shape:
         check.problems.append(f"tensor '{name}': {after.dtype}{list(after.shape)} vs reference "
@@ -238,7 +288,8 @@ def _ser(items) -> list[bytes]:
 @click.command("verify")
 @click.argument("pruned", type=click.Path(path_type=Path))
 @click.option("-r", "--reference", type=click.Path(path_type=Path),
-              help="The original model: check PRUNED is it with some weights zeroed, all else bit-identical.")
+              help="The original model: check PRUNED is it with some weights zeroed, all else bit-identical "
+                   "(channel-pruned: computes it with the removed channels zeroed).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Concrete shape of an input (repeatable); needed when a non-batch dim is symbolic.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
@@ -257,7 +308,13 @@ def verify(ctx: click.Context, pruned: Path, reference: Path | None, input_shape
     model = load_model(pruned)
     original = load_model(reference) if reference is not None else None
     diffs = compare_with_ort(pruned, model, input_shapes=shapes, seed=seed, rtol=rtol)
-    ref = compare_with_reference(model, original) if original is not None else None
+    ref = None
+    if original is not None:
+        from ..structured.record import recorded
+
+        entries = recorded(model)
+        ref = (compare_with_reference(model, original) if entries is None else
+               compare_channels(pruned, model, original, entries, input_shapes=shapes, seed=seed))
     ok = all(d.ok for d in diffs) and (ref is None or not ref.problems)
     if as_json:
         click.echo(json.dumps(_as_dict(diffs, ref, ok, rtol), indent=2))
@@ -280,9 +337,13 @@ def _print(diffs, ref, ok, rtol, reference) -> None:
                    f"allowed {rtol * d.scale:.3g})  {'ok' if d.ok else 'MISMATCH'}")
         if d.verdict:
             click.echo(f"    {d.verdict}")
-    if ref is not None:
+    if ref is not None and ref.max_rel_diff is not None:
+        click.echo(f"reference {reference}: {ref.channels:,} channel slice(s) removed from {ref.pruned_tensors} "
+                   f"tensor(s); onnxruntime, pruned vs reference with them zeroed: max relative diff "
+                   f"{ref.max_rel_diff:.3g} (allowed {CHANNEL_RTOL:g})")
+    elif ref is not None:
         click.echo(f"reference {reference}: {ref.pruned_tensors} tensor(s) pruned ({ref.zeroed:,} entries zeroed), "
                    f"{ref.identical} bit-identical")
-        for problem in ref.problems:
-            click.echo(f"  MISMATCH: {problem}")
+    for problem in ref.problems if ref is not None else ():
+        click.echo(f"  MISMATCH: {problem}")
     click.echo("verified" if ok else "verify failed")

@@ -26,6 +26,7 @@ import onnx
 from ..choices import SCOPES
 from ..errors import OnnxPruneError, arg
 from .groups import ChannelGraph, analyze
+from .record import record, removed_parameters
 from .rewrite import rewrite, zeroed
 from .score import channel_scores, masks
 from .select import cost, local_scores, round_layers, select
@@ -70,6 +71,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                                min_layer_density, input_shapes, batches, precision, seed, progress)
     removed = round_layers(cg, removed, scores, round_to)
     pruned = rewrite(cg, removed)
+    record(pruned, removed_parameters(cg, removed))  # for `verify --reference`
     report = summary(cg, removed)
     report.update(method=method, objective=objective, target=fraction, seconds=time.perf_counter() - start)
     return Structured(pruned, cg, removed, report)

@@ -17,7 +17,7 @@ whatever its running mean.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -64,6 +64,8 @@ class DimFix:
     ids: np.ndarray = field(compare=False)
     attr: str = ""
     pos: int = -1
+    reader: tuple = ()  # "const": the (node index, slot) that reads `target` on the way to the entry
+    copy: bool = False  # "const": the reader gets its own rewritten copy (the constant is shared)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Analysis:
         self.terms: list[Term] = []
         self.uses: dict[str, set[tuple[int, int]]] = {}  # source -> registered (node, slot) reads
         self.fixed_sources: set[str] = set()
+        self.scaled: list[tuple[str, float, np.ndarray]] = []  # (node, MACs, ids): MACs scale with kept ids
 
     # ----- elements ------------------------------------------------------------------------------
     def new(self, n: int) -> np.ndarray:
@@ -148,14 +151,20 @@ class Analysis:
 
     def flat_source(self, name: str) -> str | None:
         """The constant behind `name` through ops that keep its flat order; None if computed."""
+        found = self._flat_path(name)
+        return None if found is None else found[0]
+
+    def _flat_path(self, name: str, reader: tuple = ()) -> tuple[str, tuple] | None:
+        """(constant, the (node, slot) reading it directly, or `reader` when `name` is it)."""
         seen = set()
         while name not in self.consts:
             node = self.facts.producer(name)
             if node is None or node.op_type not in FLAT_PASS or name in seen:
                 return None
             seen.add(name)
+            reader = (self.facts.producers[name], 0)
             name = node.input[0]
-        return name
+        return name, reader
 
     def value(self, name: str) -> np.ndarray | None:
         found = self.source(name)
@@ -189,12 +198,13 @@ class Analysis:
 
     def fix_const(self, index: int, slot: int, pos: int, ids: np.ndarray) -> bool:
         """Register: flat entry `pos` of input `slot` of node `index` becomes the kept count of ids."""
-        src = self.flat_source(self.nodes[index].input[slot])
-        if src is None:
+        found = self._flat_path(self.nodes[index].input[slot], (index, slot))
+        if found is None:
             return False
+        src, reader = found
         self.uses.setdefault(src, set()).add((index, slot))
         self.fixed_sources.add(src)
-        self.fixes.append(DimFix("const", src, pos, ids))
+        self.fixes.append(DimFix("const", src, pos, ids, reader=reader))
         return True
 
     def fix_attr(self, index: int, attr: str, ids: np.ndarray, pos: int = -1) -> None:
@@ -217,31 +227,39 @@ class Analysis:
                     reads.add((i, slot))
         return reads
 
-    def _fixes_agree(self, src: str) -> bool:
+    def _fixes_agree(self, src: str, reader: tuple | None = None) -> bool:
         """Sizes written into one shared constant agree: each position gets one list of elements
-        (x[:, 2:7] and x[:, 7:] share the constant 7, and both mean "channels before 7")."""
+        (x[:, 2:7] and x[:, 7:] share the constant 7, and both mean "channels before 7"); with
+        `reader`, only the sizes written through that direct reader."""
         seen: dict[int, np.ndarray] = {}
         for f in self.fixes:
-            if f.kind == "const" and f.target == src:
-                if f.index in seen and not np.array_equal(seen[f.index], f.ids):
-                    return False
-                seen.setdefault(f.index, f.ids)
+            if f.kind == "const" and f.target == src and (reader is None or f.reader == reader):
+                roots = np.array([self.find(e) for e in f.ids.tolist()], dtype=np.int64)
+                if f.index in seen and not np.array_equal(seen[f.index], roots):
+                    return False  # elements of one channel count alike (the Q, K and V of one head)
+                seen.setdefault(f.index, roots)
+        return True
+
+    def _copies(self, src: str, registered: set, by_source: dict) -> bool:
+        """A shape constant shared by several readers (exporters reuse one constant for every equal
+        value: the head count of every attention layer): each direct reader whose sizes agree and
+        whose reads are all registered gets its own rewritten copy; others keep the original."""
+        mine = [f for f in self.fixes if f.kind == "const" and f.target == src]
+        if src in by_source or not mine or any(not f.reader for f in mine):
+            return False
+        for reader in {f.reader for f in mine}:
+            j, slot = reader
+            node = self.nodes[j]
+            passes = node.op_type in CONST_PASS | FLAT_PASS and slot == 0
+            reads = self.terminal_reads(node.output[0]) if passes else {reader}
+            if reads is None or not reads <= registered or not self._fixes_agree(src, reader):
+                return False
+        chosen = {id(f) for f in mine}
+        self.fixes = [replace(f, copy=True) if id(f) in chosen else f for f in self.fixes]
         return True
 
     def close(self) -> None:
         """Freeze what a rewrite could not keep consistent; tie tensors sliced twice along one axis."""
-        by_source: dict[str, list[Slice]] = {}
-        for s in self.slices:
-            by_source.setdefault(s.tensor, []).append(s)
-        for src, registered in self.uses.items():
-            reads = self.terminal_reads(src)
-            shared_fix = src in self.fixed_sources and not self._fixes_agree(src)
-            if reads is None or not reads <= registered or shared_fix:
-                for s in by_source.get(src, []):
-                    self.freeze(s.ids, f"'{src}' is also read where it cannot be sliced")
-                for f in self.fixes:
-                    if f.kind == "const" and f.target == src:
-                        self.freeze(f.ids, f"shape constant '{src}' is shared")
         first: dict[tuple[str, int], Slice] = {}
         for s in self.slices:  # a tensor tied to two uses: its positions are one channel each
             k = (s.tensor, s.axis)
@@ -249,6 +267,20 @@ class Analysis:
                 self.union(first[k].ids, s.ids)
             else:
                 first[k] = s
+        by_source: dict[str, list[Slice]] = {}
+        for s in self.slices:
+            by_source.setdefault(s.tensor, []).append(s)
+        for src, registered in self.uses.items():
+            reads = self.terminal_reads(src)
+            shared_fix = src in self.fixed_sources and not self._fixes_agree(src)
+            if (reads is None or not reads <= registered or shared_fix) and self._copies(src, registered, by_source):
+                continue
+            if reads is None or not reads <= registered or shared_fix:
+                for s in by_source.get(src, []):
+                    self.freeze(s.ids, f"'{src}' is also read where it cannot be sliced")
+                for f in self.fixes:
+                    if f.kind == "const" and f.target == src:
+                        self.freeze(f.ids, f"shape constant '{src}' is shared")
         for name in self.outputs:  # graph outputs keep their channels
             if name in self.labels:
                 self.freeze(self.labels[name].ids, f"'{name}' is a graph output")

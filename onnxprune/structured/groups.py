@@ -83,6 +83,7 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
     a.close()
     roots = np.array([a.find(e) for e in range(len(a.parent))], dtype=np.int64)
     unique, channel = np.unique(roots, return_inverse=True)
+    a.terms.extend(_scaled_terms(a, channel))
     frozen = np.zeros(len(unique), bool)
     reasons: dict[str, int] = {}
     for e, why in a.frozen.items():
@@ -130,6 +131,25 @@ def _weight_terms(a: Analysis) -> None:
         keys = tuple((w, ax) for ax in sorted(axes.get(w, ())))
         a.terms.append(Term(w, float(np.prod(shape)) / float(np.prod([shape[ax] for _, ax in keys])), keys,
                             "weights"))
+
+
+def _scaled_terms(a: Analysis, channel: np.ndarray) -> list[Term]:
+    """MAC terms of MatMuls between activations (attention), which scale with kept heads: expressed
+    over a sliced axis holding the same channels in the same proportions (kept(axis) / len(axis) =
+    kept heads / heads), e.g. the Q projection's output axis; unscaled where there is none."""
+    keys: dict[tuple[str, int], np.ndarray] = {}
+    for s in a.slices:
+        keys.setdefault((s.tensor, s.axis), channel[s.ids])
+    profiles = {}
+    for k, ch in sorted(keys.items()):
+        values, counts = np.unique(ch, return_counts=True)
+        profiles.setdefault((tuple(values.tolist()), tuple((counts / len(ch)).round(12).tolist())), k)
+    terms = []
+    for node, macs, ids in a.scaled:
+        values, counts = np.unique(channel[ids], return_counts=True)
+        k = profiles.get((tuple(values.tolist()), tuple((counts / len(ids)).round(12).tolist())))
+        terms.append(Term(node, macs / len(keys[k]), (k,), "macs") if k else Term(node, macs, (), "macs"))
+    return terms
 
 
 def _subgraph_names(graph: onnx.GraphProto) -> set[str]:

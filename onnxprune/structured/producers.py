@@ -105,8 +105,16 @@ def gemm(a: Analysis, i: int) -> None:
     a.labels[out] = Label(1, ids, zero)
 
 
-@constant_params
 def matmul(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    if a.source(node.input[0]) is None and a.source(node.input[1]) is None:
+        _batched_matmul(a, i, float(np.prod(a.shapes[node.output[0]])) * a.shapes[node.input[0]][-1])
+    else:
+        _weight_matmul(a, i)
+
+
+@constant_params
+def _weight_matmul(a: Analysis, i: int) -> None:
     node = a.nodes[i]
     x, w, out = node.input[0], node.input[1], node.output[0]
     lab = a.labels.get(x)
@@ -147,3 +155,37 @@ def _bias(a: Analysis, i: int, slot: int, ids: np.ndarray) -> None:
     node = a.nodes[i]
     if _input(node, slot) and not a.slice(i, slot, 0, ids, "param"):
         a.freeze(ids, f"{node.op_type} '{node.name}': computed bias")
+
+
+def _batched_matmul(a: Analysis, i: int, macs: float) -> None:
+    """MatMul of two activations (attention's Q @ K^T and P @ V): channels on a *batch* axis (the
+    heads) pass like a broadcasting elementwise op: both operands' positions are tied, and the output
+    is 0 where either operand is (a zero head of V gives a zero head whatever softmax gave P). Channels
+    on the two matrix axes, or a batch axis spanned by an operand without channels, freeze. The MACs
+    scale with the kept heads (resolved to a sliced axis once the channels are known: groups.py)."""
+    node = a.nodes[i]
+    out_shape = a.shapes[node.output[0]]
+    rank = len(out_shape)
+    labs = [(s, a.labels[n]) for s, n in enumerate(node.input[:2]) if n in a.labels]
+    if not labs:
+        a.terms.append(Term(node.name, macs, (), "macs"))
+        return
+    axes = {lab.axis + rank - len(a.shapes[node.input[s]]) for s, lab in labs}
+    axis = next(iter(axes))
+    ok = len(axes) == 1 and axis < rank - 2 and all(len(a.shapes[node.input[s]]) >= 3 for s, _ in labs)
+    ok = ok and all(len(lab.ids) == out_shape[axis] for _, lab in labs)
+    for s in range(2):
+        name = node.input[s]
+        if ok and name not in a.labels:
+            own = axis - (rank - len(a.shapes[name]))
+            ok = own < 0 or a.shapes[name][own] == 1  # broadcast across the heads
+    if not ok:
+        a.freeze_inputs(node, "MatMul of two activations with channels off a shared batch axis")
+        a.terms.append(Term(node.name, macs, (), "macs"))
+        return
+    ids = labs[0][1].ids
+    for _, lab in labs[1:]:
+        a.union(ids, lab.ids)
+    zero = np.logical_or.reduce([lab.zero for _, lab in labs])
+    a.labels[node.output[0]] = Label(axis, ids, zero)
+    a.scaled.append((node.name, macs, ids))

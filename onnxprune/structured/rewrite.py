@@ -1,7 +1,8 @@
 """The graph rewrite: slice every tensor a removed channel indexes, and the sizes that name counts.
 
 Names, opset, IR version, metadata and node order are the input's; only sliced constants, rewritten
-sizes (Conv group, Reshape shape entries, Split sizes) and the now stale value_info change.
+sizes (Conv group, Reshape shape entries, Split sizes) and the now stale value_info change; a shape
+constant shared by readers that need different sizes gives each such reader its own copy ("<name>_prunedK").
 `zeroed()` builds the reference the rewrite must equal: the original graph with the removed channels'
 parameters (producer filters and biases, norm scale and shift, per-channel Add/Mul constants) zero.
 """
@@ -35,13 +36,17 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     consts = tensor_constants(cg.model.graph)
     for (name, axis), keep in sorted(kept.items()):
         arrays[name] = np.compress(keep, arrays.get(name, consts[name]), axis=axis)
+    copies: dict[tuple[str, tuple], np.ndarray] = {}  # (shared constant, its reader) -> that reader's copy
     for fix in cg.fixes:
         if fix.kind == "const":
-            value = arrays.setdefault(fix.target, consts[fix.target].copy())
+            store_in = copies if fix.copy else arrays
+            key = (fix.target, fix.reader) if fix.copy else fix.target
+            value = store_in.setdefault(key, consts[fix.target].copy())
             value.reshape(-1)[fix.index] = int((~removed[cg.channel[fix.ids]]).sum())
     model = onnx.ModelProto()
     model.CopyFrom(cg.model)
-    _store(model.graph, arrays)
+    store(model.graph, arrays)
+    _store_copies(model.graph, copies, consts)
     for fix in cg.fixes:
         if fix.kind == "attr":
             _set_attr(model.graph.node[fix.index], fix.attr, int((~removed[cg.channel[fix.ids]]).sum()), fix.pos)
@@ -51,23 +56,12 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
 
 def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     """The original model with the removed channels' parameters set to zero (the exactness reference)."""
-    consts = tensor_constants(cg.model.graph)
-    arrays: dict[str, np.ndarray] = {}
-    for s in cg.slices:
-        if s.role == "param":
-            gone = removed[cg.channel[s.ids]]
-            if gone.any():
-                value = arrays.setdefault(s.tensor, consts[s.tensor].copy())
-                index = [slice(None)] * value.ndim
-                index[s.axis] = gone
-                value[tuple(index)] = 0
-    model = onnx.ModelProto()
-    model.CopyFrom(cg.model)
-    _store(model.graph, arrays)
-    return model
+    from .record import removed_parameters, zero_removed
+
+    return zero_removed(cg.model, removed_parameters(cg, removed))
 
 
-def _store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
+def store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
     """Write arrays back in place (initializers, Constant values, old-IR graph.input shapes)."""
     for tensor in graph.initializer:
         if tensor.name in arrays:
@@ -82,6 +76,24 @@ def _store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
             dims = value.type.tensor_type.shape.dim
             for d, n in zip(dims, arrays[value.name].shape):
                 d.dim_value = n
+
+
+def _store_copies(graph: onnx.GraphProto, copies: dict, consts: dict) -> None:
+    """Give each reader of a shared shape constant whose entries changed its own initializer."""
+    taken = {t.name for t in graph.initializer} | {v.name for v in graph.input} | \
+        {o for n in graph.node for o in n.output}
+    for (name, (index, slot)), value in sorted(copies.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        if np.array_equal(value, consts[name]):
+            continue  # nothing kept fewer: the shared original is right
+        k = 0
+        while f"{name}_pruned{k}" in taken:
+            k += 1
+        taken.add(f"{name}_pruned{k}")
+        tensor = numpy_helper.from_array(np.asarray(value, order="C"), f"{name}_pruned{k}")
+        graph.initializer.append(tensor)
+        if any(v.name == name for v in graph.input):  # declared like its original (IR 3 lists initializers)
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        graph.node[index].input[slot] = f"{name}_pruned{k}"
 
 
 def _set_attr(node: onnx.NodeProto, name: str, value: int, pos: int) -> None:

@@ -243,9 +243,12 @@ def slice_op(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
 def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     """Reshape / Flatten / Squeeze / Unsqueeze, judged on the measured shapes: the channel axis may
     merge with neighbours into one output axis (Flatten into Gemm: blocks of H*W per channel, or
-    channel-minor after an NHWC Transpose); splitting it (attention heads) freezes it."""
+    channel-minor after an NHWC Transpose); a Reshape splitting it into heads ties each head's
+    channels (_split_heads); anything else freezes it."""
     src, dst = a.shapes[node.input[0]], a.shapes[node.output[0]]
     found = _merge(src, dst, lab.axis)
+    if found is None and node.op_type == "Reshape" and _split_heads(a, i, node, lab, src, dst):
+        return
     if found is None or (node.op_type == "Squeeze" and attr(node, "axes") is None and not _input(node, 1)):
         a.freeze(lab.ids, f"{node.op_type} '{node.name}' splits the channel axis or is not provably safe")
         return
@@ -257,6 +260,45 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         a.freeze(lab.ids, f"Reshape '{node.name}': its shape names the channel size and cannot be rewritten")
         return
     a.labels[node.output[0]] = Label(b, ids, zero)
+
+
+def _split_heads(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
+    """A Reshape that splits the channel axis (size C) across output axes, the outermost of them
+    taking a "head" digit of the channel index (attention: [B, S, H*D] -> [B, S, H, D], channel
+    c = h*D + d; or [S, B, H*D] -> [S, B*H, D]). The channels sharing a head digit are tied into one
+    channel per head (removing a head removes all its D channels), and the output carries one label
+    position per head position along that axis. The axis' size entry in the shape is rewritten to
+    the kept count; False (and nothing registered) when no such axis exists or the entry is unknown."""
+    c = src[lab.axis]
+    inner_in = int(np.prod(src[lab.axis + 1:], dtype=np.int64))
+    span_lo, span_hi = inner_in, inner_in * c  # the channel digit's place values in the flat index
+    for b in range(len(dst)):
+        r = int(np.prod(dst[b + 1:], dtype=np.int64))
+        n = dst[b]
+        lo, hi = max(r, span_lo), min(r * n, span_hi)
+        if hi <= lo or hi % lo or lo % r or lo % span_lo or (r * n) % hi or span_hi % hi:
+            continue  # no shared digit, or place values that do not nest
+        mid = hi // lo  # the head digit: positions (c // (lo / inner_in)) % mid
+        if mid == 1:
+            continue
+        if lo == span_lo and hi == span_hi:
+            return False  # the whole channel digit moves: a merge, which _merge judges
+        heads = (np.arange(c) // (lo // span_lo)) % mid
+        order = np.argsort(heads, kind="stable").reshape(mid, -1)  # row h: the channels of head h
+        ids, zero = lab.ids[order], lab.zero[order]
+        out_ids, out_zero = ids[:, 0], zero.all(axis=1)
+        index = (np.arange(n) // (lo // r)) % mid
+        if b != lab.axis and lab.axis < len(dst) and not attr(node, "allowzero", 0):
+            entry = _shape_entry(a, i, lab.axis)  # a 0 there would copy the channel count
+            if entry is None or entry[0] == 0:
+                return False
+        if not _reshape_fix(a, i, b, out_ids[index], merged_single=False, allow_infer=True):
+            return False
+        for column in ids[:, 1:].T:
+            a.union(ids[:, 0], column)
+        a.labels[node.output[0]] = Label(b, out_ids[index], out_zero[index])
+        return True
+    return False
 
 
 def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
@@ -272,15 +314,27 @@ def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
     return None
 
 
-def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bool) -> bool:
+def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bool, allow_infer: bool = False) -> bool:
     node = a.nodes[i]
     found = _shape_entry(a, i, b)
     if found is None:
         return False
     value, owner, slot, pos = found
-    if value == -1 or (value == 0 and merged_single and not attr(node, "allowzero", 0)):
+    if value == 0 and merged_single and not attr(node, "allowzero", 0):
         return True
+    if value == -1:  # inferred: right when every other entry keeps its size
+        return not allow_infer or _others_keep(a, i, b)
     return value > 0 and a.fix_const(owner, slot, pos, ids)
+
+
+def _others_keep(a: Analysis, i: int, b: int) -> bool:
+    """Every entry of Reshape i's shape but `b` is a positive constant (so -1 at b infers the new size)."""
+    for pos in range(len(a.shapes[a.nodes[i].output[0]])):
+        if pos != b:
+            found = _shape_entry(a, i, pos)
+            if found is None or found[0] <= 0:
+                return False
+    return True
 
 
 def _shape_entry(a: Analysis, i: int, pos: int) -> tuple[int, int, int, int] | None:

@@ -1,0 +1,203 @@
+"""Channel pruning of whole attention heads (issue 12).
+
+A Reshape that splits a projection's channel axis [B, S, H*D] -> [B, S, H, D] ties the D channels of
+each head into one channel; the head label then follows Transpose, the batched MatMuls Q @ K^T and
+P @ V (the head axis is a batch axis of both operands: tied like an elementwise op, 0 where either
+operand is), the scale, the mask Add, Softmax (not zero-preserving: why P @ V takes its zero from V)
+and the merge Reshape back into the output projection. The rewrite writes the kept head count into
+the split Reshape's shape and kept*D into the merge's; exactness is checked as in test_structured.py:
+the pruned model equals the original with the removed heads' Q/K/V columns and biases zeroed.
+Before this, the split froze the heads: the block below had 47.5 % of its MACs in prunable groups.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models.torch_nets import export
+from onnxprune.structured import analyze, rewrite, select, summary
+from onnxprune.structured.shapes import value_shapes
+from test_structured import check_exact
+
+E, H, S = 24, 4, 5
+D = E // H
+
+
+class Block(nn.Module):
+    """Pre-norm self-attention written out (q, k, v -> view -> transpose -> softmax(q k^T) v -> merge
+    -> out) + residual + FFN. `split`/`merge` "const" give the view sizes as Python ints; "shape"
+    computes the head count (split) or the merged width (merge) from x.shape at run time."""
+
+    def __init__(self, bias: bool = True, split: str = "const", merge: str = "const", mask: bool = False):
+        super().__init__()
+        self.split, self.merge = split, merge
+        self.q, self.k, self.v, self.o = (nn.Linear(E, E, bias=bias) for _ in range(4))
+        self.norm1, self.norm2 = nn.LayerNorm(E), nn.LayerNorm(E)
+        self.up, self.down = nn.Linear(E, 2 * E), nn.Linear(2 * E, E)
+        self.mask = torch.triu(torch.full((1, 1, S, S), -1e4), 1) if mask else None
+
+    def forward(self, x):
+        b, s, e = x.shape
+        y = self.norm1(x)
+        heads = H if self.split == "const" else e // D
+
+        def split(t):
+            return t.view(b, s, heads, D).transpose(1, 2)
+
+        q, k, v = split(self.q(y)), split(self.k(y)), split(self.v(y))
+        if self.mask is None:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(D)
+        else:
+            scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(D)) + self.mask
+        z = (torch.softmax(scores, -1) @ v).transpose(1, 2)
+        z = z.reshape(b, s, H * D) if self.merge == "const" else z.reshape(b, s, e)
+        x = x + self.o(z)
+        return x + self.down(torch.relu(self.up(self.norm2(x))))
+
+
+class BertSelf(nn.Module):
+    """HF BERT style: x.size()[:-1] + (H, D), permute, a [B,1,1,S] mask, dense + LayerNorm on the residual."""
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(E, E) for _ in range(4))
+        self.ln, self.ln2 = nn.LayerNorm(E), nn.LayerNorm(E)
+        self.up, self.down = nn.Linear(E, 2 * E), nn.Linear(2 * E, E)
+        self.mask = torch.zeros(1, 1, 1, S)
+        self.mask[..., -1] = -1e4
+    def t(self, x):
+        return x.view(x.size()[:-1] + (H, D)).permute(0, 2, 1, 3)
+    def forward(self, x):
+        q, k, v = self.t(self.q(x)), self.t(self.k(x)), self.t(self.v(x))
+        p = nn.functional.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D) + self.mask, dim=-1)
+        c = torch.matmul(p, v).permute(0, 2, 1, 3).contiguous()
+        c = c.view(c.size()[:-2] + (E,))
+        h = self.ln(self.o(c) + x)
+        return self.ln2(self.down(nn.functional.gelu(self.up(h))) + h)
+
+
+class TwoBlocks(nn.Module):
+    """Two layers: the exporter reuses one constant for every equal shape entry (both layers' head
+    count), so each Reshape gets its own rewritten copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = Block(), Block(mask=True)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(E, H, 2 * E, dropout=0.0, batch_first=True)
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def build(net: nn.Module):
+    torch.manual_seed(0)
+    for p in net.parameters():  # non-trivial biases and norm parameters
+        nn.init.normal_(p, std=0.3)
+    return export(net.eval(), (1, S, E))
+
+
+def head_channels(cg, name: str, axis: int) -> np.ndarray:
+    return cg.keys()[(name, axis)]
+
+
+def split_shapes(model) -> list[tuple[int, ...]]:
+    """Measured output shapes of the head-splitting Reshapes (rank 4), sorted."""
+    shapes = value_shapes(model)
+    return sorted(shapes[n.output[0]] for n in model.graph.node
+                  if n.op_type == "Reshape" and len(shapes[n.output[0]]) == 4)
+
+
+@pytest.mark.parametrize("options", [{}, {"bias": False}, {"mask": True}], ids=["bias", "no_bias", "mask_mul"])
+def test_heads_prunable_and_exact(options):
+    model = build(Block(**options))
+    cg = analyze(model)
+    assert cg.coverage() == 1.0  # every MatMul, attention's included, in a prunable group
+    q = head_channels(cg, "q.weight", 0)
+    assert not cg.frozen[q].any()
+    blocks = q.reshape(H, D)
+    assert (blocks == blocks[:, :1]).all() and len(np.unique(blocks[:, 0])) == H  # one channel per head
+    for name, axis in (("k.weight", 0), ("v.weight", 0), ("o.weight", 1)):
+        assert np.array_equal(head_channels(cg, name, axis), q)  # tied across Q, K, V and the output rows
+    for seed in range(3):
+        cg, removed = check_exact(model, fraction=0.5, seed=seed)
+        kept_heads = int((~removed[np.unique(q)]).sum())
+        if kept_heads < H:
+            break
+    assert 0 < kept_heads < H
+    pruned = rewrite(cg, removed)
+    dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert dims["q.weight"] == dims["k.weight"] == dims["v.weight"] == [kept_heads * D, E]
+    assert dims["o.weight"] == [E, kept_heads * D]
+    assert split_shapes(pruned) == [(1, S, kept_heads, D)] * 3  # the view's head count is rewritten
+    layers = {row["node"]: row for row in summary(cg, removed)["layers"]}
+    attention = [row for name, row in layers.items() if name in {"/MatMul", "/MatMul_1"}]
+    assert len(attention) == 2 and all(row["macs_kept"] == pytest.approx(row["macs"] * kept_heads / H)
+                                       for row in attention)
+
+
+def test_shared_shape_constants_get_copies():
+    model = build(TwoBlocks())
+    cg = analyze(model)
+    assert cg.coverage() == 1.0
+    qa, qb = head_channels(cg, "a.q.weight", 0), head_channels(cg, "b.q.weight", 0)
+    assert not cg.frozen[qa].any() and not cg.frozen[qb].any() and not set(qa) & set(qb)
+    removed = np.zeros(cg.n_channels, bool)
+    removed[[qa[0], qb[0], qb[D]]] = True  # layer a loses head 0, layer b heads 0 and 1
+    pruned = rewrite(cg, removed)
+    assert split_shapes(pruned) == [(1, S, 2, D)] * 3 + [(1, S, 3, D)] * 3
+    check_exact(model, fraction=0.4)
+
+
+def test_computed_head_count_stays_frozen():
+    """view(b, s, e // D, D) with e from x.shape: the head count is not a constant the rewrite can
+    change, so the heads stay whole (only the FFN is pruned), and the result is still exact."""
+    model = build(Block(split="shape"))
+    cg = analyze(model)
+    assert cg.frozen[head_channels(cg, "q.weight", 0)].all()
+    assert any("splits the channel axis" in reason for reason in cg.reasons)
+    cg, removed = check_exact(model)
+    assert {t.name: list(t.dims) for t in rewrite(cg, removed).graph.initializer}["q.weight"] == [E, E]
+
+
+def test_computed_merge_width_stays_frozen():
+    """reshape(b, s, e) with e from x.shape: the merged width cannot be rewritten to kept*D."""
+    model = build(Block(merge="shape"))
+    cg = analyze(model)
+    assert cg.frozen[head_channels(cg, "q.weight", 0)].all() and ("o.weight", 1) not in cg.keys()
+    assert any("cannot be rewritten" in reason for reason in cg.reasons)
+    check_exact(model)
+
+
+def test_encoder_layer_exact():
+    """nn.TransformerEncoderLayer: torch's attention reads its projections' shapes at run time
+    (Shape of a channel tensor), so its heads stay frozen; the FFN is pruned, exactly."""
+    model = build(Encoder())
+    cg = analyze(model)
+    removed = select(cg, np.random.default_rng(0).random(cg.n_channels), 0.7, "macs")
+    assert removed.any()
+    check_exact(model, fraction=0.7)
+
+
+def test_bert_style_heads_exact():
+    """HF BERT's transpose_for_scores: x.view(x.size()[:-1] + (H, D)) builds the shape from Shape(x)
+    (the batch and sequence dims, which pruning keeps) and the constant (H, D): the head count is a
+    constant piece of that Concat, rewritten; the merge c.view(c.size()[:-2] + (E,)) likewise."""
+    model = build(BertSelf())
+    cg = analyze(model)
+    q = head_channels(cg, "q.weight", 0)
+    assert cg.coverage() == 1.0 and not cg.frozen[q].any() and len(np.unique(q)) == H
+    cg, removed = check_exact(model)
+    kept = int((~removed[np.unique(q)]).sum())
+    assert 0 < kept < H and split_shapes(rewrite(cg, removed)) == [(1, S, kept, D)] * 3
