@@ -389,3 +389,18 @@ def test_channel_tensor_as_a_parameter_freezes():
     keys = cg.keys()
     assert cg.frozen[keys[("W1", 1)]].all() and not cg.frozen[keys[("W2", 1)]].all()
     check_exact(model, fraction=0.7)
+
+
+def test_rounding_never_empties_a_concat_half():
+    """SqueezeNet's fire modules concatenate two expand convs that the next squeeze conv reads as one
+    layer: rounding that layer to a multiple of 8 by score could keep only one conv's channels."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = export(torchvision.models.squeezenet1_1(weights=None), (1, 3, 64, 64))
+    result = prune_channels(model, method="mag", macs=0.5, iterations=2, round_to=8)
+    for (name, axis), channels in result.graph.keys().items():
+        assert (~result.removed[channels]).any(), (name, axis)
+    onnx.checker.check_model(result.model)
+    feeds = zoo.sample_feeds(model)
+    assert [o.shape for o in run(result.model, feeds)] == [o.shape for o in run(model, feeds)]

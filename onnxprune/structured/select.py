@@ -120,11 +120,14 @@ def local_scores(cg: ChannelGraph, scores: np.ndarray) -> np.ndarray:
 def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, multiple: int) -> np.ndarray:
     """Round each layer's kept prunable channels to the nearest multiple of `multiple` (at least one
     multiple), keeping the best-scoring; runtimes' kernels run fastest on such widths. Layers with
-    frozen channels or fewer prunable channels than `multiple` are left as they are."""
+    frozen channels or fewer prunable channels than `multiple` are left as they are, and so is a layer
+    whose rounding would empty a tensor (a Concat's consumer spans two producers: the best `target`
+    may all come from one of them)."""
     if multiple <= 1:
         return removed
     removed = removed.copy()
     home = home_layers(cg)
+    axes = list(cg.keys().values())
     for layer in np.unique(home[home >= 0]):
         members = np.flatnonzero(home == layer)
         if cg.frozen[members].any() or len(members) < multiple:
@@ -132,6 +135,9 @@ def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, mult
         kept = int((~removed[members]).sum())
         target = min(len(members), max(multiple, int(round(kept / multiple)) * multiple))
         order = members[np.argsort(-scores[members], kind="stable")]
-        removed[order[:target]] = False
-        removed[order[target:]] = True
+        rounded = removed.copy()
+        rounded[order[:target]] = False
+        rounded[order[target:]] = True
+        if all((~rounded[channels]).any() for channels in axes):
+            removed = rounded
     return removed
