@@ -166,5 +166,39 @@ def test_verify_fails_and_names_the_twin_when_the_twin_is_wrong(tmp_path):
     assert diff.ok, diff
 
 
+def _tiny_sigmoid_model(weight: np.ndarray) -> onnx.ModelProto:
+    """y = transpose(sigmoid(x @ W - 12)): every output near sigmoid(-12) = 6e-6, a detector's empty
+    probability map. onnxruntime's Sigmoid is accurate to ulps of 1 there, not of 6e-6."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "shift"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["g"]), helper.make_node("Transpose", ["g"], ["y"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1])],
+                              [numpy_helper.from_array(weight, "w"),
+                               numpy_helper.from_array(np.array(-12.0, np.float32), "shift")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+TINY_W = (np.random.default_rng(1).standard_normal((64, 64)) * 0.1).astype(np.float32)
+
+
+def test_a_near_zero_sigmoid_output_is_judged_at_sigmoids_range(tmp_path):
+    """PP-OCRv4 det (rapidocr) failed verify this way: onnxruntime 9e-8 off on outputs of 3e-5."""
+    from onnxprune.commands.verify import compare_with_ort
+
+    path = tmp_path / "tiny.onnx"
+    save_model(_tiny_sigmoid_model(TINY_W), path)
+    got = run("verify", path, "--json")
+    assert got.exit_code == 0, got.output
+    out = json.loads(got.output)["outputs"][0]
+    assert out["max_diff"] > out["scale"] * 1e-4, out  # relative to the output, onnxruntime is far off
+    assert out["ok"] and out["verdict"].startswith("onnxruntime float32 rounding"), out
+    wrong = TINY_W.copy()
+    wrong[0] *= 1.01  # a twin bug stays visible: the float64 reference judges the twin at the output's scale
+    [diff] = compare_with_ort(path, _tiny_sigmoid_model(wrong))
+    assert not diff.ok and diff.verdict.startswith("the twin is off"), diff
+
+
 def test_verify_exits_3_and_says_so_in_its_help():
     assert "Exit 3 on mismatch" in run("verify", "--help").output
