@@ -230,6 +230,9 @@ def evaluate(path: Path, timeout: float) -> dict:
                 if report.exists():
                     data = json.loads(report.read_text())
                     row["params"] = data.get("prunable_params", row["params"])
+                    if method == "synflow" and data.get("forward_backward_seconds"):
+                        # issue 14's cost figure: an iteration next to one forward+backward of the twin
+                        row["cost"] = data["seconds_per_iteration"] / data["forward_backward_seconds"]
             row[method], row[f"{method}_s"] = code, seconds
             row["reason"] = row["reason"] or (f"{method}: {line}" if line else "")
     return row
@@ -259,17 +262,23 @@ def main() -> None:
             print(f"not exported: {model}: {why}")
         return
     rows = []
-    print("| model | params | verify | synflow | mag | seconds (synflow / mag) | reason |")
-    print("|---|---:|---|---|---|---:|---|")
+    print("| model | params | verify | synflow | mag | seconds (synflow / mag) | synflow s/iteration over fwd+bwd "
+          "| reason |")
+    print("|---|---:|---|---|---|---:|---:|---|")
     with ThreadPoolExecutor(args.jobs) as pool:  # each job is a subprocess: threads suffice
         for row in pool.map(lambda m: evaluate(m, args.timeout), models):
             rows.append(row)
             params = f"{row['params']:,}" if row["params"] else "-"
+            cost = f"{row['cost']:.2f}" if "cost" in row else "-"
             print(f"| {row['model']} | {params} | {outcome(row['verify'])} | {outcome(row['synflow'])} | "
-                  f"{outcome(row['mag'])} | {row['synflow_s']:.1f} / {row['mag_s']:.1f} | {row['reason'][:160]} |",
-                  flush=True)
+                  f"{outcome(row['mag'])} | {row['synflow_s']:.1f} / {row['mag_s']:.1f} | {cost} | "
+                  f"{row['reason'][:160]} |", flush=True)
     for model, why in not_exported.items():
-        print(f"| {model.removesuffix('.onnx')} | - | not exported | - | - | - | {why[:160]} |")
+        print(f"| {model.removesuffix('.onnx')} | - | not exported | - | - | - | - | {why[:160]} |")
+    costs = sorted(row["cost"] for row in rows if "cost" in row)
+    if costs:
+        print(f"\nSynFlow seconds per iteration over one forward+backward: median {costs[len(costs) // 2]:.2f}, "
+              f"max {costs[-1]:.2f} over {len(costs)} models")
     codes = [row[k] for row in rows for k in ("verify", "synflow", "mag")]
     print(f"\n{len(rows)} models, {len(codes)} runs: {codes.count(0)} ok, {codes.count(2)} refused (exit 2), "
           f"{codes.count(3)} verify mismatches, {codes.count('timeout')} over the time limit, "

@@ -93,19 +93,34 @@ class TwoBlocks(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self):
+    """torch's own attention (nn.MultiheadAttention inside nn.TransformerEncoderLayer): one fused
+    in-projection viewed as [..., 3, E] whose parts are taken by Gather, heads split as
+    [S, B*H, D] (and back to [B, H, S, D] for the product), Slice bounds computed as Mod(2, 3)."""
+
+    def __init__(self, batch_first: bool = True):
         super().__init__()
-        self.layer = nn.TransformerEncoderLayer(E, H, 2 * E, dropout=0.0, batch_first=True)
+        self.batch_first = batch_first
+        self.layer = nn.TransformerEncoderLayer(E, H, 2 * E, dropout=0.0, batch_first=batch_first)
 
     def forward(self, x):
-        return self.layer(x)
+        return self.layer(x if self.batch_first else x.transpose(0, 1))
 
 
-def build(net: nn.Module):
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(E, H, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def build(net: nn.Module, batch: int | None = None):
+    """Exported with a symbolic batch, or with a fixed `batch` (the shapes become constants)."""
     torch.manual_seed(0)
     for p in net.parameters():  # non-trivial biases and norm parameters
         nn.init.normal_(p, std=0.3)
-    return export(net.eval(), (1, S, E))
+    return export(net.eval(), (batch or 1, S, E), dynamic_batch=batch is None)
 
 
 def head_channels(cg, name: str, axis: int) -> np.ndarray:
@@ -180,14 +195,58 @@ def test_computed_merge_width_stays_frozen():
     check_exact(model)
 
 
-def test_encoder_layer_exact():
-    """nn.TransformerEncoderLayer: torch's attention reads its projections' shapes at run time
-    (Shape of a channel tensor), so its heads stay frozen; the FFN is pruned, exactly."""
+def test_dynamic_batch_encoder_layer_exact():
+    """With a symbolic batch torch's attention computes its view sizes from Shape of the input
+    (E = x.size(-1), B*H = Mul(B, H)): not constants the rewrite can change, so the heads stay whole;
+    the FFN is pruned, exactly."""
     model = build(Encoder())
     cg = analyze(model)
+    assert cg.frozen[head_channels(cg, "layer.self_attn.out_proj.weight", 0)].all()
     removed = select(cg, np.random.default_rng(0).random(cg.n_channels), 0.7, "macs")
     assert removed.any()
     check_exact(model, fraction=0.7)
+
+
+@pytest.mark.parametrize("net, attn", [(lambda: Encoder(), "layer.self_attn"),
+                                       (lambda: Encoder(batch_first=False), "layer.self_attn"),
+                                       (lambda: Attention(), "attn")],
+                         ids=["encoder_layer", "sequence_first", "multihead_attention"])
+def test_torch_attention_heads_exact(net, attn):
+    """Exported at a fixed batch of 2 (the split is [S, B*H, D]). Before: Shape of the fused projection
+    froze every head (the encoder layer's MACs 47 % in prunable groups); now each head is one channel
+    across the fused Q/K/V rows and out_proj's columns."""
+    model = build(net(), batch=2)
+    cg = analyze(model)
+    assert cg.coverage() == 1.0
+    out_proj, fused = f"{attn}.out_proj.weight", f"{attn}.in_proj_weight"
+    heads = head_channels(cg, out_proj, 1)
+    assert not cg.frozen[heads].any() and len(np.unique(heads)) == H
+    packed = head_channels(cg, fused, 0).reshape(3, E)  # q, k and v rows, one channel per head
+    assert (packed == heads).all()
+    for seed in range(4):
+        cg, removed = check_exact(model, fraction=0.5, seed=seed)
+        kept = int((~removed[np.unique(heads)]).sum())
+        if 0 < kept < H:
+            break
+    assert 0 < kept < H
+    dims = {t.name: list(t.dims) for t in rewrite(cg, removed).graph.initializer}
+    assert dims[fused] == [3 * kept * D, E] and dims[out_proj] == [E, kept * D]
+
+
+def test_vision_transformer_heads_exact():
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=16, patch_size=8, num_layers=2, num_heads=H, hidden_dim=E, mlp_dim=2 * E,
+                            num_classes=5)
+    for p in net.parameters():  # torchvision starts the head at zero
+        nn.init.normal_(p, std=0.3)
+    model = export(net.eval(), (1, 3, 16, 16), dynamic_batch=False)
+    cg = analyze(model)
+    for layer in range(2):
+        heads = head_channels(cg, f"encoder.layers.encoder_layer_{layer}.self_attention.out_proj.weight", 1)
+        assert not cg.frozen[heads].any() and len(np.unique(heads)) == H
+    check_exact(model, fraction=0.5)
 
 
 def test_bert_style_heads_exact():

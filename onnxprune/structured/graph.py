@@ -30,6 +30,9 @@ from ..graph.constants import tensor_constants
 CONST_PASS = {"Identity", "Cast", "Transpose"}
 # Ops that keep a constant's values in flat order (torchscript feeds Slice bounds through Unsqueeze).
 FLAT_PASS = {"Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
+# Integer shape arithmetic that `Analysis.value` evaluates when every input is known.
+FOLDABLE = {"Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Min", "Max", "Concat", "Gather", "Slice", "Range",
+            "Equal", "Less", "Greater", "Where", "Not", "And", "Or", "Unsqueeze", "Squeeze", "Reshape", "Cast"}
 
 
 @dataclass
@@ -37,6 +40,9 @@ class Label:
     axis: int
     ids: np.ndarray  # int64, element per position
     zero: np.ndarray  # bool, exactly 0 at that position once its channel's parameters are zeroed
+    # A packed tensor (torch's fused Q/K/V projection viewed as [..., 3, E]): the axis of its parts, and
+    # ids / zero have one row per part. Only PART_RULES ops read it; any other op freezes it.
+    part: int = -1
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class DimFix:
     pos: int = -1
     reader: tuple = ()  # "const": the (node index, slot) that reads `target` on the way to the entry
     copy: bool = False  # "const": the reader gets its own rewritten copy (the constant is shared)
+    # "const" on a computed `target` whose value is fixed (a static graph's Shape arithmetic): the
+    # reader gets a constant copy of this value with the entry rewritten
+    folded: np.ndarray | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -96,6 +105,12 @@ class Analysis:
         self.uses: dict[str, set[tuple[int, int]]] = {}  # source -> registered (node, slot) reads
         self.fixed_sources: set[str] = set()
         self.scaled: list[tuple[str, float, np.ndarray]] = []  # (node, MACs, ids): MACs scale with kept ids
+        self.folded: dict[str, np.ndarray | None] = {}  # _fold's cache
+        # Every input dim fixed: the probe's shapes are the only shapes, so Shape is a constant. (A tensor
+        # without a label never changes size, and Shape of a channel tensor freezes the channels it reads.)
+        stored = set(self.consts)
+        self.static = all(d.dim_value > 0 for v in self.graph.input if v.name not in stored
+                          for d in v.type.tensor_type.shape.dim)
 
     # ----- elements ------------------------------------------------------------------------------
     def new(self, n: int) -> np.ndarray:
@@ -167,13 +182,43 @@ class Analysis:
         return name, reader
 
     def value(self, name: str) -> np.ndarray | None:
+        """The value of `name` where it does not depend on the inputs (read-only: rewrites go through
+        `slice` and `fix_const`, which need the constant itself); None if computed from data."""
         found = self.source(name)
         if found is None:
             src = self.flat_source(name)
-            return None if src is None else self.consts[src].reshape(self.shapes[name])
+            return self._fold(name) if src is None else self.consts[src].reshape(self.shapes[name])
         src, perm = found
         array = self.consts[src]
         return array if perm is None else np.transpose(array, perm)  # consumer axis i = source axis perm[i]
+
+    def _fold(self, name: str) -> np.ndarray | None:
+        """Integer arithmetic on constants (torch exports compute Slice bounds as Mod(2, 3) + 1), run by
+        onnx's reference evaluator on the one node, its inputs folded first."""
+        if name in self.folded:
+            return self.folded[name]
+        self.folded[name] = None  # a cycle or a miss
+        node = self.facts.producer(name)
+        if node is not None and node.op_type == "Shape" and self.static:
+            rank = len(self.shapes[node.input[0]])
+            start, end = (next((a.i for a in node.attribute if a.name == k), d) for k, d in (("start", 0), ("end", rank)))
+            self.folded[name] = np.array(self.shapes[node.input[0]], np.int64)[start:end]
+            return self.folded[name]
+        if node is None or node.op_type not in FOLDABLE or node.domain not in ("", "ai.onnx"):
+            return None
+        inputs = [self.value(n) if n else None for n in node.input]
+        if any(n and v is None for n, v in zip(node.input, inputs)):
+            return None
+        from onnx.reference import ReferenceEvaluator
+
+        names = [f"in{k}" if n else "" for k, n in enumerate(node.input)]
+        one = onnx.helper.make_node(node.op_type, names, [f"out{k}" for k in range(len(node.output))],
+                                    domain=node.domain)
+        one.attribute.extend(node.attribute)
+        outputs = ReferenceEvaluator(one).run(None, {f"in{k}": v for k, v in enumerate(inputs) if node.input[k]})
+        for out, array in zip(node.output, outputs):
+            self.folded[out] = np.asarray(array)
+        return self.folded[name]
 
     def slice(self, index: int, slot: int, axis: int, ids: np.ndarray, role: str) -> bool:
         """Register: input `slot` of node `index` is sliced along its own `axis` by `ids`."""
@@ -198,9 +243,14 @@ class Analysis:
 
     def fix_const(self, index: int, slot: int, pos: int, ids: np.ndarray) -> bool:
         """Register: flat entry `pos` of input `slot` of node `index` becomes the kept count of ids."""
-        found = self._flat_path(self.nodes[index].input[slot], (index, slot))
+        name = self.nodes[index].input[slot]
+        found = self._flat_path(name, (index, slot))
         if found is None:
-            return False
+            folded = self._fold(name)
+            if folded is None or folded.dtype.kind not in "iu":
+                return False
+            self.fixes.append(DimFix("const", name, pos, ids, reader=(index, slot), copy=True, folded=folded))
+            return True
         src, reader = found
         self.uses.setdefault(src, set()).add((index, slot))
         self.fixed_sources.add(src)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from .graph import Analysis, DimFix, Slice, Term
-from .rules import RULES
+from .rules import PART_RULES, RULES
 from .shapes import value_shapes
 
 PROBE_BATCH = 2  # probe shapes at batch 2: a Reshape that folds the batch into channels shows up
@@ -72,6 +72,9 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
         rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if rule is None:
             a.freeze_inputs(node, "op not handled by channel analysis")
+            continue
+        if node.op_type not in PART_RULES and any(n in a.labels and a.labels[n].part >= 0 for n in node.input):
+            a.freeze_inputs(node, "reads a packed (fused Q/K/V) tensor other than by selecting a part")
             continue
         try:
             rule(a, i)

@@ -41,6 +41,8 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
         if fix.kind == "const":
             store_in = copies if fix.copy else arrays
             key = (fix.target, fix.reader) if fix.copy else fix.target
+            if fix.folded is not None:
+                consts.setdefault(fix.target, fix.folded)
             value = store_in.setdefault(key, consts[fix.target].copy())
             value.reshape(-1)[fix.index] = int((~removed[cg.channel[fix.ids]]).sum())
     model = onnx.ModelProto()

@@ -121,8 +121,28 @@ def pad(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
 
 @labeled
 def transpose(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
-    perm = attr(node, "perm") or list(reversed(range(len(a.shapes[node.input[0]]))))
-    a.labels[node.output[0]] = Label(list(perm).index(lab.axis), lab.ids, lab.zero)
+    perm = list(attr(node, "perm") or reversed(range(len(a.shapes[node.input[0]]))))
+    a.labels[node.output[0]] = Label(perm.index(lab.axis), lab.ids, lab.zero, perm.index(lab.part) if lab.part >= 0 else -1)
+
+
+@labeled
+def gather(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Gather with constant indices along an axis other than the channels' (ViT's class token x[:, 0]),
+    or one part of a packed tensor (a scalar index along its part axis: q = qkv[0])."""
+    rank = len(a.shapes[node.input[0]])
+    axis, index = attr(node, "axis", 0) % rank, a.value(node.input[1])
+    if index is None or axis == lab.axis or (axis == lab.part and index.ndim):
+        a.freeze(lab.ids, f"Gather '{node.name}' selects channels, or computed indices")
+        return
+    shift = index.ndim - 1  # the gathered axis becomes index.ndim axes
+
+    def moved(x: int) -> int:
+        return x if x < axis else x + shift
+    if axis == lab.part:
+        k = int(index) % lab.ids.shape[0]
+        a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids[k], lab.zero[k])
+        return
+    a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids, lab.zero, moved(lab.part) if lab.part >= 0 else -1)
 
 
 @labeled
@@ -246,8 +266,12 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     channel-minor after an NHWC Transpose); a Reshape splitting it into heads ties each head's
     channels (_split_heads); anything else freezes it."""
     src, dst = a.shapes[node.input[0]], a.shapes[node.output[0]]
+    if lab.part >= 0:
+        _move_unit_axes(a, node, lab, src, dst)
+        return
     found = _merge(src, dst, lab.axis)
-    if found is None and node.op_type == "Reshape" and _split_heads(a, i, node, lab, src, dst):
+    if found is None and node.op_type == "Reshape" and (_split_parts(a, i, node, lab, src, dst) or
+                                                        _split_heads(a, i, node, lab, src, dst)):
         return
     if found is None or (node.op_type == "Squeeze" and attr(node, "axes") is None and not _input(node, 1)):
         a.freeze(lab.ids, f"{node.op_type} '{node.name}' splits the channel axis or is not provably safe")
@@ -260,6 +284,60 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         a.freeze(lab.ids, f"Reshape '{node.name}': its shape names the channel size and cannot be rewritten")
         return
     a.labels[node.output[0]] = Label(b, ids, zero)
+
+
+def _move_unit_axes(a: Analysis, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> None:
+    """A packed tensor through Unsqueeze / Squeeze / a Reshape that only adds or drops size-1 axes."""
+    big_in, big_out = [k for k, n in enumerate(src) if n != 1], [k for k, n in enumerate(dst) if n != 1]
+    if [src[k] for k in big_in] != [dst[k] for k in big_out] or lab.axis not in big_in or lab.part not in big_in:
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' reshapes a packed tensor")
+        return
+    where = dict(zip(big_in, big_out))
+    a.labels[node.output[0]] = Label(where[lab.axis], lab.ids, lab.zero, where[lab.part])
+
+
+def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
+    """A Reshape [..., P*E, ...] -> [..., P, E, ...] where the channels are the same in every part
+    (attention's [B*H, S, D] -> [B, H, S, D]: the heads repeat per batch item): the label moves to E.
+    Or where each part is taken by a Gather (torch's fused in-projection: q, k, v = qkv.unflatten(-1,
+    (3, E))): the output is packed, position j of every part tied into one channel (so each part keeps
+    the same count). Either way E is rewritten to the kept count and P stays."""
+    b = lab.axis
+    if len(dst) != len(src) + 1 or dst[:b] != src[:b] or dst[b + 2:] != src[b + 1:] or dst[b] * dst[b + 1] != src[b] \
+            or dst[b] == 1:
+        return False
+    ids, zero = lab.ids.reshape(dst[b], dst[b + 1]), lab.zero.reshape(dst[b], dst[b + 1])
+    repeats = (ids == ids[0]).all() and (zero == zero[0]).all()
+    if not repeats and not _parts_selected(a, node.output[0]):
+        return False
+    entry = _shape_entry(a, i, b)
+    if entry is None or entry[0] != dst[b] or not _reshape_fix(a, i, b + 1, ids[0], merged_single=False,
+                                                               allow_infer=True):
+        return False
+    if repeats:
+        a.labels[node.output[0]] = Label(b + 1, ids[0], zero[0])
+        return True
+    for row in ids[1:]:
+        a.union(ids[0], row)
+    a.labels[node.output[0]] = Label(b + 1, ids, zero, b)
+    return True
+
+
+def _parts_selected(a: Analysis, name: str) -> bool:
+    """Every read of `name`, past Unsqueeze / Squeeze / Transpose, is a Gather of a constant index."""
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        readers = a.readers.get(current, [])
+        if current in a.outputs or not readers:
+            return False
+        for j, slot in readers:
+            reader = a.nodes[j]
+            if reader.op_type in ("Unsqueeze", "Squeeze", "Transpose") and slot == 0:
+                todo.append(reader.output[0])
+            elif reader.op_type != "Gather" or slot != 0 or a.value(reader.input[1]) is None:
+                return False
+    return True
 
 
 def _split_heads(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
@@ -470,6 +548,9 @@ def power(a: Analysis, i: int) -> None:
         a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
 
 
+# The ops that read a packed tensor (Label.part): moving its axes, or selecting one part.
+PART_RULES = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Gather"}
+
 RULES: dict[str, Rule] = {
     "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
     "BatchNormalization": norm(1, 2, 2), "InstanceNormalization": norm(1, 2, 0),
@@ -478,6 +559,7 @@ RULES: dict[str, Rule] = {
     "Resize": same_axis_size, "Upsample": same_axis_size, "Pad": pad, "Transpose": transpose,
     "Softmax": softmax_like, "LogSoftmax": softmax_like, "LayerNormalization": softmax_like,
     "Concat": concat, "Split": split, "Slice": slice_op, **{op: reshape for op in RESHAPES}, "Shape": shape,
+    "Gather": gather,
     "Add": elementwise("all"), "Sub": elementwise("all"), "Sum": elementwise("all"),
     "Mul": elementwise("any"), "PRelu": elementwise("first"), "Div": div, "Pow": power,
 }
