@@ -90,8 +90,10 @@ class Term:
 class Analysis:
     """Mutable state of one pass over a graph; op handlers (rules.py) call these methods."""
 
-    def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]):
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+                 second: dict[str, tuple[int, ...]] | None = None):
         self.model, self.graph, self.shapes = model, model.graph, shapes
+        self.probes = (shapes, second)  # second: every symbolic input dim doubled (None: not measured)
         self.facts = GraphFacts(self.graph)
         self.nodes, self.readers = self.facts.nodes, self.facts.readers
         self.consts = tensor_constants(self.graph)  # only these can be resized in place
@@ -105,12 +107,9 @@ class Analysis:
         self.uses: dict[str, set[tuple[int, int]]] = {}  # source -> registered (node, slot) reads
         self.fixed_sources: set[str] = set()
         self.scaled: list[tuple[str, float, np.ndarray]] = []  # (node, MACs, ids): MACs scale with kept ids
-        self.folded: dict[str, np.ndarray | None] = {}  # _fold's cache
-        # Every input dim fixed: the probe's shapes are the only shapes, so Shape is a constant. (A tensor
-        # without a label never changes size, and Shape of a channel tensor freezes the channels it reads.)
-        stored = set(self.consts)
-        self.static = all(d.dim_value > 0 for v in self.graph.input if v.name not in stored
-                          for d in v.type.tensor_type.shape.dim)
+        self.evaluated: tuple[dict, dict] = ({}, {})  # _evaluate's cache, per probe
+        # rules._factor_fix: product tensor -> [Reshapes that rewrote its factor, Reshapes that read it]
+        self.factors: dict[str, list[set[int]]] = {}
 
     # ----- elements ------------------------------------------------------------------------------
     def new(self, n: int) -> np.ndarray:
@@ -184,41 +183,60 @@ class Analysis:
     def value(self, name: str) -> np.ndarray | None:
         """The value of `name` where it does not depend on the inputs (read-only: rewrites go through
         `slice` and `fix_const`, which need the constant itself); None if computed from data."""
+        known = self._stored(name)
+        return known if known is not None else self._fold(name)
+
+    def _stored(self, name: str) -> np.ndarray | None:
+        """A constant's value through Identity / Cast / Transpose or the flat-order ops."""
         found = self.source(name)
         if found is None:
             src = self.flat_source(name)
-            return self._fold(name) if src is None else self.consts[src].reshape(self.shapes[name])
+            return None if src is None else self.consts[src].reshape(self.shapes[name])
         src, perm = found
         array = self.consts[src]
         return array if perm is None else np.transpose(array, perm)  # consumer axis i = source axis perm[i]
 
     def _fold(self, name: str) -> np.ndarray | None:
-        """Integer arithmetic on constants (torch exports compute Slice bounds as Mod(2, 3) + 1), run by
-        onnx's reference evaluator on the one node, its inputs folded first."""
-        if name in self.folded:
-            return self.folded[name]
-        self.folded[name] = None  # a cycle or a miss
-        node = self.facts.producer(name)
-        if node is not None and node.op_type == "Shape" and self.static:
-            rank = len(self.shapes[node.input[0]])
-            start, end = (next((a.i for a in node.attribute if a.name == k), d) for k, d in (("start", 0), ("end", rank)))
-            self.folded[name] = np.array(self.shapes[node.input[0]], np.int64)[start:end]
-            return self.folded[name]
-        if node is None or node.op_type not in FOLDABLE or node.domain not in ("", "ai.onnx"):
+        """Shape arithmetic that comes out the same in both probes (torch computes Slice bounds as
+        Mod(2, 3) + 1, and E from x.size(-1)): it depends on no symbolic input dim, so it is a constant.
+        Sound because a tensor without a channel label never changes size, and Shape of a channel
+        tensor freezes the channels whose count it reads (rules.shape)."""
+        if self.probes[1] is None:
             return None
-        inputs = [self.value(n) if n else None for n in node.input]
+        first, second = self._evaluate(name, 0), self._evaluate(name, 1)
+        if first is None or second is None or first.shape != second.shape or not np.array_equal(first, second):
+            return None
+        return first
+
+    def _evaluate(self, name: str, k: int) -> np.ndarray | None:
+        """`name` under probe k, where only shapes and constants feed it (onnx's reference evaluator runs
+        the one node, its inputs evaluated first)."""
+        cache = self.evaluated[k]
+        if name in cache:
+            return cache[name]
+        cache[name] = self._stored(name)  # a cycle reads None
+        node = self.facts.producer(name)
+        if cache[name] is not None or node is None or node.domain not in ("", "ai.onnx"):
+            return cache[name]
+        if node.op_type == "Shape":
+            shape = self.probes[k][node.input[0]]
+            start, end = (next((a.i for a in node.attribute if a.name == key), d) for key, d in (("start", 0), ("end", len(shape))))
+            cache[name] = np.array(shape, np.int64)[start:end]
+            return cache[name]
+        if node.op_type not in FOLDABLE:
+            return None
+        inputs = [self._evaluate(n, k) if n else None for n in node.input]
         if any(n and v is None for n, v in zip(node.input, inputs)):
             return None
         from onnx.reference import ReferenceEvaluator
 
-        names = [f"in{k}" if n else "" for k, n in enumerate(node.input)]
-        one = onnx.helper.make_node(node.op_type, names, [f"out{k}" for k in range(len(node.output))],
-                                    domain=node.domain)
+        one = onnx.helper.make_node(node.op_type, [f"in{j}" if n else "" for j, n in enumerate(node.input)],
+                                    [f"out{j}" for j in range(len(node.output))], domain=node.domain)
         one.attribute.extend(node.attribute)
-        outputs = ReferenceEvaluator(one).run(None, {f"in{k}": v for k, v in enumerate(inputs) if node.input[k]})
+        outputs = ReferenceEvaluator(one).run(None, {f"in{j}": v for j, v in enumerate(inputs) if node.input[j]})
         for out, array in zip(node.output, outputs):
-            self.folded[out] = np.asarray(array)
-        return self.folded[name]
+            cache[out] = np.asarray(array)
+        return cache[name]
 
     def slice(self, index: int, slot: int, axis: int, ids: np.ndarray, role: str) -> bool:
         """Register: input `slot` of node `index` is sliced along its own `axis` by `ids`."""
@@ -317,6 +335,11 @@ class Analysis:
                 self.union(first[k].ids, s.ids)
             else:
                 first[k] = s
+        for product, (done, readers) in self.factors.items():  # a product some reader needs unchanged
+            if done != readers:
+                for f in self.fixes:
+                    if f.kind == "const" and f.reader and self.nodes[f.reader[0]].output[0] == product:
+                        self.freeze(f.ids, f"'{product}' is read by a Reshape that keeps the head count")
         by_source: dict[str, list[Slice]] = {}
         for s in self.slices:
             by_source.setdefault(s.tensor, []).append(s)

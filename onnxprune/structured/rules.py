@@ -310,9 +310,9 @@ def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
     repeats = (ids == ids[0]).all() and (zero == zero[0]).all()
     if not repeats and not _parts_selected(a, node.output[0]):
         return False
-    entry = _shape_entry(a, i, b)
-    if entry is None or entry[0] != dst[b] or not _reshape_fix(a, i, b + 1, ids[0], merged_single=False,
-                                                               allow_infer=True):
+    entry = _shape_entry(a, i, b)  # P itself, or computed (the batch: sizes without a label never change)
+    if (entry is None and not repeats) or (entry is not None and entry[0] != dst[b]) or \
+            not _reshape_fix(a, i, b + 1, ids[0], merged_single=False, allow_infer=True):
         return False
     if repeats:
         a.labels[node.output[0]] = Label(b + 1, ids[0], zero[0])
@@ -370,7 +370,8 @@ def _split_heads(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
             entry = _shape_entry(a, i, lab.axis)  # a 0 there would copy the channel count
             if entry is None or entry[0] == 0:
                 return False
-        if not _reshape_fix(a, i, b, out_ids[index], merged_single=False, allow_infer=True):
+        if not _reshape_fix(a, i, b, out_ids[index], merged_single=False, allow_infer=True) and \
+                not (n > mid and _factor_fix(a, i, b, out_ids, mid)):
             return False
         for column in ids[:, 1:].T:
             a.union(ids[:, 0], column)
@@ -419,10 +420,20 @@ def _shape_entry(a: Analysis, i: int, pos: int) -> tuple[int, int, int, int] | N
     """(value, node, slot, position) of entry `pos` of Reshape i's shape where it is a constant: the
     shape is constant, or a Concat (read only by this Reshape) whose piece there is constant (what
     exporters build for x.view(x.size(0), -1) or Keras' Tensordot)."""
+    found = _entry_source(a, i, pos)
+    if found is None:
+        return None
+    index, slot, k = found
+    v = a.value(a.nodes[index].input[slot])
+    return None if v is None else (int(v.ravel()[k]), index, slot, k)
+
+
+def _entry_source(a: Analysis, i: int, pos: int) -> tuple[int, int, int] | None:
+    """(node, slot, position in that input) holding entry `pos` of Reshape i's shape: the shape input
+    itself when its value is known, else the piece of the Concat (read only by this Reshape) building it."""
     name = a.nodes[i].input[1]
-    value = a.value(name)
-    if value is not None:
-        return int(value.ravel()[pos]), i, 1, pos
+    if a.value(name) is not None:
+        return i, 1, pos
     producer = a.facts.producer
     while (cast := producer(name)) is not None and cast.op_type == "Cast" and len(a.readers.get(name, [])) == 1:
         name = cast.input[0]  # tf2onnx casts the shape to int64 after the Concat
@@ -436,10 +447,53 @@ def _shape_entry(a: Analysis, i: int, pos: int) -> tuple[int, int, int, int] | N
     for slot, piece in enumerate(node.input):
         n = int(np.prod(a.shapes[piece]))
         if offset <= pos < offset + n:
-            v = a.value(piece)
-            return None if v is None else (int(v.ravel()[pos - offset]), index, slot, pos - offset)
+            return index, slot, pos - offset
         offset += n
     return None
+
+
+def _factor_fix(a: Analysis, i: int, b: int, heads: np.ndarray, mid: int) -> bool:
+    """Entry b of Reshape i's shape is computed as n * H, H a constant equal to the head count `mid`
+    (torch's bsz * num_heads with a symbolic batch): H is rewritten to the kept count of `heads`. Every
+    Reshape that reads the product must rewrite it alike (Analysis.close checks)."""
+    found = _entry_source(a, i, b)
+    if found is None or a.value(a.nodes[found[0]].input[found[1]]) is not None:
+        return False
+    name = a.nodes[found[0]].input[found[1]]
+    while (node := a.facts.producer(name)) is not None and node.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        name = node.input[0]
+    if node is None or node.op_type != "Mul":
+        return False
+    index = a.facts.producers[name]
+    for slot in (0, 1):
+        factor = a.value(node.input[slot])
+        if factor is not None and factor.size == 1 and int(factor.ravel()[0]) == mid and \
+                a.value(node.input[1 - slot]) is None and a.fix_const(index, slot, 0, heads):
+            readers = _shape_readers(a, name)
+            a.factors.setdefault(name, [set(), set()])
+            a.factors[name][0].add(i)
+            a.factors[name][1] |= readers if readers is not None else {-1}
+            return True
+    return False
+
+
+def _shape_readers(a: Analysis, name: str) -> set[int] | None:
+    """The Reshapes whose shape reads `name` (through Unsqueeze / Cast / a Concat read by one Reshape);
+    None if anything else reads it."""
+    found, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current in a.outputs:
+            return None
+        for j, slot in a.readers.get(current, []):
+            node = a.nodes[j]
+            if node.op_type in ("Unsqueeze", "Cast", "Concat"):
+                todo.append(node.output[0])
+            elif node.op_type == "Reshape" and slot == 1:
+                found.add(j)
+            else:
+                return None
+    return found
 
 
 @labeled
