@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.torch_nets import export
-from onnxprune.structured import analyze, rewrite, select, summary
+from onnxprune.structured import analyze, rewrite, summary
 from onnxprune.structured.shapes import value_shapes
 from test_structured import check_exact
 

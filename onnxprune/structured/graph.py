@@ -279,9 +279,11 @@ class Analysis:
         self.fixes.append(DimFix("attr", _who(self.nodes[index]), index, ids, attr, pos))
 
     # ----- closing checks --------------------------------------------------------------------------
-    def terminal_reads(self, name: str) -> set[tuple[int, int]] | None:
+    def terminal_reads(self, name: str, through=None) -> set[tuple[int, int]] | None:
         """Every (node, slot) that reads constant `name` past Identity/Cast/Transpose and the
-        flat-order ops; None if any such tensor is a graph output."""
+        flat-order ops (or the (op, slot) reads `through` says pass it on); None if any such tensor is
+        a graph output."""
+        through = through or (lambda op, slot: op in CONST_PASS | FLAT_PASS and slot == 0)
         reads, todo = set(), [name]
         while todo:
             current = todo.pop()
@@ -289,7 +291,7 @@ class Analysis:
                 return None
             for i, slot in self.readers.get(current, []):
                 node = self.nodes[i]
-                if node.op_type in CONST_PASS | FLAT_PASS and slot == 0:
+                if through(node.op_type, slot):
                     todo.append(node.output[0])
                 else:
                     reads.add((i, slot))

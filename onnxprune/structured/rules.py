@@ -478,22 +478,12 @@ def _factor_fix(a: Analysis, i: int, b: int, heads: np.ndarray, mid: int) -> boo
 
 
 def _shape_readers(a: Analysis, name: str) -> set[int] | None:
-    """The Reshapes whose shape reads `name` (through Unsqueeze / Cast / a Concat read by one Reshape);
-    None if anything else reads it."""
-    found, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if current in a.outputs:
-            return None
-        for j, slot in a.readers.get(current, []):
-            node = a.nodes[j]
-            if node.op_type in ("Unsqueeze", "Cast", "Concat"):
-                todo.append(node.output[0])
-            elif node.op_type == "Reshape" and slot == 1:
-                found.add(j)
-            else:
-                return None
-    return found
+    """The Reshapes whose shape reads `name` (through Unsqueeze / Cast / a Concat); None if anything
+    else reads it."""
+    reads = a.terminal_reads(name, through=lambda op, slot: op in ("Unsqueeze", "Cast", "Concat"))
+    if reads is None or any(a.nodes[j].op_type != "Reshape" or slot != 1 for j, slot in reads):
+        return None
+    return {j for j, _ in reads}
 
 
 @labeled
