@@ -208,6 +208,46 @@ def test_sigmoid_before_a_consumer_freezes():
     assert any("not 0" in reason for reason in cg.reasons)
 
 
+def _shared_zero_bias() -> onnx.ModelProto:
+    """Two hidden layers of 6 units whose zero biases are one tensor (the second reads it through
+    Identity, as torch's exporter writes equal constants), and a LayerNorm over 6 features whose shift
+    is that tensor through another Identity: what a BERT export does with every zero bias."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {f"w{k}": rng.standard_normal(shape).astype(np.float32)
+               for k, shape in enumerate([(8, 6), (6, 4), (8, 6), (6, 4)])}
+    consts = [numpy_helper.from_array(v, k) for k, v in weights.items()] + [
+        numpy_helper.from_array(np.zeros(6, np.float32), "b"), numpy_helper.from_array(np.ones(6, np.float32), "g")]
+    node = helper.make_node
+    nodes = [node("MatMul", ["x", "w0"], ["h0"]), node("Add", ["h0", "b"], ["a0"]), node("Relu", ["a0"], ["r0"]),
+             node("MatMul", ["r0", "w1"], ["y0"]),
+             node("Identity", ["b"], ["b1"]), node("MatMul", ["x", "w2"], ["h1"]), node("Add", ["h1", "b1"], ["a1"]),
+             node("Relu", ["a1"], ["r1"]), node("MatMul", ["r1", "w3"], ["y1"]),
+             node("Identity", ["b"], ["b2"]), node("LayerNormalization", ["h0", "g", "b2"], ["n"], axis=-1),
+             node("Add", ["y0", "y1"], ["y"])]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+                               helper.make_tensor_value_info("n", TensorProto.FLOAT, ["batch", 6])], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_exporters_shared_constants_do_not_tie_channels():
+    """Before: the shared bias tied unit j of both layers (and the LayerNorm froze them all); now each
+    Identity is a tensor of its own: the second layer's units are free, its Identity reads a sliced copy,
+    and the LayerNorm keeps its 6 zeros while the first layer's direct read of the tensor stays whole."""
+    model = _shared_zero_bias()
+    cg = analyze(model)
+    keys = cg.keys()
+    first, second = keys[("w0", 1)], keys[("w2", 1)]
+    assert cg.frozen[first].all() and not cg.frozen[second].any() and not set(first) & set(second)
+    cg, removed = check_exact(model, fraction=0.7)
+    pruned = rewrite(cg, removed)
+    dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    kept = int((~removed[np.unique(second)]).sum())
+    assert dims["b"] == [6] and dims["b_pruned0"] == [kept] and dims["w2"] == [8, kept] and kept < 6
+
+
 # ----- zoo ------------------------------------------------------------------------------------------------
 ZOO = ["resnet18-torchscript", "mobilenet_v3_small-torchscript", "squeezenet1_1-torchscript",
        "shufflenet_v2_x0_5-torchscript", "densenet121-torchscript", "efficientnet_b0-torchscript",
@@ -217,12 +257,20 @@ CNNS = {"resnet18-torchscript", "mobilenet_v3_small-torchscript", "squeezenet1_1
         "flax_cnn", "paddle_cnn", "lenet5"}
 
 
+# Transformers: the residual stream feeds LayerNorms (normalized over its channels), so it stays whole;
+# heads and FFN units are prunable. vit_tiny's rest is the patch embedding; Keras' einsum reads the head
+# count through Shape (attention frozen, the FFN prunable).
+TRANSFORMER_COVERAGE = {"vit_tiny-torchscript": 0.75, "flax_transformer": 0.99, "keras_transformer": 0.44}
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_exact(name):
     cg, removed = check_exact(zoo.zoo_model(name))
     kept, total = cost(cg, removed, "macs")
-    if name in CNNS:  # transformers' attention and residual stream stay frozen: the budget is out of reach
+    if name in CNNS:  # transformers' residual stream stays frozen: the budget is out of reach
         assert cg.coverage() >= 0.95 and kept <= 0.5 * total
+    else:
+        assert cg.coverage() >= TRANSFORMER_COVERAGE[name]
 
 
 @pytest.mark.parametrize("name", ["paddle_mlp"])

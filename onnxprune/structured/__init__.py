@@ -27,7 +27,7 @@ from ..choices import SCOPES
 from ..errors import OnnxPruneError, arg
 from .groups import ChannelGraph, analyze
 from .record import record, removed_parameters
-from .rewrite import rewrite, zeroed
+from .rewrite import check_runs, rewrite, zeroed
 from .score import channel_scores, masks
 from .select import cost, local_scores, round_layers, select
 
@@ -71,6 +71,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                                min_layer_density, input_shapes, batches, precision, seed, progress)
     removed = round_layers(cg, removed, scores, round_to)
     pruned = rewrite(cg, removed)
+    check_runs(pruned, cg)
     record(pruned, removed_parameters(cg, removed))  # for `verify --reference`
     report = summary(cg, removed)
     report.update(method=method, objective=objective, target=fraction, seconds=time.perf_counter() - start)

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from ..graph import GraphFacts
-from ..graph.constants import tensor_constants
+from .tensors import resizable
 
 # Ops through which a constant keeps its identity on the way to a weight slot (paddle2onnx Identity,
 # mixed precision Cast, jax2onnx / tf2onnx Transpose); the axis map follows the Transpose.
@@ -96,7 +96,7 @@ class Analysis:
         self.probes = (shapes, second)  # second: every symbolic input dim doubled (None: not measured)
         self.facts = GraphFacts(self.graph)
         self.nodes, self.readers = self.facts.nodes, self.facts.readers
-        self.consts = tensor_constants(self.graph)  # only these can be resized in place
+        self.consts = resizable(self.graph)  # only these can be resized in place
         self.outputs = set(self.facts.outputs)
         self.labels: dict[str, Label] = {}
         self.parent: list[int] = []
@@ -208,6 +208,10 @@ class Analysis:
             return None
         return first
 
+    def probed(self, name: str) -> list[np.ndarray | None]:
+        """`name`'s value in each probe that ran, where only shapes and constants feed it."""
+        return [self._evaluate(name, k) for k in range(2) if self.probes[k] is not None]
+
     def _evaluate(self, name: str, k: int) -> np.ndarray | None:
         """`name` under probe k, where only shapes and constants feed it (onnx's reference evaluator runs
         the one node, its inputs evaluated first)."""
@@ -292,7 +296,8 @@ class Analysis:
             for i, slot in self.readers.get(current, []):
                 node = self.nodes[i]
                 if through(node.op_type, slot):
-                    todo.append(node.output[0])
+                    if node.output[0] not in self.consts:  # else an Identity copy: a constant of its own
+                        todo.append(node.output[0])
                 else:
                     reads.add((i, slot))
         return reads

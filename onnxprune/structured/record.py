@@ -14,8 +14,7 @@ import numpy as np
 import onnx
 
 from ..errors import InvalidModelError
-from ..graph.constants import tensor_constants
-from .rewrite import store
+from .tensors import resizable, store
 
 KEY = "onnxprune.removed_channels"
 
@@ -53,7 +52,7 @@ def recorded(model: onnx.ModelProto) -> list[dict] | None:
 
 def zero_removed(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto:
     """A copy of `model` with each entry's indices set to zero along its axis (the exactness reference)."""
-    consts = tensor_constants(model.graph)
+    consts = resizable(model.graph)
     arrays: dict[str, np.ndarray] = {}
     for e in entries:
         if e["tensor"] not in consts:

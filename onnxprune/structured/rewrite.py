@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from ..errors import OnnxPruneError
-from ..graph.constants import tensor_constants
 from .groups import ChannelGraph
+from .tensors import add_copy, names, resizable, store
 
 
 def kept_positions(cg: ChannelGraph, removed: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
@@ -33,7 +33,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
         raise OnnxPruneError("a frozen channel cannot be removed")
     kept = kept_positions(cg, removed)
     arrays: dict[str, np.ndarray] = {}
-    consts = tensor_constants(cg.model.graph)
+    consts = resizable(cg.model.graph)
     for (name, axis), keep in sorted(kept.items()):
         arrays[name] = np.compress(keep, arrays.get(name, consts[name]), axis=axis)
     copies: dict[tuple[str, tuple], np.ndarray] = {}  # (shared constant, its reader) -> that reader's copy
@@ -56,6 +56,25 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     return model
 
 
+def check_runs(pruned: onnx.ModelProto, cg: ChannelGraph) -> None:
+    """The rewritten graph runs in onnxruntime at the probe's shapes and gives the original's output
+    shapes; a RuntimeError (a bug: the CLI says "internal error", exit 1) before anything is written."""
+    import onnxruntime as ort
+
+    from .shapes import input_feeds
+
+    inputs = [v.name for v in pruned.graph.input if v.name in cg.shapes]
+    feeds = input_feeds(pruned, {name: cg.shapes[name] for name in inputs}, seed=0)
+    try:
+        session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = {o.name: np.shape(v) for o, v in zip(session.get_outputs(), session.run(None, feeds))}
+    except Exception as err:  # noqa: BLE001 (onnxruntime raises its own exception types)
+        raise RuntimeError(f"the channel-pruned graph does not run in onnxruntime, nothing written: {err}") from None
+    wrong = [name for name, shape in got.items() if tuple(shape) != tuple(cg.shapes.get(name, shape))]
+    if wrong:
+        raise RuntimeError(f"the channel-pruned graph changes the shape of output '{wrong[0]}', nothing written")
+
+
 def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     """The original model with the removed channels' parameters set to zero (the exactness reference)."""
     from .record import removed_parameters, zero_removed
@@ -63,39 +82,12 @@ def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     return zero_removed(cg.model, removed_parameters(cg, removed))
 
 
-def store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays back in place (initializers, Constant values, old-IR graph.input shapes)."""
-    for tensor in graph.initializer:
-        if tensor.name in arrays:
-            tensor.CopyFrom(numpy_helper.from_array(np.asarray(arrays[tensor.name], order="C"), tensor.name))
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] in arrays:
-            for a in node.attribute:
-                if a.name == "value":
-                    a.t.CopyFrom(numpy_helper.from_array(np.asarray(arrays[node.output[0]], order="C"), a.t.name))
-    for value in graph.input:
-        if value.name in arrays:
-            dims = value.type.tensor_type.shape.dim
-            for d, n in zip(dims, arrays[value.name].shape):
-                d.dim_value = n
-
-
 def _store_copies(graph: onnx.GraphProto, copies: dict, consts: dict) -> None:
     """Give each reader of a shared shape constant whose entries changed its own initializer."""
-    taken = {t.name for t in graph.initializer} | {v.name for v in graph.input} | \
-        {o for n in graph.node for o in n.output}
+    taken = names(graph)
     for (name, (index, slot)), value in sorted(copies.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        if np.array_equal(value, consts[name]):
-            continue  # nothing kept fewer: the shared original is right
-        k = 0
-        while f"{name}_pruned{k}" in taken:
-            k += 1
-        taken.add(f"{name}_pruned{k}")
-        tensor = numpy_helper.from_array(np.asarray(value, order="C"), f"{name}_pruned{k}")
-        graph.initializer.append(tensor)
-        if any(v.name == name for v in graph.input):  # declared like its original (IR 3 lists initializers)
-            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-        graph.node[index].input[slot] = f"{name}_pruned{k}"
+        if not np.array_equal(value, consts[name]):  # else nothing kept fewer: the shared original is right
+            add_copy(graph, name, value, index, slot, taken)
 
 
 def _set_attr(node: onnx.NodeProto, name: str, value: int, pos: int) -> None:

@@ -366,10 +366,9 @@ def _split_heads(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
         ids, zero = lab.ids[order], lab.zero[order]
         out_ids, out_zero = ids[:, 0], zero.all(axis=1)
         index = (np.arange(n) // (lo // r)) % mid
-        if b != lab.axis and lab.axis < len(dst) and not attr(node, "allowzero", 0):
-            entry = _shape_entry(a, i, lab.axis)  # a 0 there would copy the channel count
-            if entry is None or entry[0] == 0:
-                return False
+        if b != lab.axis and lab.axis < len(dst) and not attr(node, "allowzero", 0) and \
+                not _entry_positive(a, i, lab.axis):  # a 0 there would copy the channel count
+            return False
         if not _reshape_fix(a, i, b, out_ids[index], merged_single=False, allow_infer=True) and \
                 not (n > mid and _factor_fix(a, i, b, out_ids, mid)):
             return False
@@ -407,13 +406,9 @@ def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bo
 
 
 def _others_keep(a: Analysis, i: int, b: int) -> bool:
-    """Every entry of Reshape i's shape but `b` is a positive constant (so -1 at b infers the new size)."""
-    for pos in range(len(a.shapes[a.nodes[i].output[0]])):
-        if pos != b:
-            found = _shape_entry(a, i, pos)
-            if found is None or found[0] <= 0:
-                return False
-    return True
+    """Every entry of Reshape i's shape but `b` is positive (so -1 at b infers the new size): constants,
+    or shape arithmetic on sizes pruning keeps (HF's view(*x.shape[:-1], -1, D))."""
+    return all(_entry_positive(a, i, pos) for pos in range(len(a.shapes[a.nodes[i].output[0]])) if pos != b)
 
 
 def _shape_entry(a: Analysis, i: int, pos: int) -> tuple[int, int, int, int] | None:
@@ -426,6 +421,16 @@ def _shape_entry(a: Analysis, i: int, pos: int) -> tuple[int, int, int, int] | N
     index, slot, k = found
     v = a.value(a.nodes[index].input[slot])
     return None if v is None else (int(v.ravel()[k]), index, slot, k)
+
+
+def _entry_positive(a: Analysis, i: int, pos: int) -> bool:
+    """Entry `pos` of Reshape i's shape is positive: a constant, or shape arithmetic (flax's batch dims
+    Slice(Shape(x))) positive in every probe."""
+    found = _entry_source(a, i, pos)
+    if found is None:
+        return False
+    index, slot, k = found
+    return all(v is not None and int(v.ravel()[k]) > 0 for v in a.probed(a.nodes[index].input[slot]))
 
 
 def _entry_source(a: Analysis, i: int, pos: int) -> tuple[int, int, int] | None:
