@@ -115,6 +115,21 @@ class Attention(nn.Module):
         return self.attn(x, x, x, need_weights=False)[0]
 
 
+class FusedQKV(nn.Module):
+    """timm's Attention: one qkv Linear viewed as [B, N, 3, H, D] (parts and heads in one Reshape),
+    permuted, unbound (Split + Squeeze), and merged back with C from x.shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(E, 3 * E), nn.Linear(E, E)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * D ** -0.5).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
 def build(net: nn.Module, batch: int | None = None):
     """Exported with a symbolic batch, or with a fixed `batch` (the shapes become constants)."""
     torch.manual_seed(0)
@@ -125,6 +140,17 @@ def build(net: nn.Module, batch: int | None = None):
 
 def head_channels(cg, name: str, axis: int) -> np.ndarray:
     return cg.keys()[(name, axis)]
+
+
+def prune_some_heads(model, heads: np.ndarray) -> tuple[int, dict[str, list[int]]]:
+    """Exact random prunings until one keeps some but not all of the H heads: (kept, rewritten dims)."""
+    for seed in range(4):
+        cg, removed = check_exact(model, fraction=0.5, seed=seed)
+        kept = int((~removed[np.unique(heads)]).sum())
+        if 0 < kept < H:
+            break
+    assert 0 < kept < H
+    return kept, {t.name: list(t.dims) for t in rewrite(cg, removed).graph.initializer}
 
 
 def split_shapes(model) -> list[tuple[int, ...]]:
@@ -210,13 +236,7 @@ def test_torch_attention_heads_exact(net, attn, batch):
     assert not cg.frozen[heads].any() and len(np.unique(heads)) == H
     packed = head_channels(cg, fused, 0).reshape(3, E)  # q, k and v rows, one channel per head
     assert (packed == heads).all()
-    for seed in range(4):
-        cg, removed = check_exact(model, fraction=0.5, seed=seed)
-        kept = int((~removed[np.unique(heads)]).sum())
-        if 0 < kept < H:
-            break
-    assert 0 < kept < H
-    dims = {t.name: list(t.dims) for t in rewrite(cg, removed).graph.initializer}
+    kept, dims = prune_some_heads(model, heads)
     assert dims[fused] == [3 * kept * D, E] and dims[out_proj] == [E, kept * D]
 
 
@@ -247,3 +267,16 @@ def test_bert_style_heads_exact():
     cg, removed = check_exact(model)
     kept = int((~removed[np.unique(q)]).sum())
     assert 0 < kept < H and split_shapes(rewrite(cg, removed)) == [(1, S, kept, D)] * 3
+
+
+@pytest.mark.parametrize("batch", [None, 2], ids=["symbolic_batch", "fixed_batch"])
+def test_timm_fused_qkv_heads_exact(batch):
+    """Before: the [B, N, 3, H, D] view split the channel axis three ways and froze every head."""
+    model = build(FusedQKV(), batch=batch)
+    cg = analyze(model)
+    assert cg.coverage() == 1.0
+    heads = head_channels(cg, "proj.weight", 1)
+    assert not cg.frozen[heads].any() and len(np.unique(heads)) == H
+    assert (head_channels(cg, "qkv.weight", 0).reshape(3, E) == heads).all()
+    kept, dims = prune_some_heads(model, heads)
+    assert dims["qkv.weight"] == [3 * kept * D, E] and dims["proj.weight"] == [E, kept * D]

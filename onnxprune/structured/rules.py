@@ -205,6 +205,14 @@ def concat(a: Analysis, i: int) -> None:
 def split(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     rank = len(a.shapes[node.input[0]])
     axis = attr(node, "axis", 0) % rank
+    if lab.part >= 0:  # a packed tensor split into its parts (timm's qkv.unbind(0)): each one is plain
+        if axis != lab.part or any(a.shapes[o][axis] != 1 for o in node.output) or len(node.output) != len(lab.ids):
+            a.freeze(lab.ids, f"Split '{node.name}' splits a packed tensor other than into its parts")
+            return
+        for k, out in enumerate(node.output):
+            if out:
+                a.labels[out] = Label(lab.axis, lab.ids[k], lab.zero[k])
+        return
     if axis != lab.axis:
         for out in node.output:
             if out:
@@ -299,20 +307,28 @@ def _move_unit_axes(a: Analysis, node: onnx.NodeProto, lab: Label, src: tuple, d
 def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
     """A Reshape [..., P*E, ...] -> [..., P, E, ...] where the channels are the same in every part
     (attention's [B*H, S, D] -> [B, H, S, D]: the heads repeat per batch item): the label moves to E.
-    Or where each part is taken by a Gather (torch's fused in-projection: q, k, v = qkv.unflatten(-1,
-    (3, E))): the output is packed, position j of every part tied into one channel (so each part keeps
-    the same count). Either way E is rewritten to the kept count and P stays."""
+    Or where each part is taken by a Gather or Split (torch's fused in-projection: q, k, v =
+    qkv.unflatten(-1, (3, E)); timm's qkv.reshape(B, N, 3, H, D), E split into heads at once): the
+    output is packed, position j of every part tied into one channel (so each part keeps the same
+    count). Either way E (or H) is rewritten to the kept count and P stays."""
     b = lab.axis
-    if len(dst) != len(src) + 1 or dst[:b] != src[:b] or dst[b + 2:] != src[b + 1:] or dst[b] * dst[b + 1] != src[b] \
-            or dst[b] == 1:
+    inner = 2 if len(dst) == len(src) + 2 else 1  # E, or E as (H, D)
+    if len(dst) != len(src) + inner or dst[:b] != src[:b] or dst[b + 1 + inner:] != src[b + 1:] or dst[b] == 1 \
+            or int(np.prod(dst[b:b + 1 + inner])) != src[b]:
         return False
-    ids, zero = lab.ids.reshape(dst[b], dst[b + 1]), lab.zero.reshape(dst[b], dst[b + 1])
-    repeats = (ids == ids[0]).all() and (zero == zero[0]).all()
+    ids, zero = lab.ids.reshape(dst[b], -1), lab.zero.reshape(dst[b], -1)
+    repeats = inner == 1 and (ids == ids[0]).all() and (zero == zero[0]).all()
     if not repeats and not _parts_selected(a, node.output[0]):
         return False
+    if inner == 2:  # one channel per head: D positions of head h tied
+        ids, zero = ids.reshape(dst[b], dst[b + 1], dst[b + 2]), zero.reshape(dst[b], dst[b + 1], dst[b + 2])
+        for column in np.moveaxis(ids[:, :, 1:], 2, 0):
+            a.union(ids[:, :, 0].ravel(), column.ravel())
+        ids, zero = ids[:, :, 0], zero.all(axis=2)
     entry = _shape_entry(a, i, b)  # P itself, or computed (the batch: sizes without a label never change)
     if (entry is None and not repeats) or (entry is not None and entry[0] != dst[b]) or \
-            not _reshape_fix(a, i, b + 1, ids[0], merged_single=False, allow_infer=True):
+            not _reshape_fix(a, i, b + 1, ids[0], merged_single=False, allow_infer=True) or \
+            (inner == 2 and not _entry_positive(a, i, b + 2)):
         return False
     if repeats:
         a.labels[node.output[0]] = Label(b + 1, ids[0], zero[0])
@@ -324,7 +340,8 @@ def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
 
 
 def _parts_selected(a: Analysis, name: str) -> bool:
-    """Every read of `name`, past Unsqueeze / Squeeze / Transpose, is a Gather of a constant index."""
+    """Every read of `name`, past Unsqueeze / Squeeze / Transpose, is a Gather of a constant index or
+    a Split (the rules check the axis)."""
     todo = [name]
     while todo:
         current = todo.pop()
@@ -335,7 +352,8 @@ def _parts_selected(a: Analysis, name: str) -> bool:
             reader = a.nodes[j]
             if reader.op_type in ("Unsqueeze", "Squeeze", "Transpose") and slot == 0:
                 todo.append(reader.output[0])
-            elif reader.op_type != "Gather" or slot != 0 or a.value(reader.input[1]) is None:
+            elif slot != 0 or reader.op_type not in ("Gather", "Split") or \
+                    (reader.op_type == "Gather" and a.value(reader.input[1]) is None):
                 return False
     return True
 
@@ -598,7 +616,7 @@ def power(a: Analysis, i: int) -> None:
 
 
 # The ops that read a packed tensor (Label.part): moving its axes, or selecting one part.
-PART_RULES = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Gather"}
+PART_RULES = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Gather", "Split"}
 
 RULES: dict[str, Rule] = {
     "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
