@@ -130,6 +130,33 @@ class FusedQKV(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
+class Conv1D(nn.Module):
+    """GPT-2's Conv1D: x.view(-1, x.size(-1)) @ W + b, viewed back to x.size()[:-1] + (nf,): the input's
+    channel count is read from its own Shape at run time."""
+
+    def __init__(self, nx: int, nf: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(nx, nf)), nn.Parameter(torch.randn(nf))
+
+    def forward(self, x):
+        size = x.size()[:-1] + (self.weight.shape[1],)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(size)
+
+
+class CountFromElsewhere(nn.Module):
+    """b's units are viewed with the count read from a's: pruning a alone would break that view (c is
+    an ordinary hidden layer, so that something is prunable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(E, 2 * E), nn.Linear(E, 2 * E), nn.Linear(E, 2 * E)
+        self.out_a, self.out_b, self.out_c = nn.Linear(2 * E, E), nn.Linear(2 * E, E), nn.Linear(2 * E, E)
+
+    def forward(self, x):
+        ha, hb, hc = torch.relu(self.a(x)), torch.relu(self.b(x)), torch.relu(self.c(x))
+        return self.out_a(ha) + self.out_b(hb.reshape(-1, ha.size(-1))).view(x.shape) + self.out_c(hc)
+
+
 def build(net: nn.Module, batch: int | None = None):
     """Exported with a symbolic batch, or with a fixed `batch` (the shapes become constants)."""
     torch.manual_seed(0)
@@ -280,3 +307,22 @@ def test_timm_fused_qkv_heads_exact(batch):
     assert (head_channels(cg, "qkv.weight", 0).reshape(3, E) == heads).all()
     kept, dims = prune_some_heads(model, heads)
     assert dims["qkv.weight"] == [3 * kept * D, E] and dims["proj.weight"] == [E, kept * D]
+
+
+def test_a_channel_count_read_at_run_time_by_its_own_view_is_prunable():
+    """Before: Shape of a channel tensor froze its channels (GPT-2's MLP 0 % in prunable groups)."""
+    model = build(nn.Sequential(Conv1D(E, 2 * E), nn.GELU(), Conv1D(2 * E, E)))
+    cg = analyze(model)
+    hidden = head_channels(cg, "0.weight", 1)
+    assert cg.coverage() == 1.0 and not cg.frozen[hidden].any()
+    cg, removed = check_exact(model)
+    assert removed[hidden].any()
+
+
+def test_a_channel_count_read_for_other_channels_stays_frozen():
+    model = build(CountFromElsewhere())
+    cg = analyze(model)
+    assert cg.frozen[head_channels(cg, "a.weight", 0)].all() and cg.frozen[head_channels(cg, "b.weight", 0)].all()
+    assert any("used for its channel count" in reason for reason in cg.reasons)
+    assert not cg.frozen[head_channels(cg, "c.weight", 0)].any()
+    check_exact(model)

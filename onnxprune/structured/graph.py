@@ -110,6 +110,11 @@ class Analysis:
         self.evaluated: tuple[dict, dict] = ({}, {})  # _evaluate's cache, per probe
         # rules._factor_fix: product tensor -> [Reshapes that rewrote its factor, Reshapes that read it]
         self.factors: dict[str, list[set[int]]] = {}
+        # rules.shape: Reshape entries that are a channel count read at run time -> those channels; the
+        # Shapes' uses, and the entries rules._reshape_fix found holding the same channels
+        self.counts: dict[tuple[int, int], np.ndarray] = {}
+        self.pending_counts: list[tuple[set, np.ndarray, str]] = []
+        self.accepted_counts: set[tuple[int, int]] = set()
 
     # ----- elements ------------------------------------------------------------------------------
     def new(self, n: int) -> np.ndarray:
@@ -342,6 +347,9 @@ class Analysis:
                 self.union(first[k].ids, s.ids)
             else:
                 first[k] = s
+        for uses, ids, why in self.pending_counts:  # a channel count read where the channels differ
+            if not uses <= self.accepted_counts:
+                self.freeze(ids, why)
         for product, (done, readers) in self.factors.items():  # a product some reader needs unchanged
             if done != readers:
                 for f in self.fixes:

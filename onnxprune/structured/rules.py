@@ -412,6 +412,12 @@ def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
 
 def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bool, allow_infer: bool = False) -> bool:
     node = a.nodes[i]
+    if (i, b) in a.counts:  # the entry is a channel count read at run time (rules.shape): the same channels?
+        read = a.counts[(i, b)]
+        same = len(read) == len(ids) and all(a.find(x) == a.find(y) for x, y in zip(read.tolist(), ids.tolist()))
+        if same:
+            a.accepted_counts.add((i, b))
+        return same
     found = _shape_entry(a, i, b)
     if found is None:
         return False
@@ -512,7 +518,10 @@ def _shape_readers(a: Analysis, name: str) -> set[int] | None:
 @labeled
 def shape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     """Shape of a channel tensor is harmless when only its other dims are read (Gather of the batch
-    dim, Slice before the channel axis): the batch dim of x.view(x.size(0), -1)."""
+    dim, Slice before the channel axis: x.view(x.size(0), -1)), and when the channel count it reads
+    only becomes Reshape entries whose axis holds the same channels (GPT-2's x.view(-1, x.size(-1))):
+    pruned, the count read at run time is the kept one. Those entries are checked by the Reshape rule
+    (_reshape_fix), and Analysis.close freezes the channels if any was not."""
     rank = len(a.shapes[node.input[0]])
     start = attr(node, "start", 0) % max(rank, 1) if attr(node, "start", 0) < 0 else attr(node, "start", 0)
     end = attr(node, "end", rank)
@@ -520,31 +529,53 @@ def shape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     dims = list(range(start, end))
     if lab.axis not in dims:
         return
-    pos, todo = dims.index(lab.axis), [node.output[0]]
+    uses = _count_uses(a, node.output[0], dims.index(lab.axis))
+    if uses is None:
+        a.freeze(lab.ids, f"Shape '{node.name}' of a channel tensor is used for its channel count")
+        return
+    for use in uses:
+        a.counts[use] = lab.ids
+    if uses:
+        a.pending_counts.append((uses, lab.ids, f"Shape '{node.name}' of a channel tensor is used for its channel count"))
+
+
+def _count_uses(a: Analysis, name: str, pos: int) -> set[tuple[int, int]] | None:
+    """Where entry `pos` of the integer vector `name` goes: the (Reshape, shape position) pairs it
+    becomes, through Cast / Unsqueeze / Squeeze / Gather / Slice / Concat; None if anything else
+    reads it. Reads of other entries (the batch) are let go."""
+    found, todo = set(), [(name, pos)]
     while todo:
-        name = todo.pop()
-        for j, _ in a.readers.get(name, []):
-            reader = a.nodes[j]
-            if reader.op_type == "Cast":
-                todo.append(reader.output[0])
-                continue
-            read = _read_positions(a, reader, len(dims))
-            if read is None or pos in read or name in a.outputs:
-                a.freeze(lab.ids, f"Shape '{node.name}' of a channel tensor is used for its channel count")
-                return
+        current, p = todo.pop()
+        if current in a.outputs:
+            return None
+        for j, slot in a.readers.get(current, []):
+            node = a.nodes[j]
+            read = _read_positions(a, node, int(np.prod(a.shapes[current]))) if slot == 0 else None
+            if node.op_type in ("Cast", "Identity", "Unsqueeze", "Squeeze") and slot == 0:
+                todo.append((node.output[0], p))
+            elif read is not None:
+                todo.extend((node.output[0], q) for q, r in enumerate(read) if r == p)
+            elif node.op_type == "Concat":
+                todo.append((node.output[0], p + sum(int(np.prod(a.shapes[x])) for x in node.input[:slot])))
+            elif node.op_type == "Reshape" and slot == 1:
+                found.add((j, p))
+            else:
+                return None
+    return found
 
 
-def _read_positions(a: Analysis, node: onnx.NodeProto, n: int) -> set[int] | None:
+def _read_positions(a: Analysis, node: onnx.NodeProto, n: int) -> list[int] | None:
+    """The entries of a length-n vector a constant Gather or Slice reads, in output order."""
     if node.op_type == "Gather" and attr(node, "axis", 0) == 0:
         idx = a.value(node.input[1])
-        return None if idx is None else {int(x) % n for x in np.ravel(idx)}
+        return None if idx is None else [int(x) % n for x in np.ravel(idx)]
     if node.op_type == "Slice":
         values = [a.value(node.input[s]) if _input(node, s) else None for s in range(1, 5)]
         starts, ends, axes, steps = values
         if starts is None or ends is None or (_input(node, 3) and axes is None) or (_input(node, 4) and steps is None):
             return None
         step = 1 if steps is None else int(np.ravel(steps)[0])
-        return set(range(n)[slice(int(np.ravel(starts)[0]), int(np.ravel(ends)[0]), step)])
+        return list(range(n)[slice(int(np.ravel(starts)[0]), int(np.ravel(ends)[0]), step)])
     return None
 
 
