@@ -62,8 +62,9 @@ class Block(nn.Module):
 
 class BertSelf(nn.Module):
     """HF BERT style: x.size()[:-1] + (H, D), permute, a [B,1,1,S] mask, dense + LayerNorm on the residual."""
-    def __init__(self):
+    def __init__(self, nan_guard: bool = False):
         super().__init__()
+        self.nan_guard = nan_guard  # transformers 5's eager attention: where(isnan(p), 0, p)
         self.q, self.k, self.v, self.o = (nn.Linear(E, E) for _ in range(4))
         self.ln, self.ln2 = nn.LayerNorm(E), nn.LayerNorm(E)
         self.up, self.down = nn.Linear(E, 2 * E), nn.Linear(2 * E, E)
@@ -74,6 +75,8 @@ class BertSelf(nn.Module):
     def forward(self, x):
         q, k, v = self.t(self.q(x)), self.t(self.k(x)), self.t(self.v(x))
         p = nn.functional.softmax(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D) + self.mask, dim=-1)
+        if self.nan_guard:
+            p = torch.where(torch.isnan(p), torch.zeros(1), p)
         c = torch.matmul(p, v).permute(0, 2, 1, 3).contiguous()
         c = c.view(c.size()[:-2] + (E,))
         h = self.ln(self.o(c) + x)
@@ -283,11 +286,12 @@ def test_vision_transformer_heads_exact():
     check_exact(model, fraction=0.5)
 
 
-def test_bert_style_heads_exact():
+@pytest.mark.parametrize("nan_guard", [False, True], ids=["plain", "nan_guard"])
+def test_bert_style_heads_exact(nan_guard):
     """HF BERT's transpose_for_scores: x.view(x.size()[:-1] + (H, D)) builds the shape from Shape(x)
     (the batch and sequence dims, which pruning keeps) and the constant (H, D): the head count is a
     constant piece of that Concat, rewritten; the merge c.view(c.size()[:-2] + (E,)) likewise."""
-    model = build(BertSelf())
+    model = build(BertSelf(nan_guard))
     cg = analyze(model)
     q = head_channels(cg, "q.weight", 0)
     assert cg.coverage() == 1.0 and not cg.frozen[q].any() and len(np.unique(q)) == H

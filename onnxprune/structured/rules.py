@@ -34,7 +34,7 @@ def labeled(rule: Callable[[Analysis, int, onnx.NodeProto, Label], None]) -> Rul
 # f(0) = 0: a removed (zero) channel stays zero.
 ZERO_UNARY = {"Relu", "LeakyRelu", "Tanh", "Elu", "Selu", "Celu", "Gelu", "Erf", "HardSwish", "Mish", "Softsign",
               "Neg", "Abs", "Sqrt", "Sign", "Sin", "Floor", "Ceil", "Round", "ThresholdedRelu", "Identity",
-              "Dropout", "Cast", "Atan", "Asin", "Sinh", "Tan"}
+              "Dropout", "Cast", "Atan", "Asin", "Sinh", "Tan", "IsNaN", "IsInf"}  # IsNaN(0) is False: 0
 # f(0) finite but not 0: the channel's value is a constant that a consumer could not drop.
 OTHER_UNARY = {"Sigmoid", "HardSigmoid", "Softplus", "Exp", "Cos", "Cosh", "Not"}
 POOLS = {"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
@@ -660,4 +660,6 @@ RULES: dict[str, Rule] = {
     "Gather": gather,
     "Add": elementwise("all"), "Sub": elementwise("all"), "Sum": elementwise("all"),
     "Mul": elementwise("any"), "PRelu": elementwise("first"), "Div": div, "Pow": power,
+    # HF's where(isnan(p), 0, p): the condition and both branches share positions; 0 only where all are
+    "Where": elementwise("all"),
 }
