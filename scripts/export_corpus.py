@@ -52,6 +52,9 @@ _TEXT = ["input_ids", "attention_mask"]
 TRANSFORMERS = {
     "bert": ("BertConfig", dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                 intermediate_size=128, max_position_embeddings=64), "BertModel", _TEXT),
+    # large enough to time (scripts/bench_structured.py --onnx, seq 128): 4 layers x 4 heads, width 256
+    "bert_mini": ("BertConfig", dict(vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                                     intermediate_size=1024, max_position_embeddings=512), "BertModel", _TEXT),
     "distilbert": ("DistilBertConfig", dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, hidden_dim=128,
                                             max_position_embeddings=64), "DistilBertModel", _TEXT),
     "gpt2": ("GPT2Config", dict(vocab_size=512, n_embd=64, n_layer=2, n_head=4, n_positions=64, use_cache=False,
