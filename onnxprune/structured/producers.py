@@ -1,4 +1,5 @@
-"""Rules for the ops that make channels: Conv / ConvTranspose / Gemm / MatMul with constant weights.
+"""Rules for the ops that make channels: Conv / ConvTranspose / Gemm / MatMul with constant weights,
+and Gather of rows from a constant table (an embedding).
 
 Each creates one element per output channel (its filter and bias are the channel's parameters),
 consumes its input's channels (slicing the weight's input axis: only positions that are exactly 0
@@ -189,3 +190,17 @@ def _batched_matmul(a: Analysis, i: int, macs: float) -> None:
     zero = np.logical_or.reduce([lab.zero for _, lab in labs])
     a.labels[node.output[0]] = Label(axis, ids, zero)
     a.scaled.append((node.name, macs, ids))
+
+
+@constant_params
+def embedding(a: Analysis, i: int) -> None:
+    """Rows of a constant 2-D table gathered by indices (an embedding; T5's relative-position bias,
+    one column per head): each column is a channel of the output's last axis, its parameter that
+    column; a removed column gives zeros. No MACs."""
+    node = a.nodes[i]
+    table = a.source(node.input[0])
+    if table is None or len(a.shapes[node.input[0]]) != 2 or attr(node, "axis", 0) != 0:
+        return
+    ids = a.new(a.shapes[node.input[0]][1])
+    if a.slice(i, 0, 1, ids, "param"):
+        a.labels[node.output[0]] = Label(len(a.shapes[node.output[0]]) - 1, ids, np.ones(len(ids), bool))

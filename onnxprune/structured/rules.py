@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from .graph import Analysis, Label
-from .producers import conv, conv_transpose, gemm, matmul
+from .producers import conv, conv_transpose, embedding, gemm, matmul
 from .util import attr, input_at as _input
 
 Rule = Callable[[Analysis, int], None]
@@ -657,7 +657,7 @@ RULES: dict[str, Rule] = {
     "Resize": same_axis_size, "Upsample": same_axis_size, "Pad": pad, "Transpose": transpose,
     "Softmax": softmax_like, "LogSoftmax": softmax_like, "LayerNormalization": softmax_like,
     "Concat": concat, "Split": split, "Slice": slice_op, **{op: reshape for op in RESHAPES}, "Shape": shape,
-    "Gather": gather,
+    "Gather": lambda a, i: (gather if a.nodes[i].input[0] in a.labels else embedding)(a, i),
     "Add": elementwise("all"), "Sub": elementwise("all"), "Sum": elementwise("all"),
     "Mul": elementwise("any"), "PRelu": elementwise("first"), "Div": div, "Pow": power,
     # HF's where(isnan(p), 0, p): the condition and both branches share positions; 0 only where all are
