@@ -112,8 +112,8 @@ class Analysis:
         self.factors: dict[str, list[set[int]]] = {}
         # rules.shape: Reshape entries that are a channel count read at run time -> those channels; the
         # Shapes' uses, and the entries rules._reshape_fix found holding the same channels
-        self.counts: dict[tuple[int, int], np.ndarray] = {}
-        self.pending_counts: list[tuple[set, np.ndarray, str]] = []
+        self.counts: dict[tuple[int, int], list[np.ndarray]] = {}
+        self.pending_counts: list[tuple[set, np.ndarray, list, str]] = []
         self.accepted_counts: set[tuple[int, int]] = set()
 
     # ----- elements ------------------------------------------------------------------------------
@@ -287,6 +287,11 @@ class Analysis:
     def fix_attr(self, index: int, attr: str, ids: np.ndarray, pos: int = -1) -> None:
         self.fixes.append(DimFix("attr", _who(self.nodes[index]), index, ids, attr, pos))
 
+    def same_channels(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Two position lists hold the same channels as many times each (so they keep equal counts)."""
+        roots = [np.sort([self.find(e) for e in x.ravel().tolist()]) for x in (a, b)]
+        return len(roots[0]) == len(roots[1]) and bool(np.array_equal(*roots))
+
     # ----- closing checks --------------------------------------------------------------------------
     def terminal_reads(self, name: str, through=None) -> set[tuple[int, int]] | None:
         """Every (node, slot) that reads constant `name` past Identity/Cast/Transpose and the
@@ -347,8 +352,11 @@ class Analysis:
                 self.union(first[k].ids, s.ids)
             else:
                 first[k] = s
-        for uses, ids, why in self.pending_counts:  # a channel count read where the channels differ
-            if not uses <= self.accepted_counts:
+        for uses, ids, compared, why in self.pending_counts:  # a channel count read where the channels differ
+            labels = [self.labels.get(t) for t, _ in compared]
+            if not uses <= self.accepted_counts or any(
+                    lab is None or lab.axis != axis or lab.part >= 0 or not self.same_channels(lab.ids, ids)
+                    for lab, (_, axis) in zip(labels, compared)):
                 self.freeze(ids, why)
         for product, (done, readers) in self.factors.items():  # a product some reader needs unchanged
             if done != readers:

@@ -279,7 +279,8 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         return
     found = _merge(src, dst, lab.axis)
     if found is None and node.op_type == "Reshape" and (_split_parts(a, i, node, lab, src, dst) or
-                                                        _split_heads(a, i, node, lab, src, dst)):
+                                                        _split_heads(a, i, node, lab, src, dst) or
+                                                        _split_parts_past_units(a, i, node, lab, src, dst)):
         return
     if found is None or (node.op_type == "Squeeze" and attr(node, "axes") is None and not _input(node, 1)):
         a.freeze(lab.ids, f"{node.op_type} '{node.name}' splits the channel axis or is not provably safe")
@@ -304,14 +305,17 @@ def _move_unit_axes(a: Analysis, node: onnx.NodeProto, lab: Label, src: tuple, d
     a.labels[node.output[0]] = Label(where[lab.axis], lab.ids, lab.zero, where[lab.part])
 
 
-def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
+def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple,
+                 where: list[int] | None = None) -> bool:
     """A Reshape [..., P*E, ...] -> [..., P, E, ...] where the channels are the same in every part
     (attention's [B*H, S, D] -> [B, H, S, D]: the heads repeat per batch item): the label moves to E.
     Or where each part is taken by a Gather or Split (torch's fused in-projection: q, k, v =
     qkv.unflatten(-1, (3, E)); timm's qkv.reshape(B, N, 3, H, D), E split into heads at once): the
     output is packed, position j of every part tied into one channel (so each part keeps the same
-    count). Either way E (or H) is rewritten to the kept count and P stays."""
+    count). Either way E (or H) is rewritten to the kept count and P stays. `where` maps the axes of
+    `dst` to the Reshape's own (_split_parts_past_units)."""
     b = lab.axis
+    at = where or list(range(len(dst)))
     inner = 2 if len(dst) == len(src) + 2 else 1  # E, or E as (H, D)
     if len(dst) != len(src) + inner or dst[:b] != src[:b] or dst[b + 1 + inner:] != src[b + 1:] or dst[b] == 1 \
             or int(np.prod(dst[b:b + 1 + inner])) != src[b]:
@@ -325,18 +329,28 @@ def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
         for column in np.moveaxis(ids[:, :, 1:], 2, 0):
             a.union(ids[:, :, 0].ravel(), column.ravel())
         ids, zero = ids[:, :, 0], zero.all(axis=2)
-    entry = _shape_entry(a, i, b)  # P itself, or computed (the batch: sizes without a label never change)
+    entry = _shape_entry(a, i, at[b])  # P itself, or computed (the batch: sizes without a label never change)
     if (entry is None and not repeats) or (entry is not None and entry[0] != dst[b]) or \
-            not _reshape_fix(a, i, b + 1, ids[0], merged_single=False, allow_infer=True) or \
-            (inner == 2 and not _entry_positive(a, i, b + 2)):
+            not _reshape_fix(a, i, at[b + 1], ids[0], merged_single=False, allow_infer=True) or \
+            (inner == 2 and not _entry_positive(a, i, at[b + 2])):
         return False
     if repeats:
-        a.labels[node.output[0]] = Label(b + 1, ids[0], zero[0])
+        a.labels[node.output[0]] = Label(at[b + 1], ids[0], zero[0])
         return True
     for row in ids[1:]:
         a.union(ids[0], row)
-    a.labels[node.output[0]] = Label(b + 1, ids, zero, b)
+    a.labels[node.output[0]] = Label(at[b + 1], ids, zero, at[b])
     return True
+
+
+def _split_parts_past_units(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
+    """_split_parts where the Reshape also adds or drops size-1 axes (Keras' einsum: [B*H, S, S] ->
+    [B, H, S, 1, S]), judged on the sizes other than 1."""
+    keep_src, keep_dst = [k for k, n in enumerate(src) if n != 1], [k for k, n in enumerate(dst) if n != 1]
+    if lab.axis not in keep_src or (len(keep_src) == len(src) and len(keep_dst) == len(dst)):
+        return False
+    return _split_parts(a, i, node, Label(keep_src.index(lab.axis), lab.ids, lab.zero),
+                        tuple(src[k] for k in keep_src), tuple(dst[k] for k in keep_dst), where=keep_dst)
 
 
 def _parts_selected(a: Analysis, name: str) -> bool:
@@ -413,8 +427,7 @@ def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
 def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bool, allow_infer: bool = False) -> bool:
     node = a.nodes[i]
     if (i, b) in a.counts:  # the entry is a channel count read at run time (rules.shape): the same channels?
-        read = a.counts[(i, b)]
-        same = len(read) == len(ids) and all(a.find(x) == a.find(y) for x, y in zip(read.tolist(), ids.tolist()))
+        same = all(a.same_channels(read, ids) for read in a.counts[(i, b)])
         if same:
             a.accepted_counts.add((i, b))
         return same
@@ -529,39 +542,79 @@ def shape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     dims = list(range(start, end))
     if lab.axis not in dims:
         return
-    uses = _count_uses(a, node.output[0], dims.index(lab.axis))
-    if uses is None:
-        a.freeze(lab.ids, f"Shape '{node.name}' of a channel tensor is used for its channel count")
+    found = _count_uses(a, node.output[0], dims.index(lab.axis))
+    why = f"Shape '{node.name}' of a channel tensor is used for its channel count"
+    if found is None:
+        a.freeze(lab.ids, why)
         return
-    for use in uses:
-        a.counts[use] = lab.ids
+    uses, compared = found
+    for use, factor in uses.items():
+        a.counts.setdefault(use, []).append(np.tile(lab.ids, factor))
     if uses:
-        a.pending_counts.append((uses, lab.ids, f"Shape '{node.name}' of a channel tensor is used for its channel count"))
+        a.pending_counts.append((set(uses), lab.ids, compared, why))
 
 
-def _count_uses(a: Analysis, name: str, pos: int) -> set[tuple[int, int]] | None:
-    """Where entry `pos` of the integer vector `name` goes: the (Reshape, shape position) pairs it
-    becomes, through Cast / Unsqueeze / Squeeze / Gather / Slice / Concat; None if anything else
-    reads it. Reads of other entries (the batch) are let go."""
-    found, todo = set(), [(name, pos)]
+def _count_uses(a: Analysis, name: str, pos: int) -> tuple[dict[tuple[int, int], int], list] | None:
+    """Where entry `pos` of the integer vector `name` goes: {(Reshape, shape position): factor} (the
+    entry times `factor`, the product of unlabeled sizes a ReduceProd joined it with: Keras' batch
+    dims B*H), through Cast / Unsqueeze / Squeeze / Gather / Slice / Concat / ReduceProd / Max / Min,
+    and the (tensor, axis) whose size an elementwise Max / Min compares it with (the channel counts
+    that must agree, checked in Analysis.close); None if anything else reads it. Reads of other
+    entries (the batch) are let go."""
+    found, compared, todo = {}, [], [(name, pos, 1)]
     while todo:
-        current, p = todo.pop()
+        current, p, factor = todo.pop()
         if current in a.outputs:
             return None
         for j, slot in a.readers.get(current, []):
             node = a.nodes[j]
             read = _read_positions(a, node, int(np.prod(a.shapes[current]))) if slot == 0 else None
             if node.op_type in ("Cast", "Identity", "Unsqueeze", "Squeeze") and slot == 0:
-                todo.append((node.output[0], p))
+                todo.append((node.output[0], p, factor))
             elif read is not None:
-                todo.extend((node.output[0], q) for q, r in enumerate(read) if r == p)
+                todo.extend((node.output[0], q, factor) for q, r in enumerate(read) if r == p)
             elif node.op_type == "Concat":
-                todo.append((node.output[0], p + sum(int(np.prod(a.shapes[x])) for x in node.input[:slot])))
+                todo.append((node.output[0], p + sum(int(np.prod(a.shapes[x])) for x in node.input[:slot]), factor))
+            elif node.op_type == "ReduceProd" and len(node.input) == 1 and not attr(node, "axes"):
+                values = a.probed(current)
+                if not values or values[0] is None:
+                    return None
+                todo.append((node.output[0], 0, factor * int(np.prod(np.delete(values[0].ravel(), p)))))
+            elif node.op_type in ("Max", "Min"):
+                others = [_shape_dim(a, x, p) for k, x in enumerate(node.input) if k != slot]
+                if None in others:
+                    return None
+                compared += others
+                todo.append((node.output[0], p, factor))
             elif node.op_type == "Reshape" and slot == 1:
-                found.add((j, p))
+                found[(j, p)] = factor
             else:
                 return None
-    return found
+    return found, compared
+
+
+def _shape_dim(a: Analysis, name: str, pos: int) -> tuple[str, int] | None:
+    """(tensor, axis) when entry `pos` of `name` is that tensor's size read through Shape (and Cast /
+    Unsqueeze / Squeeze / a constant Gather or Slice / Concat)."""
+    node = a.facts.producer(name)
+    while node is not None and node.op_type in ("Cast", "Identity", "Unsqueeze", "Squeeze", "Gather", "Slice",
+                                                 "Concat"):
+        if node.op_type == "Concat":
+            sizes = np.cumsum([int(np.prod(a.shapes[x])) for x in node.input])
+            k = int(np.searchsorted(sizes, pos, side="right"))
+            pos, name = pos - (int(sizes[k - 1]) if k else 0), node.input[k]
+        elif node.op_type in ("Gather", "Slice"):
+            read = _read_positions(a, node, int(np.prod(a.shapes[node.input[0]])))
+            if read is None:
+                return None
+            pos, name = read[pos], node.input[0]
+        else:
+            name = node.input[0]
+        node = a.facts.producer(name)
+    if node is None or node.op_type != "Shape":
+        return None
+    start = attr(node, "start", 0) % max(len(a.shapes[node.input[0]]), 1)
+    return node.input[0], start + pos
 
 
 def _read_positions(a: Analysis, node: onnx.NodeProto, n: int) -> list[int] | None:
