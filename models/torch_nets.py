@@ -144,9 +144,10 @@ def randomize_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def export(model: nn.Module, input_shape: tuple[int, ...], *, dynamo: bool = False, dynamic_batch: bool = True,
-           keep_batchnorm: bool = True) -> onnx.ModelProto:
+           keep_batchnorm: bool = True, dynamic_dims: tuple[int, ...] = (0,)) -> onnx.ModelProto:
     """Export to ONNX in memory. TorchScript path by default: it keeps BatchNormalization nodes
-    (training needs them); the dynamo exporter folds BN into Conv in eval mode."""
+    (training needs them); the dynamo exporter folds BN into Conv in eval mode. With `dynamic_batch`
+    the input dims `dynamic_dims` (and the output's batch) are symbolic."""
     model = model.eval()
     x = torch.randn(*input_shape)
     buffer = io.BytesIO()
@@ -156,7 +157,8 @@ def export(model: nn.Module, input_shape: tuple[int, ...], *, dynamo: bool = Fal
             torch.onnx.export(model, (x,), buffer, dynamo=True, input_names=["input"], output_names=["logits"],
                               verbose=False)
         else:
-            kwargs = {"dynamic_axes": {"input": {0: "batch"}, "logits": {0: "batch"}}} if dynamic_batch else {}
+            names = {d: "batch" if d == 0 else f"dim{d}" for d in dynamic_dims}
+            kwargs = {"dynamic_axes": {"input": names, "logits": {0: "batch"}}} if dynamic_batch else {}
             mode = torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL
             torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["input"], output_names=["logits"],
                               training=mode, do_constant_folding=not keep_batchnorm, opset_version=17,

@@ -365,3 +365,16 @@ def test_relative_position_bias_heads_exact():
     assert (head_channels(cg, "table.weight", 1) == np.unique(heads)).all()
     kept, dims = prune_some_heads(model, heads)
     assert dims["table.weight"] == [8, kept] and dims["q.weight"] == [kept * D, E]
+
+
+def test_sizes_that_follow_a_symbolic_sequence_length_are_not_folded():
+    """Batch and sequence both symbolic: the views' b and s entries stay computed (only the piece that
+    holds the head count, from x.shape's fixed width, is folded and rewritten), so the pruned model
+    runs at a sequence length neither probe used (check_exact feeds 3 x 3 x E, the probes 2 x 2 and
+    4 x 4)."""
+    torch.manual_seed(0)
+    model = export(Block(split="shape", merge="shape").eval(), (1, S, E), dynamic_dims=(0, 1))
+    assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_param  # the sequence is symbolic
+    cg = analyze(model)
+    assert not cg.frozen[head_channels(cg, "q.weight", 0)].any()
+    check_exact(model)

@@ -91,9 +91,9 @@ class Analysis:
     """Mutable state of one pass over a graph; op handlers (rules.py) call these methods."""
 
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                 second: dict[str, tuple[int, ...]] | None = None):
+                 second: dict[str, np.ndarray] | None = None):
         self.model, self.graph, self.shapes = model, model.graph, shapes
-        self.probes = (shapes, second)  # second: every symbolic input dim doubled (None: not measured)
+        self.second = second  # Shape node output -> value with every symbolic input dim doubled (None: not measured)
         self.facts = GraphFacts(self.graph)
         self.nodes, self.readers = self.facts.nodes, self.facts.readers
         self.consts = resizable(self.graph)  # only these can be resized in place
@@ -206,7 +206,7 @@ class Analysis:
         Mod(2, 3) + 1, and E from x.size(-1)): it depends on no symbolic input dim, so it is a constant.
         Sound because a tensor without a channel label never changes size, and Shape of a channel
         tensor freezes the channels whose count it reads (rules.shape)."""
-        if self.probes[1] is None:
+        if self.second is None:
             return None
         first, second = self._evaluate(name, 0), self._evaluate(name, 1)
         if first is None or second is None or first.shape != second.shape or not np.array_equal(first, second):
@@ -215,7 +215,7 @@ class Analysis:
 
     def probed(self, name: str) -> list[np.ndarray | None]:
         """`name`'s value in each probe that ran, where only shapes and constants feed it."""
-        return [self._evaluate(name, k) for k in range(2) if self.probes[k] is not None]
+        return [self._evaluate(name, k) for k in range(2 if self.second is not None else 1)]
 
     def _evaluate(self, name: str, k: int) -> np.ndarray | None:
         """`name` under probe k, where only shapes and constants feed it (onnx's reference evaluator runs
@@ -227,8 +227,11 @@ class Analysis:
         node = self.facts.producer(name)
         if cache[name] is not None or node is None or node.domain not in ("", "ai.onnx"):
             return cache[name]
+        if node.op_type == "Shape" and k == 1:
+            cache[name] = self.second.get(name)
+            return cache[name]
         if node.op_type == "Shape":
-            shape = self.probes[k][node.input[0]]
+            shape = self.shapes[node.input[0]]
             start, end = (next((a.i for a in node.attribute if a.name == key), d) for key, d in (("start", 0), ("end", len(shape))))
             cache[name] = np.array(shape, np.int64)[start:end]
             return cache[name]

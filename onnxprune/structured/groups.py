@@ -17,7 +17,7 @@ import onnx
 from ..errors import OnnxPruneError
 from .graph import Analysis, DimFix, Slice, Term
 from .rules import PART_RULES, RULES
-from .shapes import value_shapes
+from .shapes import shape_values, value_shapes
 
 PROBE_BATCH = 2  # probe shapes at batch 2: a Reshape that folds the batch into channels shows up
 
@@ -67,7 +67,7 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
     """Channel groups of `model` (main graph; inputs' symbolic dims probed at batch 2)."""
     probe = dict(input_shapes or _probe_shapes(model))
     shapes = value_shapes(model, probe)
-    a = Analysis(model, shapes, _second_probe(model, probe, shapes))
+    a = Analysis(model, shapes, _second_probe(model, probe))
     inner = _subgraph_names(model.graph)
     for i, node in enumerate(a.nodes):
         rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
@@ -118,24 +118,20 @@ def _probe_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _second_probe(model: onnx.ModelProto, probe: Mapping[str, tuple[int, ...]],
-                  shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]] | None:
-    """Shapes with every symbolic input dim doubled (divisibility by powers of 2 kept): a value equal
-    in both probes does not depend on them, so shape arithmetic on it folds (graph.Analysis.value).
-    The same shapes when no dim is symbolic; None when onnxruntime refuses the doubled sizes."""
+def _second_probe(model: onnx.ModelProto, probe: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+    """The value of every Shape node with each symbolic input dim doubled (divisibility by powers of 2
+    kept): shape arithmetic equal in both probes does not depend on those dims, so it folds
+    (graph.Analysis.value). None when onnxruntime refuses the doubled sizes."""
     constants = {t.name for t in model.graph.initializer}
-    doubled, changed = dict(probe), False
+    doubled = dict(probe)
     for value in model.graph.input:
         if value.name in constants or value.name not in probe:
             continue
         dims = value.type.tensor_type.shape.dim
         free = [not (d.HasField("dim_value") and d.dim_value > 0) for d in dims]
         doubled[value.name] = tuple(2 * n if f else n for n, f in zip(probe[value.name], free))
-        changed |= any(free)
-    if not changed:
-        return shapes
     try:
-        return value_shapes(model, doubled)
+        return shape_values(model, doubled)
     except OnnxPruneError:
         return None
 

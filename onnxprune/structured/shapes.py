@@ -70,3 +70,28 @@ def value_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, .
     shapes.update({name: tuple(a.shape) for name, a in feeds.items()})
     shapes.update({t.name: tuple(t.dims) for t in model.graph.initializer})
     return shapes
+
+
+def shape_values(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 ) -> dict[str, np.ndarray]:
+    """{output of each main-graph Shape node: its value} in one onnxruntime run at these input shapes;
+    only those small vectors are exposed, so the run takes no more memory than inference."""
+    import onnxruntime as ort
+
+    names = [n.output[0] for n in model.graph.node if n.op_type == "Shape"]
+    if not names:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(None, input_feeds(model, input_shapes))
+    except Exception as err:  # noqa: BLE001  (onnxruntime raises its own exception types)
+        raise OnnxPruneError(f"channel analysis could not run the model in onnxruntime: {err}") from None
+    return {name: np.asarray(v, np.int64) for name, v in zip(names, values)}
