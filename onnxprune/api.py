@@ -25,7 +25,6 @@ from .pruning import DATA_METHODS, prune_twin
 from .pruning.inputs import index_bounds, integer_input, resolve_shapes
 from .pruning.scorers import scorer
 from .report import Report, layer_macs, layer_rows
-from .train.data import npz_batches
 from .twin import Twin
 from .twin.tensors import FLOAT_TYPES, TORCH_DTYPES
 from .writeback import twin_tensors, write_back
@@ -130,6 +129,8 @@ def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None,
                  n_batches: int, seed: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, labels) batches from an .npz path (x_train / y_train) or any iterable of pairs."""
     if isinstance(data, (str, os.PathLike)):
+        from .train.data import npz_batches  # imports torchvision (3 s): only when data is read
+
         spec = twin.inputs[0] if len(twin.inputs) == 1 else None
         batches = list(npz_batches(Path(data), batch_size, n_batches, input_spec=spec, seed=seed))
     else:
