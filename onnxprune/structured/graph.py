@@ -72,8 +72,8 @@ class DimFix:
     pos: int = -1
     reader: tuple = ()  # "const": the (node index, slot) that reads `target` on the way to the entry
     copy: bool = False  # "const": the reader gets its own rewritten copy (the constant is shared)
-    # "const" on a computed `target` whose value is fixed (a static graph's Shape arithmetic): the
-    # reader gets a constant copy of this value with the entry rewritten
+    # "const" on a computed `target` whose value is fixed (shape arithmetic equal in both probes,
+    # Analysis._fold): the reader gets a constant copy of this value with the entry rewritten
     folded: np.ndarray | None = field(default=None, compare=False)
 
 
