@@ -92,8 +92,18 @@ class Group(click.Group):
                 code = 130
             except Terminated:
                 click.echo("error: terminated", err=True)
-                code = 143
+                _exit_now(143)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without interpreter shutdown. A SIGTERM lands anywhere, also inside an extension module's
+    import (the CLI imports torch lazily); a half-initialized libtorch can hang its static destructors
+    at exit (seen once in CI: a prune still alive 120 s after the signal). The `finally` blocks
+    (temporary files) already ran while the exception propagated."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _report(err: Exception) -> int:
