@@ -124,19 +124,28 @@ def test_verify_needs_a_shape_for_symbolic_dims(files, tmp_path):
 
 
 # ----- which side is off when onnxruntime and the twin disagree ----------------------------------------------
+def _matmul_then(weight: np.ndarray, ops: list[tuple[str, str | None]], constant: float,
+                 out_shape: list[int]) -> onnx.ModelProto:
+    """x [1, 64] @ W, then each (op, None) unary or (op, "c") with the scalar `constant` as its second input."""
+    from onnx import TensorProto, helper
+
+    nodes, last = [helper.make_node("MatMul", ["x", "w"], ["t0"])], "t0"
+    for k, (op, other) in enumerate(ops, 1):
+        nodes.append(helper.make_node(op, [last] + ([other] if other else []), [f"t{k}"]))
+        last = f"t{k}"
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(weight, "w"),
+                               numpy_helper.from_array(np.array(constant, np.float32), "c")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def _sigmoid_model(weight: np.ndarray) -> onnx.ModelProto:
     """y = sigmoid(x @ W) - 1/2 with W tiny: the output (about 1e-4) is a difference of values near 1/2,
     so float32's absolute rounding there (ulp(1/2) = 6e-8, in onnxruntime and the float32 twin alike)
     is about 1e-4 of the output's magnitude, past the default tolerance, while the float64 twin is exact."""
-    from onnx import TensorProto, helper
-
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Sigmoid", ["h"], ["g"]),
-             helper.make_node("Sub", ["g", "half"], ["y"])]
-    graph = helper.make_graph(nodes, "sigmoid", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-                              [numpy_helper.from_array(weight, "w"),
-                               numpy_helper.from_array(np.array(0.5, np.float32), "half")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return _matmul_then(weight, [("Sigmoid", None), ("Sub", "c")], 0.5, [1, 64])
 
 
 SIGMOID_W = (np.random.default_rng(0).standard_normal((64, 64)) * 2e-5).astype(np.float32)
@@ -169,15 +178,7 @@ def test_verify_fails_and_names_the_twin_when_the_twin_is_wrong(tmp_path):
 def _tiny_sigmoid_model(weight: np.ndarray) -> onnx.ModelProto:
     """y = transpose(sigmoid(x @ W - 12)): every output near sigmoid(-12) = 6e-6, a detector's empty
     probability map. onnxruntime's Sigmoid is accurate to ulps of 1 there, not of 6e-6."""
-    from onnx import TensorProto, helper
-
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "shift"], ["z"]),
-             helper.make_node("Sigmoid", ["z"], ["g"]), helper.make_node("Transpose", ["g"], ["y"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1])],
-                              [numpy_helper.from_array(weight, "w"),
-                               numpy_helper.from_array(np.array(-12.0, np.float32), "shift")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return _matmul_then(weight, [("Add", "c"), ("Sigmoid", None), ("Transpose", None)], -12.0, [64, 1])
 
 
 TINY_W = (np.random.default_rng(1).standard_normal((64, 64)) * 0.1).astype(np.float32)
