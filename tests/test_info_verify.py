@@ -148,57 +148,44 @@ def _sigmoid_model(weight: np.ndarray) -> onnx.ModelProto:
     return _matmul_then(weight, [("Sigmoid", None), ("Sub", "c")], 0.5, [1, 64])
 
 
+def _tiny_sigmoid_model(weight: np.ndarray) -> onnx.ModelProto:
+    """y = transpose(sigmoid(x @ W - 12)): every output near sigmoid(-12) = 6e-6, a detector's empty
+    probability map (PP-OCRv4 det failed verify this way: onnxruntime 9e-8 off on outputs of 3e-5).
+    onnxruntime's Sigmoid is accurate to ulps of 1 there, not of 6e-6, so the output is judged at 1."""
+    return _matmul_then(weight, [("Add", "c"), ("Sigmoid", None), ("Transpose", None)], -12.0, [64, 1])
+
+
 SIGMOID_W = (np.random.default_rng(0).standard_normal((64, 64)) * 2e-5).astype(np.float32)
+TINY_W = (np.random.default_rng(1).standard_normal((64, 64)) * 0.1).astype(np.float32)
+ROUNDING_CASES = pytest.mark.parametrize("build, weight", [(_sigmoid_model, SIGMOID_W), (_tiny_sigmoid_model, TINY_W)],
+                                         ids=["difference_near_one_half", "near_zero_sigmoid"])
 
 
-def test_verify_passes_when_onnxruntime_float32_rounding_explains_the_gap(tmp_path):
+@ROUNDING_CASES
+def test_verify_passes_when_onnxruntime_float32_rounding_explains_the_gap(tmp_path, build, weight):
     path = tmp_path / "sigmoid.onnx"
-    save_model(_sigmoid_model(SIGMOID_W), path)
+    save_model(build(weight), path)
     got = run("verify", path, "--json")
     assert got.exit_code == 0, got.output
     out = json.loads(got.output)["outputs"][0]
-    assert out["max_diff"] > out["scale"] * 1e-4  # past the tolerance: a plain comparison fails here
+    assert out["max_diff"] > out["scale"] * 1e-4, out  # past the tolerance: a plain comparison fails here
     assert out["ok"] and out["verdict"].startswith("onnxruntime float32 rounding"), out
     assert "onnxruntime float32 rounding" in run("verify", path).output
 
 
-def test_verify_fails_and_names_the_twin_when_the_twin_is_wrong(tmp_path):
+@ROUNDING_CASES
+def test_verify_fails_and_names_the_twin_when_the_twin_is_wrong(tmp_path, build, weight):
+    """Near zero too: the float64 reference judges the twin at the output's own scale."""
     from onnxprune.commands.verify import compare_with_ort
 
     path = tmp_path / "sigmoid.onnx"
-    save_model(_sigmoid_model(SIGMOID_W), path)
-    wrong = SIGMOID_W.copy()
+    save_model(build(weight), path)
+    wrong = weight.copy()
     wrong[0] *= 1.01  # the twin reads one row 1 % off: a twin bug, as if it mis-decoded the weight
-    [diff] = compare_with_ort(path, _sigmoid_model(wrong))
+    [diff] = compare_with_ort(path, build(wrong))
     assert not diff.ok and diff.verdict.startswith("the twin is off"), diff
-    [diff] = compare_with_ort(path, _sigmoid_model(SIGMOID_W))  # the same check on the right twin passes
+    [diff] = compare_with_ort(path, build(weight))  # the same check on the right twin passes
     assert diff.ok, diff
-
-
-def _tiny_sigmoid_model(weight: np.ndarray) -> onnx.ModelProto:
-    """y = transpose(sigmoid(x @ W - 12)): every output near sigmoid(-12) = 6e-6, a detector's empty
-    probability map. onnxruntime's Sigmoid is accurate to ulps of 1 there, not of 6e-6."""
-    return _matmul_then(weight, [("Add", "c"), ("Sigmoid", None), ("Transpose", None)], -12.0, [64, 1])
-
-
-TINY_W = (np.random.default_rng(1).standard_normal((64, 64)) * 0.1).astype(np.float32)
-
-
-def test_a_near_zero_sigmoid_output_is_judged_at_sigmoids_range(tmp_path):
-    """PP-OCRv4 det (rapidocr) failed verify this way: onnxruntime 9e-8 off on outputs of 3e-5."""
-    from onnxprune.commands.verify import compare_with_ort
-
-    path = tmp_path / "tiny.onnx"
-    save_model(_tiny_sigmoid_model(TINY_W), path)
-    got = run("verify", path, "--json")
-    assert got.exit_code == 0, got.output
-    out = json.loads(got.output)["outputs"][0]
-    assert out["max_diff"] > out["scale"] * 1e-4, out  # relative to the output, onnxruntime is far off
-    assert out["ok"] and out["verdict"].startswith("onnxruntime float32 rounding"), out
-    wrong = TINY_W.copy()
-    wrong[0] *= 1.01  # a twin bug stays visible: the float64 reference judges the twin at the output's scale
-    [diff] = compare_with_ort(path, _tiny_sigmoid_model(wrong))
-    assert not diff.ok and diff.verdict.startswith("the twin is off"), diff
 
 
 def test_verify_exits_3_and_says_so_in_its_help():
