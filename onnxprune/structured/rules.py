@@ -482,14 +482,19 @@ def _entry_source(a: Analysis, i: int, pos: int) -> tuple[int, int, int] | None:
     if producer(name) is None or len(a.readers.get(name, [])) != 1 or name in a.outputs:
         return None
     index = a.facts.producers[name]
-    node = a.nodes[index]
-    if node.op_type != "Concat":
+    if a.nodes[index].op_type != "Concat":
         return None
+    found = _concat_piece(a, a.nodes[index], pos)
+    return None if found is None else (index, *found)
+
+
+def _concat_piece(a: Analysis, node: onnx.NodeProto, pos: int) -> tuple[int, int] | None:
+    """(input slot, position in that input) of entry `pos` of a 1-D Concat's output."""
     offset = 0
     for slot, piece in enumerate(node.input):
         n = int(np.prod(a.shapes[piece]))
         if offset <= pos < offset + n:
-            return index, slot, pos - offset
+            return slot, pos - offset
         offset += n
     return None
 
@@ -600,9 +605,10 @@ def _shape_dim(a: Analysis, name: str, pos: int) -> tuple[str, int] | None:
     while node is not None and node.op_type in ("Cast", "Identity", "Unsqueeze", "Squeeze", "Gather", "Slice",
                                                  "Concat"):
         if node.op_type == "Concat":
-            sizes = np.cumsum([int(np.prod(a.shapes[x])) for x in node.input])
-            k = int(np.searchsorted(sizes, pos, side="right"))
-            pos, name = pos - (int(sizes[k - 1]) if k else 0), node.input[k]
+            found = _concat_piece(a, node, pos)
+            if found is None:
+                return None
+            name, pos = node.input[found[0]], found[1]
         elif node.op_type in ("Gather", "Slice"):
             read = _read_positions(a, node, int(np.prod(a.shapes[node.input[0]])))
             if read is None:
