@@ -9,7 +9,7 @@ batch 64 (`onnxprune train`) and scored by onnxruntime (`onnxprune eval`) on the
 Also onnxruntime CPU latency of each trained file (1 thread; the lowest of --repeats medians of --runs
 calls, all sessions interleaved; batch 1 and 256). The table goes to stdout and docs/figures/lenet_channels.csv.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/lenet_channels.py [--epochs 10] [--data ../shared/data/mnist10k.npz]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/lenet_channels.py [--epochs 10] [--data tests/data/mnist10k.npz]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def widths(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist10k.npz")
+    parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "mnist10k.npz")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=200, help="timed onnxruntime runs per session and batch size")

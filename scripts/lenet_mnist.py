@@ -6,7 +6,7 @@ and with global magnitude at 1 and 2 (compression 0 = the dense file); each trai
 lr 1e-3, batch 64 (`onnxprune train`); scored by onnxruntime (`onnxprune eval`) on the 2,000 test images.
 Reference figures come from a plain torch implementation of the same recipe (one seed).
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/lenet_mnist.py [--data ../shared/data/mnist10k.npz]
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/lenet_mnist.py [--data tests/data/mnist10k.npz]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def one_run(folder: Path, dense: Path, method: str | None, compression: float, a
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist10k.npz")
+    parser.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "mnist10k.npz")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")

@@ -11,7 +11,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
 
 # Two cores: one torch thread per test process keeps timings steady and avoids oversubscription.
 torch.set_num_threads(int(os.environ.get("ONNXPRUNE_TEST_THREADS", "2")))

@@ -22,6 +22,7 @@ from torch import nn
 
 import onnxprune
 import zoo
+from local_data import MNIST10K
 from models.torch_nets import LeNet5
 from onnxprune.cli import main
 from onnxprune.errors import ScoringError
@@ -29,7 +30,6 @@ from onnxprune.io import save_model
 from onnxprune.graph.constants import stored_tensors
 
 EXE = Path(sys.executable).parent / "onnxprune"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
 # SynFlow's default is 100 iterations; the zoo matrix uses 1 to fit the test budget (23 models x 3
 # compressions x 2 methods). The iteration count only changes which weights are kept, not the
 # write-back, the exact count or the file, which are what these tests check; the CLI tests below run
@@ -271,9 +271,8 @@ def test_external_data_input_keeps_external_data(tmp_path, zoo_cache, fmt):
     assert got.exit_code == 0, got.output
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_file(), reason="the shared MNIST file is not on this machine")
 def test_data_driven_method_with_npz(lenet_file, tmp_path):
-    data = np.load(SHARED_DATA)
+    data = np.load(MNIST10K)
     small = tmp_path / "mnist256.npz"
     np.savez(small, x_train=data["x_train"][:256], y_train=data["y_train"][:256])
     got = run("prune", lenet_file, "-c", "1", "-m", "snip", "--data", small, "--batch-size", "128",

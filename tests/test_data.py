@@ -5,7 +5,9 @@ The writers below (IDX, CIFAR pickles, image trees, npz) are reused by test_trai
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from local_data import MNIST10K
 from onnxprune.errors import DataError
 from onnxprune.train.data import STATS, load_dataset, npz_batches, num_classes
 from onnxprune.train.layout import plan_layout
@@ -270,13 +273,29 @@ def test_npz_batches_for_pruning(tmp_path):
     assert len(list(npz_batches(tmp_path / "d.npz", 16, 10))) == 4  # 50 images: 3 full batches + 2
 
 
-def test_shared_mnist10k_when_present():
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
-    if not path.exists():
-        pytest.skip("shared mnist10k.npz not on this machine")
-    data = load_dataset("npz", path, train=True, input_spec=spec("N", 1, 28, 28))
+def test_committed_mnist10k():
+    """The MNIST file the tests and scripts read ships in the clone, and holds what its README says."""
+    table = re.findall(r"^\| `(\w+)` \| (\w+) \| \[([\d, ]+)\] \| `([0-9a-f]{64})` \|$",
+                       (MNIST10K.parent / "README.md").read_text(), flags=re.M)
+    arrays = np.load(MNIST10K)
+    assert sorted(name for name, *_ in table) == sorted(arrays.files)
+    for name, dtype, shape, digest in table:
+        a = arrays[name]
+        assert (str(a.dtype), list(a.shape)) == (dtype, [int(d) for d in shape.split(",")])
+        assert hashlib.sha256(a.tobytes()).hexdigest() == digest, name
+    data = load_dataset("npz", MNIST10K, train=True, input_spec=spec("N", 1, 28, 28))
     assert len(data) == 8000 and num_classes(data) == 10
     assert abs(float(data.x.mean())) < 1e-3 and abs(float(data.x.std()) - 1) < 1e-3
+
+
+def test_nothing_reads_outside_the_clone():
+    """A user's clone has nothing beside it: no code, script or CI step may reach for a folder there."""
+    root = MNIST10K.parents[2]
+    outside = re.compile(r"\.\./shared|parents?(\[\d\])? / \"shared\"")
+    files = [p for d in ("onnxprune", "tests", "scripts", "models") for p in (root / d).rglob("*.py")]
+    files += [root / ".ci" / "run", root / "pyproject.toml"]
+    assert len(files) > 20
+    assert [str(p.relative_to(root)) for p in files if outside.search(p.read_text())] == []
 
 
 # ----- layout planning ----------------------------------------------------------------------------

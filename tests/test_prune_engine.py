@@ -1,7 +1,7 @@
 """The prune loop and mask selection: exact counts, schedules, scopes, ablations, errors.
 
 Models are exported from torch (models/torch_nets.py) or built with onnx.helper; data scorers get
-real MNIST images from the shared mnist10k.npz.
+real MNIST images from tests/data/mnist10k.npz.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from onnxprune.errors import OnnxPruneError, ScoringError
 from onnxprune.pruning import (METHODS, PruneResult, keep_schedule, prunable_tensors, prune_twin, score,
                               select_masks)
 from onnxprune.twin import Twin
+from local_data import MNIST10K as MNIST
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
 DATA_METHODS = ("snip", "grasp", "loss", "gradnorm")
 LENET_WEIGHTS = ["features.0.weight", "features.3.weight", "classifier.1.weight", "classifier.3.weight",
                  "classifier.5.weight"]

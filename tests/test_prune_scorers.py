@@ -3,7 +3,6 @@ the twin left exactly as it was found (also when scoring raises, also BatchNorm 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from models.torch_nets import VGG, LeNet5, export, kaiming_init, randomize_batch
 from onnxprune.errors import OnnxPruneError
 from onnxprune.pruning import METHODS, prunable_tensors, prune_twin, score, select_masks
 from onnxprune.twin import Twin
+from local_data import MNIST10K as MNIST
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist10k.npz"
 DATA_METHODS = ("snip", "grasp", "loss", "gradnorm")
 
 
