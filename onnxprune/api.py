@@ -115,14 +115,14 @@ def model_info(model: onnx.ModelProto) -> dict[str, Any]:
 
 
 # ----- data for data-driven methods ---------------------------------------------------------------
-def check_data(method: str, data: Any) -> None:
+def check_data(method: str, data: Any, data_methods: tuple[str, ...] = DATA_METHODS) -> None:
     """Data is given exactly when the method scores on it: missing, an error; unused, a warning."""
-    if method in DATA_METHODS and data is None:
-        raise DataError(f"method {method} scores weights on data: give {arg('data')}, an .npz with "
-                        "x_train / y_train")
-    if method not in DATA_METHODS and data is not None:
+    if method in data_methods and data is None:
+        what = "weights" if method in DATA_METHODS else "channels"
+        raise DataError(f"method {method} scores {what} on data: give {arg('data')}, an .npz with x_train / y_train")
+    if method not in data_methods and data is not None:
         warnings.warn(OnnxPruneWarning(f"{arg('data')} is ignored: {method} does not look at data (only "
-                                       f"{', '.join(DATA_METHODS)} do)"), stacklevel=3)
+                                       f"{', '.join(data_methods)} do)"), stacklevel=3)
 
 
 def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None, *, batch_size: int,

@@ -4,6 +4,9 @@ import, that they agree with what they implement (pruning/scorers.py: SCORERS an
 
 METHODS = ("synflow", "mag", "rand", "snip", "grasp", "loss", "gradnorm")  # scorers, pruning/scorers.py
 DATA_METHODS = ("snip", "grasp", "loss", "gradnorm")  # the scorers with needs_data (scored on batches)
+# Channel importance for trained weights (structured/importance.py), only with --structure channel
+CHANNEL_METHODS = ("l2", "l1", "bn", "taylor")
+CHANNEL_DATA_METHODS = ("taylor",)
 SCHEDULES = ("exponential", "linear")  # how the kept fraction falls over iterations, pruning/loop.py
 SCOPES = ("global", "local")  # rank across all layers, or the same density per layer, pruning/masks.py
 FORMATS = ("auto", "sparse", "dense")  # how pruned tensors are stored, writeback.py

@@ -97,7 +97,7 @@ def test_choices_are_the_engines():
     assert scorers.DATA_METHODS == choices.DATA_METHODS == tuple(n for n, c in SCORERS.items() if c.needs_data)
     assert loop.SCHEDULES is choices.SCHEDULES and masks.SCOPES is choices.SCOPES
     offered = {p.name: tuple(p.type.choices) for p in prune_command.params if hasattr(p.type, "choices")}
-    assert offered == {"method": choices.METHODS, "schedule": choices.SCHEDULES, "scope": choices.SCOPES,
+    assert offered == {"method": choices.METHODS + choices.CHANNEL_METHODS, "schedule": choices.SCHEDULES, "scope": choices.SCOPES,
                        "fmt": choices.FORMATS, "precision": choices.PRECISIONS, "device": choices.DEVICES,
                        "structure": choices.STRUCTURES}
 

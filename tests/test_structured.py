@@ -286,7 +286,7 @@ def test_unsupported_stays_intact(name):
 
 
 # ----- scoring and budgets --------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["synflow", "mag", "rand"])
+@pytest.mark.parametrize("method", ["synflow", "mag", "rand", "l1", "l2", "bn"])
 def test_prune_channels_methods(method):
     model = small("residual")
     result = prune_channels(model, method=method, macs=0.4, iterations=3, min_layer_density=0.25)
@@ -298,7 +298,7 @@ def test_prune_channels_methods(method):
     assert rel_diff(run(result.model, feeds), run(zeroed(result.graph, result.removed), feeds)) < TOL
 
 
-@pytest.mark.parametrize("method", ["snip", "grasp", "loss", "gradnorm"])
+@pytest.mark.parametrize("method", ["snip", "grasp", "loss", "gradnorm", "taylor"])
 def test_prune_channels_data_methods(method):
     model = small("chain")
     gen = torch.Generator().manual_seed(0)

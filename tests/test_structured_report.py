@@ -22,7 +22,7 @@ from onnxprune.io import save_model
 
 EXE = Path(sys.executable).parent / "onnxprune"
 SEP = r"\s*[│|]\s*"  # rich's column rule (ASCII where the terminal cannot draw boxes)
-ROW = re.compile(rf"^{SEP}(\S+){SEP}(\d+) -> (\d+){SEP}([\d,]+) -> ([\d,]+){SEP}(\d+\.\d+){SEP}$")
+ROW = re.compile(rf"^{SEP}(\S+){SEP}(\d+) -> (\d+){SEP}([\d,]+) -> ([\d,]+){SEP}(\d+\.\d+){SEP}(\w*){SEP}$")
 
 
 class SmallCNN(nn.Module):
@@ -56,12 +56,13 @@ def prune(model: Path, *args) -> subprocess.CompletedProcess:
 
 
 def table_rows(stdout: str) -> list[tuple]:
-    """(name, channels before, after, MACs before, after, fraction kept) of each printed row, total last."""
+    """(name, channels before, after, MACs before, after, fraction kept, limit) of each printed row, total
+    last (its limit cell empty)."""
     rows = []
     for line in stdout.splitlines():
         if match := ROW.match(line):
-            name, *numbers, fraction = match.groups()
-            rows.append((name, *(int(n.replace(",", "")) for n in numbers), float(fraction)))
+            name, *numbers, fraction, limit = match.groups()
+            rows.append((name, *(int(n.replace(",", "")) for n in numbers), float(fraction), limit))
     return rows
 
 
@@ -77,6 +78,7 @@ def test_table_and_plot_match_the_json_report(cnn, tmp_path):
         assert row[:5] == (layer["node"], layer["channels"], layer["kept"], round(layer["macs"]),
                            round(layer["macs_kept"])), done.stdout
         assert row[5] == pytest.approx(layer["macs_kept"] / layer["macs"], abs=5e-4)
+        assert row[6] == layer["limit"]
     assert any(layer["kept"] < layer["channels"] for layer in layers), "nothing pruned: the test is blind"
     total = rows[-1]
     assert total[0] == "total"

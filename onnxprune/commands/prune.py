@@ -73,16 +73,20 @@ def progress_bar(console, enabled: bool):
 @click.option("--sparsity", type=float, help="Fraction of prunable weights removed, in [0, 1).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [MODEL.pruned.onnx].")
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing output (even the input file).")
-@click.option("-m", "--method", type=click.Choice(choices.METHODS), default="synflow", show_default=True)
+@click.option("-m", "--method", type=click.Choice(choices.METHODS + choices.CHANNEL_METHODS),
+              help="Scorer [synflow]; with --structure channel, a channel criterion for trained weights "
+                   f"({', '.join(choices.CHANNEL_METHODS)}; default l2) or any scorer.")
 @click.option("-n", "--iterations", type=click.IntRange(min=1), help="Pruning rounds [synflow 100, others 1].")
 @click.option("--schedule", type=click.Choice(choices.SCHEDULES), default="exponential", show_default=True)
-@click.option("--scope", type=click.Choice(choices.SCOPES), default="global", show_default=True,
-              help="Rank scores across all layers, or keep the same density in each layer.")
+@click.option("--scope", type=click.Choice(choices.SCOPES),
+              help="Rank scores across all layers, or keep the same density in each layer [global; local "
+                   "for the channel criteria].")
 @click.option("--prune-bias", is_flag=True, help="Prune Conv/Gemm biases too.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Concrete shape of an input (repeatable); needed when a non-batch dim is symbolic.")
 @click.option("--data", type=click.Path(path_type=Path),
-              help=f"An .npz with x_train / y_train, for data-driven methods ({', '.join(choices.DATA_METHODS)}).")
+              help="An .npz with x_train / y_train, for data-driven methods "
+                   f"({', '.join(choices.DATA_METHODS + choices.CHANNEL_DATA_METHODS)}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batch size of --data.")
 @click.option("--data-batches", type=click.IntRange(min=1), default=1, show_default=True,
@@ -122,6 +126,8 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
         return run_channel_pruning(**click.get_current_context().params)
 
     from ..density import target_density
+
+    method, scope = method or "synflow", scope or "global"
 
     target_density(compression, density, sparsity)  # fail fast, before loading anything (or torch)
 

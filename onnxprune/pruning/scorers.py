@@ -346,6 +346,9 @@ def scorer(method: str) -> type[Scorer]:
     try:
         return SCORERS[method]
     except (KeyError, TypeError):  # TypeError: an unhashable value
+        if isinstance(method, str) and method in choices.CHANNEL_METHODS:
+            raise ScoringError(f"{arg('method')} {method} ranks whole channels: use it with "
+                               f"{arg('structure')} channel") from None
         raise ScoringError(f"unknown {arg('method')} {method!r} (choose from {', '.join(METHODS)})") from None
 
 

@@ -1,12 +1,14 @@
 """Structured (channel) pruning: remove whole channels and write a dense, physically smaller graph.
 
     from onnxprune.structured import prune_channels
-    result = prune_channels("model.onnx", macs=0.5, method="synflow")  # or density= / compression=
+    result = prune_channels("model.onnx", macs=0.5)  # trained weights: group L2, same ratio per layer
+    result = prune_channels("model.onnx", macs=0.5, method="synflow", scope="global")  # at initialization
     onnxprune.io.save_model(result.model, "small.onnx")
 
 Modules: shapes.py (measured shapes), graph.py + rules.py (channel analysis, one rule per op),
-groups.py (the analysis driver), score.py (channel scores from the per-weight scorers), select.py
-(budget and greedy removal), rewrite.py (the slicing rewrite and the zeroed reference).
+groups.py (the analysis driver), importance.py (channel criteria for trained weights: group
+magnitude, normalization scale, Taylor), score.py (channel scores from the per-weight scorers, for
+pruning at initialization), select.py (budget and greedy removal), rewrite.py (the slicing rewrite and the zeroed reference).
 Exactness contract: in onnxruntime, the result equals `zeroed(...)` of the input — the original
 graph with the removed channels' parameters (filters, biases, norm scale and shift, per-channel
 Add/Mul constants) set to zero; tests/test_structured.py checks it to 1e-5.
@@ -23,13 +25,17 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import onnx
 
-from ..choices import SCOPES
+from ..choices import CHANNEL_METHODS, SCOPES
 from ..errors import OnnxPruneError, arg
 from .groups import ChannelGraph, analyze
+from .importance import importance
 from .record import record, removed_parameters
 from .rewrite import check_runs, rewrite, zeroed
 from .score import channel_scores, masks
-from .select import cost, local_scores, round_layers, select
+from .select import cost, limits, local_scores, round_layers, select
+
+DEFAULT_METHOD = "l2"  # measured best on trained networks (scripts/trained_choice.py, README)
+DEFAULT_SCOPE = {True: "local", False: "global"}  # by method in CHANNEL_METHODS; at init: SynFlow's global
 
 __all__ = ["ChannelGraph", "Structured", "analyze", "prune_channels", "rewrite", "zeroed", "select", "cost"]
 
@@ -44,18 +50,20 @@ class Structured:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method: str = "synflow",
+def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method: str | None = None,
                    density: float | None = None, compression: float | None = None, sparsity: float | None = None,
                    macs: float | None = None,
-                   iterations: int | None = None, schedule: str = "exponential", scope: str = "global",
+                   iterations: int | None = None, schedule: str = "exponential", scope: str | None = None,
                    round_to: int = 1, min_layer_density: float = 0.0,
                    exclude: Iterable[str] = (), input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    batches: Iterable[Any] | None = None, precision: str = "float64", seed: int = 0,
                    progress: Callable[[int, int], None] | None = None) -> Structured:
     """Remove channels until the prunable weights keep `density` (or 10**-compression, 1 - sparsity), or the
-    Conv/Gemm/MatMul MACs keep `macs`; scores are the sums of `method`'s weight scores, recomputed
-    each of `iterations` rounds (SynFlow: 100) on the schedule. `scope` "global" ranks raw channel
-    scores across layers; "local" ranks within each layer, so layers shrink alike. `round_to` rounds
+    Conv/Gemm/MatMul MACs keep `macs`. `method` is a channel criterion for trained weights
+    (CHANNEL_METHODS, importance.py; default l2), scored once, or a weight scorer (synflow, mag, ...)
+    whose scores are summed per channel and recomputed each of `iterations` rounds (SynFlow: 100) on
+    the schedule. `scope` "global" ranks scores across layers; "local" ranks within each layer, so
+    layers shrink alike (the default for channel criteria; global for weight scorers). `round_to` rounds
     each layer's kept channels to a multiple (8 suits CPU kernels) after selection; the budget then
     holds only approximately."""
     from ..io import load_model
@@ -65,6 +73,8 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     objective, fraction = _target(density, compression, sparsity, macs)
     cg = analyze(model, input_shapes)
     _exclude(cg, exclude)
+    method = method or DEFAULT_METHOD
+    scope = scope or DEFAULT_SCOPE[method in CHANNEL_METHODS]
     if scope not in SCOPES:
         raise OnnxPruneError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
     removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
@@ -73,8 +83,8 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     pruned = rewrite(cg, removed)
     check_runs(pruned, cg)
     record(pruned, removed_parameters(cg, removed))  # for `verify --reference`
-    report = summary(cg, removed)
-    report.update(method=method, objective=objective, target=fraction, seconds=time.perf_counter() - start)
+    report = summary(cg, removed, min_layer_density)
+    report.update(method=method, scope=scope, objective=objective, target=fraction, seconds=time.perf_counter() - start)
     return Structured(pruned, cg, removed, report)
 
 
@@ -109,8 +119,15 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
     from ..pruning.targets import prunable_tensors
     from ..twin import Twin
 
-    n = iterations or scorer(method).default_iterations
     dtype = PRECISIONS.get(precision, precision)
+    if method in CHANNEL_METHODS:  # one pass: these scores do not depend on which channels went
+        scores = importance(cg, method, batches=batches, seed=seed, precision=dtype)
+        scores = local_scores(cg, scores) if scope == "local" else scores
+        removed = select(cg, scores, fraction, objective, min_fraction=min_layer_density)
+        if progress is not None:
+            progress(1, 1)
+        return removed, scores
+    n = iterations or scorer(method).default_iterations
     twin = Twin(model).eval()
     names = prunable_tensors(twin)
     generator = torch.Generator().manual_seed(seed)
@@ -136,13 +153,14 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
     return removed, scores
 
 
-def summary(cg: ChannelGraph, removed: np.ndarray) -> dict[str, Any]:
+def summary(cg: ChannelGraph, removed: np.ndarray, min_fraction: float = 0.0) -> dict[str, Any]:
     """Figures of a pruning: MACs (per sample) and weights kept, channels, coverage, per Conv/Gemm/
-    MatMul node its output channels and MACs before/after, and per pruned tensor axis ("name:axis")
-    the kept indices."""
+    MatMul node its output channels, MACs before/after and what bound its width (select.limits; "-"
+    for a fixed output), and per pruned tensor axis ("name:axis") the kept indices."""
     macs_kept, macs_total = cost(cg, removed, "macs")
     w_kept, w_total = cost(cg, removed, "weights")
     keys = cg.keys()
+    bound = limits(cg, removed, min_fraction)
     kept = {f"{name}:{axis}": np.flatnonzero(~removed[ch]).tolist() for (name, axis), ch in keys.items()
             if removed[ch].any()}
     layers = []
@@ -152,7 +170,8 @@ def summary(cg: ChannelGraph, removed: np.ndarray) -> dict[str, Any]:
         before = t.coef * float(np.prod([b for b, _ in sizes])) / cg.batch
         after = t.coef * float(np.prod([a for _, a in sizes])) / cg.batch
         out = sizes[0] if sizes else (None, None)
-        layers.append({"node": t.node, "channels": out[0], "kept": out[1], "macs": before, "macs_kept": after})
+        layers.append({"node": t.node, "channels": out[0], "kept": out[1], "macs": before, "macs_kept": after,
+                       "limit": bound.get(t.keys[0], "-") if t.keys else "-"})
     return {"channels": int(cg.n_channels), "frozen": int(cg.frozen.sum()), "removed": int(removed.sum()),
             "macs": {"kept": macs_kept / cg.batch, "total": macs_total / cg.batch},
             "weights": {"kept": w_kept, "total": w_total},

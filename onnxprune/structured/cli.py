@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..choices import DATA_METHODS
+from ..choices import CHANNEL_DATA_METHODS, DATA_METHODS
 from ..errors import OnnxPruneError
 
 
@@ -24,17 +24,18 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     from ..api import check_data
     from ..commands.prune import check_side_outputs, default_output, parse_input_shape
     from ..report import stdout_console
-    from . import prune_channels
+    from . import DEFAULT_METHOD, prune_channels
     from .report import plot_layers, print_table, summary_lines
 
     if prune_bias:  # biases go with their channel; none is pruned alone
         raise OnnxPruneError("--prune-bias does not apply to --structure channel")
-    check_data(method, data)  # the weight-level command's rule and messages
+    method = method or DEFAULT_METHOD
+    check_data(method, data, DATA_METHODS + CHANNEL_DATA_METHODS)  # the weight-level rule and messages
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
     check_side_outputs((report_path, plot_path), model, output, overwrite=overwrite)
     loaded = io.load_model(model)
-    batches = _batches(loaded, data, shapes, batch_size, data_batches, seed) if method in DATA_METHODS else None
+    batches = _batches(loaded, data, shapes, batch_size, data_batches, seed) if method in DATA_METHODS + CHANNEL_DATA_METHODS else None
     result = prune_channels(loaded, method=method, density=density, compression=compression, sparsity=sparsity,
                             macs=macs,
                             iterations=iterations, schedule=schedule, scope=scope, min_layer_density=min_layer_density,

@@ -15,12 +15,15 @@ Report = dict[str, Any]
 
 
 def print_table(report: Report, console) -> None:
-    """One row per Conv/Gemm/MatMul node: output channels and MACs per sample, before -> after."""
+    """One row per Conv/Gemm/MatMul node: output channels and MACs per sample, before -> after, and
+    what bound its width (budget, floor, frozen)."""
     layers = report["layers"]
     total = {key: sum(layer[key] or 0 for layer in layers) for key in ("channels", "kept", "macs", "macs_kept")}
-    columns = [("layer", "left", "total"), *zip(("channels", "MACs", "MACs kept"), ("right",) * 3, _cells(total))]
+    columns = [("layer", "left", "total"), *zip(("channels", "MACs", "MACs kept"), ("right",) * 3, _cells(total)),
+               ("limit", "left", "")]
     title = f"{report['method']}: channels, keep {report['target']:.4g} of {_objective(report)}"
-    console.print(layer_table(title, columns, [(layer["node"], *_cells(layer)) for layer in layers]))
+    rows = [(layer["node"], *_cells(layer), layer.get("limit", "-")) for layer in layers]
+    console.print(layer_table(title, columns, rows))
 
 
 def _cells(layer: Report) -> tuple[str, str, str]:

@@ -64,7 +64,7 @@ def select(cg: ChannelGraph, scores: np.ndarray, fraction: float, objective: str
     budget = Budget(cg, objective, removed)
     target = fraction * budget.total
     positions = channel_positions(cg)
-    floors = {k: max(1, math.ceil(round(min_fraction * len(ch), 9))) for k, ch in budget.keys.items()}
+    floors = layer_floors(cg, min_fraction)
     candidates = np.flatnonzero(~cg.frozen & ~removed)
     for c in candidates[np.argsort(scores[candidates], kind="stable")].tolist():
         if budget.current <= target:
@@ -86,6 +86,27 @@ def select(cg: ChannelGraph, scores: np.ndarray, fraction: float, objective: str
             budget.remove({k: -n for k, n in counts.items()})
             budget.current = before
     return removed
+
+
+def layer_floors(cg: ChannelGraph, min_fraction: float) -> dict[tuple[str, int], int]:
+    """Per sliced axis, the fewest positions it may keep: `min_fraction` of them, never below 1."""
+    return {k: max(1, math.ceil(round(min_fraction * len(ch), 9))) for k, ch in cg.keys().items()}
+
+
+def limits(cg: ChannelGraph, removed: np.ndarray, min_fraction: float) -> dict[tuple[str, int], str]:
+    """Per sliced axis, what bound its kept count: "frozen" (no channel there may go), "floor" (at its
+    floor while removable channels remain), else "budget" (the ranking stopped at the target)."""
+    floors = layer_floors(cg, min_fraction)
+    out = {}
+    for key, channels in cg.keys().items():
+        kept = int((~removed[channels]).sum())
+        if cg.frozen[channels].all():
+            out[key] = "frozen"
+        elif kept <= floors[key] and (~removed[channels] & ~cg.frozen[channels]).any():
+            out[key] = "floor"
+        else:
+            out[key] = "budget"
+    return out
 
 
 def cost(cg: ChannelGraph, removed: np.ndarray, objective: str) -> tuple[float, float]:

@@ -1,0 +1,142 @@
+"""Channel importance for trained networks: group magnitude, normalization scale, first-order Taylor.
+
+score.py sums per-weight scores into channels, the right thing for pruning at initialization. On
+trained weights a raw sum lets big slices drown small ones (the 25 Gemm columns behind a Flatten
+outweigh the producing 5x5 filter) and big layers drown small ones. The criteria here compare alike:
+
+| criterion | a channel's score                                                        | data |
+|-----------|--------------------------------------------------------------------------|------|
+| l1, l2    | mean over the weight tensors it indexes (producing filters, consumers'   | no   |
+|           | input slices) of its slice's Lp norm divided by that tensor's mean norm  |      |
+| bn        | |scale| of the normalization on the channel over that tensor's mean;     | no   |
+|           | channels with no such scale (no BN, or BN folded into the Conv) take l2  |      |
+| taylor    | first-order estimate of how far removal moves the outputs (below)        | yes  |
+
+Taylor: removing a channel is exactly zeroing its parameter slices (`Slice.role == "param"`: filter,
+bias, norm scale and shift), so to first order the outputs move by df = -J·theta_c. For a random
+direction r, g = d(r·f)/d(theta) gives (theta_c·g)² = (r·df)², whose mean over r is |df|²: the squared
+distance to the unpruned outputs, with no labels. For class scores (a rank-2 output no Softmax or
+Sigmoid made) r is the Fisher sample softmax(z) - onehot(y), y drawn from the model's own prediction,
+whose mean of (r·dz)² is dz'Fz, twice the KL divergence to second order. Each output is divided by its
+batch standard deviation first, so outputs of different scales weigh alike. (The gradient of the
+distance itself is zero at the unpruned weights, so it cannot rank anything.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import onnx
+import torch
+
+from ..choices import CHANNEL_METHODS
+from ..graph import GraphFacts, roles
+from ..graph.constants import stored_tensors
+from .groups import ChannelGraph
+
+PROJECTIONS = 8  # random directions per batch (one backward each): the estimate's spread falls as 1/sqrt
+
+
+def importance(cg: ChannelGraph, method: str, *, batches: Iterable[Any] | None = None, seed: int = 0,
+               precision: torch.dtype = torch.float64) -> np.ndarray:
+    """One score per channel (higher is kept) by a criterion of CHANNEL_METHODS."""
+    assert method in CHANNEL_METHODS, method
+    if method == "taylor":
+        return taylor(cg, batches, seed=seed, precision=precision)
+    facts = GraphFacts(cg.model.graph)
+    values = {name: value for name, (_, value) in stored_tensors(cg.model.graph).items()}
+    weights = {n: values[n] for n in facts.sources_with_role(roles.WEIGHT) if n in values}
+    magnitude = group_norm(cg, weights, p=1 if method == "l1" else 2)
+    if method in ("l1", "l2"):
+        return magnitude
+    scales = {n: values[n] for n in facts.sources_with_role(roles.SCALE) if n in values}
+    scale = group_norm(cg, scales, p=1)
+    return np.where(np.isnan(scale), magnitude, scale)
+
+
+def group_norm(cg: ChannelGraph, tensors: dict[str, np.ndarray], p: int) -> np.ndarray:
+    """Per channel, the mean over `tensors` it indexes of its slice's Lp norm over the tensor's mean
+    norm; NaN for a channel in none of them (no positions, or frozen-only tensors never sliced)."""
+    total = np.zeros(cg.n_channels)
+    count = np.zeros(cg.n_channels)
+    for (name, axis), channels in cg.keys().items():
+        if name not in tensors:
+            continue
+        w = np.abs(np.asarray(tensors[name], dtype=np.float64)) ** p
+        per_position = w.sum(axis=tuple(d for d in range(w.ndim) if d != axis))
+        present, index = np.unique(channels, return_inverse=True)
+        norm = np.bincount(index, weights=per_position, minlength=len(present)) ** (1.0 / p)
+        mean = norm.mean()
+        total[present] += norm / mean if mean > 0 else 1.0
+        count[present] += 1
+    with np.errstate(invalid="ignore"):
+        return total / count
+
+
+def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
+           precision: torch.dtype = torch.float64) -> np.ndarray:
+    """Sum over batches and random output directions of (sum of theta * grad over the channel's
+    parameter slices)²; see the module docstring."""
+    from ..errors import DataError, arg
+    from ..pruning.inputs import batch_feeds
+    from ..twin import Twin
+
+    if batches is None:
+        raise DataError(f"taylor scores channels on data: give {arg('data')}, an .npz with x_train")
+    twin = Twin(cg.model).eval()
+    twin.set_precision(precision)
+    params = twin.onnx_parameters()
+    sliced = {(s.tensor, s.axis): cg.channel[s.ids] for s in cg.slices if s.role == "param" and s.tensor in params}
+    names = sorted({name for name, _ in sliced})
+    for name, p in params.items():
+        p.requires_grad_(name in names)
+    kinds = _output_kinds(cg.model)
+    generator = torch.Generator().manual_seed(seed)
+    scores = np.zeros(cg.n_channels)
+    seen = 0
+    for inputs, _ in batches:
+        outputs = twin.run(batch_feeds(twin, inputs))
+        outputs = {k: v for k, v in outputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                   and v.requires_grad}
+        if not outputs:
+            continue
+        for _ in range(PROJECTIONS):
+            projected = sum((_direction(v, kinds.get(k), generator) * v).sum() for k, v in outputs.items())
+            grads = torch.autograd.grad(projected, [params[n] for n in names], retain_graph=True, allow_unused=True)
+            flow = {n: (params[n] * g).detach().double().cpu().numpy() for n, g in zip(names, grads) if g is not None}
+            per_channel = np.zeros(cg.n_channels)
+            for (name, axis), channels in sliced.items():
+                if name in flow:
+                    f = flow[name]
+                    np.add.at(per_channel, channels, f.sum(axis=tuple(d for d in range(f.ndim) if d != axis)))
+            scores += per_channel ** 2
+        seen += 1
+    if not seen:
+        raise DataError("taylor: no batch of the data reaches a float output that depends on the weights")
+    return scores / (seen * PROJECTIONS)
+
+
+def _direction(out: torch.Tensor, kind: str | None, generator: torch.Generator) -> torch.Tensor:
+    """A random direction for one output, scaled by 1/std of its values (detached)."""
+    out = out.detach()
+    scale = out.std() if out.numel() > 1 else out.new_tensor(1.0)
+    scale = scale if scale > 0 else out.new_tensor(1.0)
+    if kind == "logits":
+        p = torch.softmax(out.double(), dim=-1)
+        y = torch.multinomial(p, 1, generator=generator).squeeze(-1)
+        return (p - torch.nn.functional.one_hot(y, out.shape[-1]).double()).to(out.dtype) / scale
+    return torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype) / scale
+
+
+def _output_kinds(model: onnx.ModelProto) -> dict[str, str]:
+    """Graph outputs that are class scores ("logits"): rank 2 and not made by Softmax/Sigmoid (those
+    are probabilities, projected like any other output)."""
+    facts = GraphFacts(model.graph)
+    out = {}
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        node = facts.producer(value.name)
+        if len(dims) == 2 and (node is None or node.op_type not in ("Softmax", "Sigmoid", "LogSoftmax")):
+            out[value.name] = "logits"
+    return out

@@ -1,0 +1,106 @@
+"""Channel criteria for trained weights (onnxprune/structured/importance.py), through the installed command.
+
+One prunable layer (Conv 8 -> BN -> ReLU -> pool -> Linear 8 -> 5 outputs, the outputs frozen), with
+planted channels: each criterion must remove the channels planted for it, and only those.
+  - channels 1, 4: filter and Linear columns x0.01 (small group magnitude: l1, l2);
+  - channels 2, 6: BatchNorm scale x0.01, weights as they are (small normalization scale: bn);
+  - channels 3, 5: Linear columns exactly 0, so the outputs do not depend on them (taylor: score 0).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from models.torch_nets import export
+
+EXE = Path(sys.executable).parent / "onnxprune"
+PLANTED = {"l1": [1, 4], "l2": [1, 4], "bn": [2, 6], "taylor": [3, 5]}
+
+
+def onnxprune(*args, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 5))
+    with torch.no_grad():
+        conv, bn, fc = net[0], net[1], net[5]
+        bn.bias.uniform_(0.5, 1.0)  # every channel passes something through the ReLU
+        bn.weight.uniform_(0.8, 1.2)
+        conv.weight[[1, 4]] *= 0.01
+        fc.weight[:, [1, 4]] *= 0.01
+        bn.weight[[2, 6]] *= 0.01
+        fc.weight[:, [3, 5]] = 0
+    folder = tmp_path_factory.mktemp("planted")
+    onnx.save(export(net, (1, 3, 8, 8)), folder / "net.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    np.savez(folder / "inputs.npz", x_train=x, y_train=np.zeros(64, np.int64))
+    return folder
+
+
+@pytest.mark.parametrize("method", sorted(PLANTED))
+def test_each_criterion_removes_its_planted_channels(planted, tmp_path, method):
+    data = ["--data", planted / "inputs.npz"] if method == "taylor" else []
+    # each channel holds 1/8 of every layer's MACs: keeping 0.75 (+ rounding slack) removes exactly two
+    done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", "--macs", "0.751", "-m", method,
+                     *data, "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json", "-q")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    conv = next(k for k in report["kept_indices"] if k.endswith(":0") and "0.weight" in k)
+    assert sorted(set(range(8)) - set(report["kept_indices"][conv])) == PLANTED[method]
+    assert report["method"] == method and report["removed"] == 2
+
+
+def test_default_is_group_l2_per_layer(planted, tmp_path):
+    done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", "--macs", "0.751",
+                     "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["method"], report["scope"]) == ("l2", "local")
+    assert "limit" in done.stdout and "budget" in done.stdout and "frozen" in done.stdout  # the table's column
+
+
+@pytest.mark.parametrize("method", ["l2", "taylor"])
+def test_no_layer_is_ever_emptied(tmp_path, method):
+    """A tiny target on LeNet-5: every layer keeps a channel, the table says the floor bound them, and
+    the pruned file runs and verifies against the original."""
+    src = Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"
+    data = tmp_path / "x.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x_train=rng.standard_normal((32, 1, 28, 28)).astype(np.float32), y_train=np.zeros(32, np.int64))
+    out = tmp_path / "tiny.onnx"
+    done = onnxprune("prune", src, "--structure", "channel", "--macs", "0.001", "-m", method,
+                     *(("--data", data) if method == "taylor" else ()), "--scope", "global", "-o", out,
+                     "--report", tmp_path / "r.json", "-q")
+    assert done.returncode == 0, done.stderr
+    layers = json.loads((tmp_path / "r.json").read_text())["layers"]
+    assert all(layer["kept"] >= 1 for layer in layers)
+    assert {layer["limit"] for layer in layers[:-1]} == {"floor"}  # the classifier's outputs are frozen
+    assert onnxprune("verify", out, "--reference", src).returncode == 0
+
+
+def test_taylor_without_data_is_one_line_and_writes_nothing(planted, tmp_path):
+    out = tmp_path / "out.onnx"
+    done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", "--macs", "0.5", "-m", "taylor",
+                     "-o", out)
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.strip().count("\n") == 0 and "--data" in done.stderr, done.stderr
+
+
+def test_channel_criterion_needs_channel_mode(planted, tmp_path):
+    out = tmp_path / "out.onnx"
+    done = onnxprune("prune", planted / "net.onnx", "-c", "1", "-m", "l2", "-o", out)
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.strip().count("\n") == 0 and "--structure channel" in done.stderr, done.stderr
