@@ -55,15 +55,16 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
-    """CIFAR ResNet-20 (3 stages x 3 basic blocks, widths 16-32-64)."""
+    """CIFAR ResNet-20 (3 stages x 3 basic blocks, widths 16-32-64); `per_stage=1, in_channels=1` is the
+    ResNet-8 that scripts/trained_choice.py trains on MNIST."""
 
-    def __init__(self, num_classes: int = 10, width: int = 16):
+    def __init__(self, num_classes: int = 10, width: int = 16, per_stage: int = 3, in_channels: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.conv = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn = nn.BatchNorm2d(width)
         blocks, cin = [], width
         for stage, cout in enumerate((width, 2 * width, 4 * width)):
-            for i in range(3):
+            for i in range(per_stage):
                 blocks.append(BasicBlock(cin, cout, 2 if (stage > 0 and i == 0) else 1))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)

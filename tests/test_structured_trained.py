@@ -63,12 +63,16 @@ def test_each_criterion_removes_its_planted_channels(planted, tmp_path, method):
     assert report["method"] == method and report["removed"] == 2
 
 
-def test_default_is_group_l2_per_layer(planted, tmp_path):
-    done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", "--macs", "0.751",
+@pytest.mark.parametrize("data, method", [(False, "l2"), (True, "taylor")])
+def test_default_is_taylor_with_data_else_group_l2_per_layer(planted, tmp_path, data, method):
+    given = ["--data", planted / "inputs.npz"] if data else []
+    done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", "--macs", "0.751", *given,
                      "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "r.json").read_text())
-    assert (report["method"], report["scope"]) == ("l2", "local")
+    assert (report["method"], report["scope"]) == (method, "local")
+    conv = next(k for k in report["kept_indices"] if k.endswith(":0") and "0.weight" in k)
+    assert sorted(set(range(8)) - set(report["kept_indices"][conv])) == PLANTED[method]
     assert "limit" in done.stdout and "budget" in done.stdout and "frozen" in done.stdout  # the table's column
 
 

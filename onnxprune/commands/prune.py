@@ -75,7 +75,7 @@ def progress_bar(console, enabled: bool):
 @click.option("--overwrite", is_flag=True, help="Allow replacing an existing output (even the input file).")
 @click.option("-m", "--method", type=click.Choice(choices.METHODS + choices.CHANNEL_METHODS),
               help="Scorer [synflow]; with --structure channel, a channel criterion for trained weights "
-                   f"({', '.join(choices.CHANNEL_METHODS)}; default l2) or any scorer.")
+                   f"({', '.join(choices.CHANNEL_METHODS)}; default taylor with --data, else l2) or any scorer.")
 @click.option("-n", "--iterations", type=click.IntRange(min=1), help="Pruning rounds [synflow 100, others 1].")
 @click.option("--schedule", type=click.Choice(choices.SCHEDULES), default="exponential", show_default=True)
 @click.option("--scope", type=click.Choice(choices.SCOPES),

@@ -34,7 +34,9 @@ from .rewrite import check_runs, rewrite, zeroed
 from .score import channel_scores, masks
 from .select import cost, limits, local_scores, round_layers, select
 
-DEFAULT_METHOD = "l2"  # measured best on trained networks (scripts/trained_choice.py, README)
+# The defaults measured best on trained networks (scripts/trained_choice.py, README): taylor where
+# inputs are given, else the group L2 norm, both ranked within each layer.
+DEFAULT_METHOD = {True: "taylor", False: "l2"}  # by whether data (batches) is given
 DEFAULT_SCOPE = {True: "local", False: "global"}  # by method in CHANNEL_METHODS; at init: SynFlow's global
 
 __all__ = ["ChannelGraph", "Structured", "analyze", "prune_channels", "rewrite", "zeroed", "select", "cost"]
@@ -60,7 +62,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                    progress: Callable[[int, int], None] | None = None) -> Structured:
     """Remove channels until the prunable weights keep `density` (or 10**-compression, 1 - sparsity), or the
     Conv/Gemm/MatMul MACs keep `macs`. `method` is a channel criterion for trained weights
-    (CHANNEL_METHODS, importance.py; default l2), scored once, or a weight scorer (synflow, mag, ...)
+    (CHANNEL_METHODS, importance.py; default taylor with `batches`, else l2), scored once, or a weight scorer (synflow, mag, ...)
     whose scores are summed per channel and recomputed each of `iterations` rounds (SynFlow: 100) on
     the schedule. `scope` "global" ranks scores across layers; "local" ranks within each layer, so
     layers shrink alike (the default for channel criteria; global for weight scorers). `round_to` rounds
@@ -73,7 +75,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     objective, fraction = _target(density, compression, sparsity, macs)
     cg = analyze(model, input_shapes)
     _exclude(cg, exclude)
-    method = method or DEFAULT_METHOD
+    method = method or DEFAULT_METHOD[batches is not None]
     scope = scope or DEFAULT_SCOPE[method in CHANNEL_METHODS]
     if scope not in SCOPES:
         raise OnnxPruneError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")

@@ -29,7 +29,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
 
     if prune_bias:  # biases go with their channel; none is pruned alone
         raise OnnxPruneError("--prune-bias does not apply to --structure channel")
-    method = method or DEFAULT_METHOD
+    method = method or DEFAULT_METHOD[data is not None]
     check_data(method, data, DATA_METHODS + CHANNEL_DATA_METHODS)  # the weight-level rule and messages
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
