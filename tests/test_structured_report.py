@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from matplotlib.image import imread
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from models.torch_nets import export
@@ -75,7 +78,7 @@ def test_table_and_plot_match_the_json_report(cnn, tmp_path):
     rows = table_rows(done.stdout)
     assert len(rows) == len(layers) + 1, done.stdout
     for row, layer in zip(rows, layers):
-        assert row[:5] == (layer["node"], layer["channels"], layer["kept"], round(layer["macs"]),
+        assert row[:5] == (layer["name"], layer["channels"], layer["kept"], round(layer["macs"]),
                            round(layer["macs_kept"])), done.stdout
         assert row[5] == pytest.approx(layer["macs_kept"] / layer["macs"], abs=5e-4)
         assert row[6] == layer["limit"]
@@ -108,3 +111,46 @@ def test_prune_bias_is_still_refused(cnn, tmp_path):
     done = prune(cnn, "--macs", "0.5", "-o", tmp_path / "small.onnx", "--prune-bias")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == ["error: --prune-bias does not apply to --structure channel"]
+
+
+def test_generated_node_names_show_as_weight_names(cnn, tmp_path):
+    """torch.export names nodes node_Conv_584: the table and report name such layers by their weight."""
+    model = onnx.load(str(cnn))
+    for i, node in enumerate(model.graph.node):
+        node.name = f"node_{node.op_type}_{i}" if i % 2 else ""  # both kinds of generated name
+    save_model(model, tmp_path / "generated.onnx")
+    report = tmp_path / "r.json"
+    done = prune(tmp_path / "generated.onnx", "--macs", "0.5", "-o", tmp_path / "small.onnx", "--report", report)
+    assert done.returncode == 0, done.stderr
+    layers = json.loads(report.read_text())["layers"]
+    weights = {t.name for t in model.graph.initializer}
+    assert [layer["name"] for layer in layers] == [row[0] for row in table_rows(done.stdout)[:-1]]
+    assert all(layer["name"] in weights for layer in layers), [layer["name"] for layer in layers]
+    assert "node_Conv" not in done.stdout
+    own = prune(cnn, "--macs", "0.5", "-o", tmp_path / "own.onnx", "--report", tmp_path / "own.json")
+    assert [la["name"] for la in json.loads((tmp_path / "own.json").read_text())["layers"]][0] == "/stem/stem.0/Conv"
+
+
+def test_a_pruned_model_no_faster_draws_one_warning(tmp_path):
+    """A 512x512 product of two activations (nothing to prune there) dwarfs the one prunable 8-unit
+    layer: removing half its units cannot make the model faster, and --benchmark says so, even with -q."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [512, 512])
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+               for n, shape in (("square", [512, 512]), ("small", [512, 4]))]
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (512, 8)), ("w2", (8, 4)))]
+    nodes = [helper.make_node("MatMul", ["x", "x"], ["square"]), helper.make_node("Gemm", ["x", "w1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Gemm", ["r", "w2"], ["small"])]
+    model = helper.make_model(helper.make_graph(nodes, "slow", [x], outputs, weights),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    save_model(model, tmp_path / "slow.onnx")
+    report = tmp_path / "r.json"
+    done = subprocess.run([str(EXE), "prune", str(tmp_path / "slow.onnx"), "--structure", "channel", "--density",
+                           "0.5", "--benchmark", "-q", "-o", str(tmp_path / "out.onnx"), "--report", str(report)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    latency = json.loads(report.read_text())["latency"]
+    assert latency["speedup"] < 1.05
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("warning: the pruned model is not faster in onnxruntime") and "--round-to" in line

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -90,6 +91,27 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     return Structured(pruned, cg, removed, report)
 
 
+GENERATED = re.compile(r"^(node_)?[A-Za-z]+(_\d+)+$")  # torch.export's node_Conv_584, tf2onnx's Conv_3
+
+
+def layer_names(model: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> what a user knows the layer by: its own name, unless an exporter generated it (empty,
+    node_Conv_584), then its weight's (features.0.0.weight)."""
+    from ..graph import GraphFacts, roles
+
+    facts = GraphFacts(model.graph)
+    out = {}
+    for node in facts.nodes:
+        if node.name and not GENERATED.match(node.name):
+            continue
+        weights = [facts.source(node.input[slot]) for slot, role in roles.slots(node.op_type).items()
+                   if role == roles.WEIGHT and slot < len(node.input) and node.input[slot]]
+        weight = next((w for w in weights if w is not None), None)
+        if weight is not None:
+            out[node.name] = weight
+    return out
+
+
 def _target(density, compression, sparsity, macs) -> tuple[str, float]:
     """("macs", F) or ("weights", the kept fraction the weight-level targets give, checked alike)."""
     from ..density import target_density
@@ -157,12 +179,13 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
 
 def summary(cg: ChannelGraph, removed: np.ndarray, min_fraction: float = 0.0) -> dict[str, Any]:
     """Figures of a pruning: MACs (per sample) and weights kept, channels, coverage, per Conv/Gemm/
-    MatMul node its output channels, MACs before/after and what bound its width (select.limits; "-"
+    MatMul node its name (layer_names) and output channels, MACs before/after and what bound its width (select.limits; "-"
     for a fixed output), and per pruned tensor axis ("name:axis") the kept indices."""
     macs_kept, macs_total = cost(cg, removed, "macs")
     w_kept, w_total = cost(cg, removed, "weights")
     keys = cg.keys()
     bound = limits(cg, removed, min_fraction)
+    names = layer_names(cg.model)
     kept = {f"{name}:{axis}": np.flatnonzero(~removed[ch]).tolist() for (name, axis), ch in keys.items()
             if removed[ch].any()}
     layers = []
@@ -172,7 +195,7 @@ def summary(cg: ChannelGraph, removed: np.ndarray, min_fraction: float = 0.0) ->
         before = t.coef * float(np.prod([b for b, _ in sizes])) / cg.batch
         after = t.coef * float(np.prod([a for _, a in sizes])) / cg.batch
         out = sizes[0] if sizes else (None, None)
-        layers.append({"node": t.node, "channels": out[0], "kept": out[1], "macs": before, "macs_kept": after,
+        layers.append({"node": t.node, "name": names.get(t.node, t.node), "channels": out[0], "kept": out[1], "macs": before, "macs_kept": after,
                        "limit": bound.get(t.keys[0], "-") if t.keys else "-"})
     return {"channels": int(cg.n_channels), "frozen": int(cg.frozen.sum()), "removed": int(removed.sum()),
             "macs": {"kept": macs_kept / cg.batch, "total": macs_total / cg.batch},

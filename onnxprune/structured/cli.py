@@ -25,7 +25,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     from ..commands.prune import check_side_outputs, default_output, parse_input_shape
     from ..report import stdout_console
     from . import DEFAULT_METHOD, prune_channels
-    from .report import plot_layers, print_table, summary_lines
+    from .report import latency_warning, plot_layers, print_table, summary_lines
 
     if prune_bias:  # biases go with their channel; none is pruned alone
         raise OnnxPruneError("--prune-bias does not apply to --structure channel")
@@ -52,6 +52,8 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     if plot_path is not None:
         plot_layers(result.report, plot_path)
         written.append(plot_path)
+    if (warning := latency_warning(result.report)) is not None:  # a pipeline sees it even with -q
+        click.echo(warning, err=True)
     if not quiet:
         print_table(result.report, stdout_console())
         for line in summary_lines(result.report):  # not through rich: long frozen reasons are never wrapped

@@ -22,7 +22,7 @@ def print_table(report: Report, console) -> None:
     columns = [("layer", "left", "total"), *zip(("channels", "MACs", "MACs kept"), ("right",) * 3, _cells(total)),
                ("limit", "left", "")]
     title = f"{report['method']}: channels, keep {report['target']:.4g} of {_objective(report)}"
-    rows = [(layer["node"], *_cells(layer), layer.get("limit", "-")) for layer in layers]
+    rows = [(layer["name"], *_cells(layer), layer["limit"]) for layer in layers]
     console.print(layer_table(title, columns, rows))
 
 
@@ -49,6 +49,19 @@ def summary_lines(report: Report) -> list[str]:
     return lines
 
 
+NOT_FASTER = 1.05  # below this speed-up the difference is within what repeated medians vary by here
+
+
+def latency_warning(report: Report) -> str | None:
+    """One line when --benchmark measured the pruned model no faster than the dense one."""
+    t = report.get("latency")
+    if t is None or t["speedup"] >= NOT_FASTER:
+        return None
+    return (f"warning: the pruned model is not faster in onnxruntime ({t['speedup']:.2f}x: {t['dense_ms']:.3g} ms "
+            f"dense, {t['pruned_ms']:.3g} ms pruned, CPU, batch {t['batch']}); widths that CPU kernels run "
+            f"well may help (--round-to 8 or 16)")
+
+
 def plot_layers(report: Report, path) -> None:
     """Per layer, side by side: the fraction of output channels kept and the fraction of MACs kept."""
     layers = report["layers"]
@@ -65,7 +78,7 @@ def plot_layers(report: Report, path) -> None:
     ax.set_ylabel("fraction kept")
     ax.set_title(f"{report['method']}, keep {report['target']:.3g} of {_objective(report)}: kept per layer")
     ax.legend(loc="upper center", ncols=3)
-    save_layer_plot(fig, ax, [la["node"] for la in layers], path)
+    save_layer_plot(fig, ax, [la["name"] for la in layers], path)
 
 
 def _objective(report: Report) -> str:
