@@ -378,6 +378,8 @@ def test_local_scope_and_rounding():
             assert kept % 8 == 0 and kept > 0
             fractions.append(kept / members.sum())
     assert max(fractions) - min(fractions) <= 0.25
+    macs = result.report["macs"]
+    assert 0.48 * macs["total"] <= macs["kept"] <= 0.5 * macs["total"]  # rounding keeps the budget
     feeds = zoo.sample_feeds(model)
     assert rel_diff(run(result.model, feeds), run(zeroed(result.graph, result.removed), feeds)) < TOL
 
@@ -437,6 +439,28 @@ def test_channel_tensor_as_a_parameter_freezes():
     keys = cg.keys()
     assert cg.frozen[keys[("W1", 1)]].all() and not cg.frozen[keys[("W2", 1)]].all()
     check_exact(model, fraction=0.7)
+
+
+@pytest.mark.parametrize("multiple", [4, 8])
+@pytest.mark.parametrize("name", ["chain", "residual", "concat"])
+def test_rounding_keeps_the_budget_on_small_nets(name, multiple):
+    """Kept widths are multiples (a layer of fewer than two multiples may keep its own count), and the
+    MACs still keep at most the target: rounding down first, then up only while the budget allows."""
+    model = small(name)
+    plain = prune_channels(model, method="l2", macs=0.5)
+    result = prune_channels(model, method="l2", macs=0.5, round_to=multiple)
+    macs = result.report["macs"]
+    assert macs["kept"] <= 0.5 * macs["total"]
+    assert plain.report["macs"]["kept"] <= 0.5 * macs["total"]
+    from onnxprune.structured.select import home_layers
+
+    home = home_layers(result.graph)
+    for layer in np.unique(home[home >= 0]):
+        members = home == layer
+        if not result.graph.frozen[members].any() and members.sum() >= 2 * multiple:
+            assert (~result.removed[members]).sum() % multiple == 0  # (a narrower layer may keep its own count)
+    feeds = zoo.sample_feeds(model)
+    assert rel_diff(run(result.model, feeds), run(zeroed(result.graph, result.removed), feeds)) < TOL
 
 
 def test_rounding_never_empties_a_concat_half():

@@ -67,8 +67,8 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     whose scores are summed per channel and recomputed each of `iterations` rounds (SynFlow: 100) on
     the schedule. `scope` "global" ranks scores across layers; "local" ranks within each layer, so
     layers shrink alike (the default for channel criteria; global for weight scorers). `round_to` rounds
-    each layer's kept channels to a multiple (8 suits CPU kernels) after selection; the budget then
-    holds only approximately."""
+    each layer's kept channels to a multiple (8 suits CPU kernels) after selection, the budget still
+    kept (select.round_layers)."""
     from ..io import load_model
 
     start = time.perf_counter()
@@ -82,7 +82,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
         raise OnnxPruneError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
     removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
                                min_layer_density, input_shapes, batches, precision, seed, progress)
-    removed = round_layers(cg, removed, scores, round_to)
+    removed = round_layers(cg, removed, scores, round_to, objective, fraction)
     pruned = rewrite(cg, removed)
     check_runs(pruned, cg)
     record(pruned, removed_parameters(cg, removed))  # for `verify --reference`

@@ -138,27 +138,54 @@ def local_scores(cg: ChannelGraph, scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, multiple: int) -> np.ndarray:
-    """Round each layer's kept prunable channels to the nearest multiple of `multiple` (at least one
-    multiple), keeping the best-scoring; runtimes' kernels run fastest on such widths. Layers with
-    frozen channels or fewer prunable channels than `multiple` are left as they are, and so is a layer
-    whose rounding would empty a tensor (a Concat's consumer spans two producers: the best `target`
-    may all come from one of them)."""
+def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, multiple: int, objective: str = "weights",
+                 fraction: float = 1.0) -> np.ndarray:
+    """Each layer's kept prunable channels rounded to a multiple of `multiple` (at least one multiple),
+    keeping the best-scoring, with the objective still at most `fraction` of its total: every layer is
+    first rounded down, then the layers that lost most are rounded back up while the budget allows; if
+    one-multiple minimums still overshoot, the lowest-scoring blocks of the widest layers go, and
+    failing that the raised layers keep their own count (the budget comes first). Runtimes'
+    kernels run fastest on such widths. Layers with frozen channels or fewer prunable channels than
+    `multiple` keep their own count, and so does a layer whose rounding would empty a tensor (a
+    Concat's consumer spans two producers: the best channels may all come from one of them)."""
     if multiple <= 1:
         return removed
-    removed = removed.copy()
     home = home_layers(cg)
     axes = list(cg.keys().values())
+    order: dict[int, np.ndarray] = {}  # layer -> its channels, best first
     for layer in np.unique(home[home >= 0]):
         members = np.flatnonzero(home == layer)
-        if cg.frozen[members].any() or len(members) < multiple:
-            continue
-        kept = int((~removed[members]).sum())
-        target = min(len(members), max(multiple, int(round(kept / multiple)) * multiple))
-        order = members[np.argsort(-scores[members], kind="stable")]
-        rounded = removed.copy()
-        rounded[order[:target]] = False
-        rounded[order[target:]] = True
-        if all((~rounded[channels]).any() for channels in axes):
-            removed = rounded
-    return removed
+        if not cg.frozen[members].any() and len(members) >= multiple:
+            order[layer] = members[np.argsort(-scores[members], kind="stable")]
+    kept = {layer: int((~removed[m]).sum()) for layer, m in order.items()}
+
+    def applied(widths: dict[int, int]) -> np.ndarray:
+        out = removed.copy()
+        for layer, width in widths.items():
+            out[order[layer][:width]] = False
+            out[order[layer][width:]] = True
+        return out
+
+    def empties(widths: dict[int, int]) -> bool:
+        out = applied(widths)
+        return not all((~out[channels]).any() for channels in axes)
+
+    width = {layer: min(len(order[layer]), max(multiple, k // multiple * multiple)) for layer, k in kept.items()}
+    width = {layer: w for layer, w in width.items() if not empties({layer: w})}
+    target = fraction * cost(cg, removed, objective)[1] * (1 + 1e-12)
+    for layer in sorted(width, key=lambda la: (width[la] - kept[la]) / len(order[la])):  # most lost first
+        if width[layer] < kept[layer] and width[layer] + multiple <= len(order[layer]):
+            width[layer] += multiple
+            if cost(cg, applied(width), objective)[0] > target:
+                width[layer] -= multiple
+    while cost(cg, applied(width), objective)[0] > target:  # one-multiple minimums overshot
+        wider = [la for la in width if width[la] > multiple and not empties({la: width[la] - multiple})]
+        raised = [la for la in width if width[la] > kept[la]]
+        if wider:
+            worst = min(wider, key=lambda la: scores[order[la][width[la] - multiple:width[la]]].mean())
+            width[worst] -= multiple
+        elif raised:  # the budget comes first: a layer raised to one multiple keeps its own count
+            del width[max(raised, key=lambda la: width[la] - kept[la])]
+        else:
+            break
+    return applied(width)
