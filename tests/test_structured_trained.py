@@ -108,3 +108,29 @@ def test_channel_criterion_needs_channel_mode(planted, tmp_path):
     done = onnxprune("prune", planted / "net.onnx", "-c", "1", "-m", "l2", "-o", out)
     assert done.returncode == 2 and not out.exists()
     assert done.stderr.strip().count("\n") == 0 and "--structure channel" in done.stderr, done.stderr
+
+
+def test_latency_target_reports_its_search_and_measurement(planted, tmp_path):
+    """--latency bisects the MAC fraction on measured onnxruntime latency; the report and the summary
+    carry the target, the search's steps, its prediction and a separate measurement. (How close the
+    measurement comes is a timing, measured by scripts/bench_widths.py, not asserted here.)"""
+    report = tmp_path / "r.json"
+    done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", "--latency", "0.7",
+                     "-o", tmp_path / "out.onnx", "--report", report)
+    assert done.returncode == 0, done.stderr
+    fit = json.loads(report.read_text())["latency_fit"]
+    assert fit["target"] == 0.7 and len(fit["steps"]) == 7 and fit["measured"] > 0
+    assert fit["macs"] in [step["macs"] for step in fit["steps"]]
+    fits = [step["macs"] for step in fit["steps"] if step["latency"] <= 0.7]
+    assert fit["macs"] == (max(fits) if fits else min(step["macs"] for step in fit["steps"]))
+    assert "latency kept (onnxruntime CPU, batch 1, one thread): target 0.7" in done.stdout
+
+
+@pytest.mark.parametrize("args, words", [(["--latency", "0.5", "--macs", "0.5"], "give exactly one of --latency"),
+                                         (["--latency", "0.5", "-m", "synflow"], "--latency works with the channel"),
+                                         (["--latency", "1.5"], "--latency must be in (0, 1]")])
+def test_latency_errors_are_one_line(planted, tmp_path, args, words):
+    out = tmp_path / "out.onnx"
+    done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", *args, "-o", out)
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr

@@ -106,6 +106,9 @@ def progress_bar(console, enabled: bool):
 @click.option("--structure", type=click.Choice(choices.STRUCTURES), default="weight", show_default=True,
               help="Prune single weights (sparse file) or whole channels (dense, smaller, faster graph).")
 @click.option("--macs", type=float, help="With --structure channel: fraction of Conv/Gemm/MatMul MACs kept.")
+@click.option("--latency", type=float,
+              help="With --structure channel: fraction of the dense model's onnxruntime latency kept (CPU, "
+                   "batch 1, one thread, measured on this machine); the MAC fraction is searched to meet it.")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --structure channel: keep a multiple of N channels per layer (8 suits CPU kernels).")
 @click.option("--benchmark", is_flag=True,
@@ -113,14 +116,14 @@ def progress_bar(console, enabled: bool):
 def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
           min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=1,
-          benchmark=False) -> None:
+          benchmark=False, latency=None) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 
     Only the pruned initializers change: graph, opset, IR version, names and metadata are the input's.
     """
     from rich.console import Console
 
-    if structure == "channel" or macs is not None:  # structured pruning: onnxprune/structured/cli.py
+    if structure == "channel" or macs is not None or latency is not None:  # structured pruning: onnxprune/structured/cli.py
         from ..structured.cli import run_channel_pruning
 
         return run_channel_pruning(**click.get_current_context().params)

@@ -30,6 +30,7 @@ from ..choices import CHANNEL_METHODS, SCOPES
 from ..errors import OnnxPruneError, arg
 from .groups import ChannelGraph, analyze
 from .importance import importance
+from .latency import fit_latency
 from .record import record, removed_parameters
 from .rewrite import check_runs, rewrite, zeroed
 from .score import channel_scores, masks
@@ -55,7 +56,7 @@ class Structured:
 
 def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method: str | None = None,
                    density: float | None = None, compression: float | None = None, sparsity: float | None = None,
-                   macs: float | None = None,
+                   macs: float | None = None, latency: float | None = None,
                    iterations: int | None = None, schedule: str = "exponential", scope: str | None = None,
                    round_to: int = 1, min_layer_density: float = 0.0,
                    exclude: Iterable[str] = (), input_shapes: Mapping[str, tuple[int, ...]] | None = None,
@@ -73,21 +74,37 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
 
     start = time.perf_counter()
     model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_model(model_or_path)
-    objective, fraction = _target(density, compression, sparsity, macs)
-    cg = analyze(model, input_shapes)
-    _exclude(cg, exclude)
     method = method or DEFAULT_METHOD[batches is not None]
     scope = scope or DEFAULT_SCOPE[method in CHANNEL_METHODS]
     if scope not in SCOPES:
         raise OnnxPruneError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
-    removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
-                               min_layer_density, input_shapes, batches, precision, seed, progress)
-    removed = round_layers(cg, removed, scores, round_to, objective, fraction)
+    objective, fraction = _target(density, compression, sparsity, macs, latency, method)
+    cg = analyze(model, input_shapes)
+    _exclude(cg, exclude)
+    fitted = None
+    if latency is not None:  # one scoring, then the MAC fraction bisected on measured latency
+        _, scores = _iterate(cg, model, method, objective, 1.0, iterations, schedule, scope, min_layer_density,
+                             input_shapes, batches, precision, seed, progress)
+
+        def chosen(f: float) -> np.ndarray:
+            removed = select(cg, scores, f, "macs", min_fraction=min_layer_density)
+            return round_layers(cg, removed, scores, round_to, "macs", f)
+
+        fraction, steps = fit_latency(model, lambda f: rewrite(cg, chosen(f)), latency, input_shapes=input_shapes)
+        removed = chosen(fraction)
+        fitted = {"target": latency, "macs": fraction, "steps": steps,
+                  "predicted": next(s["latency"] for s in steps if s["macs"] == fraction)}
+    else:
+        removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
+                                   min_layer_density, input_shapes, batches, precision, seed, progress)
+        removed = round_layers(cg, removed, scores, round_to, objective, fraction)
     pruned = rewrite(cg, removed)
     check_runs(pruned, cg)
     record(pruned, removed_parameters(cg, removed))  # for `verify --reference`
     report = summary(cg, removed, min_layer_density)
     report.update(method=method, scope=scope, objective=objective, target=fraction, seconds=time.perf_counter() - start)
+    if fitted is not None:
+        report["latency_fit"] = fitted
     return Structured(pruned, cg, removed, report)
 
 
@@ -112,10 +129,21 @@ def layer_names(model: onnx.ModelProto) -> dict[str, str]:
     return out
 
 
-def _target(density, compression, sparsity, macs) -> tuple[str, float]:
-    """("macs", F) or ("weights", the kept fraction the weight-level targets give, checked alike)."""
+def _target(density, compression, sparsity, macs, latency=None, method=None) -> tuple[str, float]:
+    """("macs", F) or ("weights", the kept fraction the weight-level targets give, checked alike);
+    with `latency`, ("macs", 1.0) until fit_latency finds the fraction."""
     from ..density import target_density
 
+    if latency is not None:
+        if any(v is not None for v in (density, compression, sparsity, macs)):
+            names = ", ".join(arg(name) for name in ("latency", "macs", "compression", "density", "sparsity"))
+            raise OnnxPruneError(f"give exactly one of {names}")
+        if not 0.0 < latency <= 1.0 or not np.isfinite(latency):
+            raise OnnxPruneError(f"{arg('latency')} must be in (0, 1] (the fraction of latency kept), not {latency}")
+        if method not in CHANNEL_METHODS:
+            raise OnnxPruneError(f"{arg('latency')} works with the channel criteria ({', '.join(CHANNEL_METHODS)}), "
+                                 f"not {method}")
+        return "macs", 1.0
     if macs is None:
         return "weights", target_density(compression, density, sparsity)
     if any(v is not None for v in (density, compression, sparsity)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -38,6 +38,28 @@ def latency(sessions, feeds: Mapping[str, np.ndarray], runs: int) -> list[float]
             s.run(None, feeds)
             t.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+def fit_latency(dense: onnx.ModelProto, make: Callable[[float], onnx.ModelProto], target: float, *,
+                input_shapes=None, steps: int = 7, runs: int = 15) -> tuple[float, list[dict[str, float]]]:
+    """The largest MAC fraction whose pruned model (`make(fraction)`) measures at most `target` of the
+    dense model's onnxruntime latency (CPU, batch 1, one thread), bisected on measured latency: the
+    runtime's own kernels decide, widths and fusions included. Returns it (the smallest tried if none
+    fits) and every step's {"macs", "latency"} (pruned / dense)."""
+    from .shapes import input_feeds
+
+    feeds = input_feeds(dense, input_shapes, seed=0, batch=1)
+    reference = session(dense, threads=1)
+    lo, hi, best, steps_taken = 0.0, 1.0, None, []
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        before, after = latency([reference, session(make(mid), threads=1)], feeds, runs)
+        steps_taken.append({"macs": mid, "latency": after / before})
+        if after / before <= target:
+            best, lo = mid, mid
+        else:
+            hi = mid
+    return (hi if best is None else best), steps_taken
 
 
 def compare(dense: onnx.ModelProto, pruned: onnx.ModelProto, *, input_shapes=None, batch: int = 1,

@@ -44,6 +44,10 @@ def summary_lines(report: Report) -> list[str]:
         t = report["latency"]
         lines.append(f"onnxruntime CPU, batch {t['batch']}, median of {t['runs']}: {t['dense_ms']:.2f} ms dense, "
                      f"{t['pruned_ms']:.2f} ms pruned ({t['speedup']:.2f}x)")
+    if "latency_fit" in report:
+        fit = report["latency_fit"]
+        lines.append(f"latency kept (onnxruntime CPU, batch 1, one thread): target {fit['target']:.3g}, predicted "
+                     f"{fit['predicted']:.3f} by the search, measured {fit['measured']:.3f}")
     if not report["removed"]:
         lines.append("warning: no channel could be removed; the output is the input graph")
     return lines
