@@ -15,8 +15,8 @@ outweigh the producing 5x5 filter) and big layers drown small ones. The criteria
 Taylor: removing a channel is exactly zeroing its parameter slices (`Slice.role == "param"`: filter,
 bias, norm scale and shift), so to first order the outputs move by df = -J·theta_c. For a random
 direction r, g = d(r·f)/d(theta) gives (theta_c·g)² = (r·df)², whose mean over r is |df|²: the squared
-distance to the unpruned outputs, with no labels. For class scores (a rank-2 output no Softmax or
-Sigmoid made) r is the Fisher sample softmax(z) - onehot(y), y drawn from the model's own prediction,
+distance to the unpruned outputs, with no labels. For class scores (logits by the graph:
+graph/outputs.py) r is the Fisher sample softmax(z) - onehot(y), y drawn from the model's own prediction,
 whose mean of (r·dz)² is dz'Fz, twice the KL divergence to second order. Each output is divided by its
 batch standard deviation first, so outputs of different scales weigh alike. (The gradient of the
 distance itself is zero at the unpruned weights, so it cannot rank anything.)
@@ -33,6 +33,7 @@ import torch
 from ..choices import CHANNEL_METHODS
 from ..graph import GraphFacts, roles
 from ..graph.constants import stored_tensors
+from ..graph.outputs import output_kinds
 from .groups import ChannelGraph
 
 PROJECTIONS = 8  # random directions per batch (one backward each): the estimate's spread falls as 1/sqrt
@@ -91,7 +92,7 @@ def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
     names = sorted({name for name, _ in sliced})
     for name, p in params.items():
         p.requires_grad_(name in names)
-    kinds = _output_kinds(cg.model)
+    kinds = output_kinds(cg.model)
     generator = torch.Generator().manual_seed(seed)
     scores = np.zeros(cg.n_channels)
     seen = 0
@@ -122,21 +123,8 @@ def _direction(out: torch.Tensor, kind: str | None, generator: torch.Generator) 
     out = out.detach()
     scale = out.std() if out.numel() > 1 else out.new_tensor(1.0)
     scale = scale if scale > 0 else out.new_tensor(1.0)
-    if kind == "logits":
+    if kind in ("logits", "log_probs"):  # softmax of log-probabilities is the probabilities
         p = torch.softmax(out.double(), dim=-1)
         y = torch.multinomial(p, 1, generator=generator).squeeze(-1)
         return (p - torch.nn.functional.one_hot(y, out.shape[-1]).double()).to(out.dtype) / scale
     return torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype) / scale
-
-
-def _output_kinds(model: onnx.ModelProto) -> dict[str, str]:
-    """Graph outputs that are class scores ("logits"): rank 2 and not made by Softmax/Sigmoid (those
-    are probabilities, projected like any other output)."""
-    facts = GraphFacts(model.graph)
-    out = {}
-    for value in model.graph.output:
-        dims = value.type.tensor_type.shape.dim
-        node = facts.producer(value.name)
-        if len(dims) == 2 and (node is None or node.op_type not in ("Softmax", "Sigmoid", "LogSoftmax")):
-            out[value.name] = "logits"
-    return out

@@ -138,18 +138,22 @@ def _image_folder(data_dir: Path, train: bool) -> tvd.ImageFolder:
 
 
 # ----- npz ----------------------------------------------------------------------------------------
-def _npz_arrays(path: Path, train: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _npz_arrays(path: Path, train: bool, labels: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(x of the split, y of the split, x_train, classes) from an npz holding x_train/y_train/x_test/
-    y_test; the class count is read off both splits' labels (a test split may miss a class)."""
+    y_test; the class count is read off both splits' labels (a test split may miss a class). Without
+    `labels`, y may be missing (zeros then)."""
     split = "train" if train else "test"
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in dict.fromkeys((f"x_{split}", f"y_{split}", "x_train")) if k not in f.files]
+            wanted = (f"x_{split}", f"y_{split}", "x_train") if labels else (f"x_{split}", "x_train")
+            missing = [k for k in dict.fromkeys(wanted) if k not in f.files]
             if missing:
                 raise DataError(f"{path}: npz has no {', '.join(missing)} (it has {', '.join(f.files) or 'nothing'})")
             labels = [f[k] for k in ("y_train", "y_test") if k in f.files]
             classes = max((int(y.max()) + 1 for y in labels if y.size and y.dtype.kind in "iu"), default=0)
-            return f[f"x_{split}"], f[f"y_{split}"], f["x_train"] if not train else None, classes
+            x = f[f"x_{split}"]
+            y = f[f"y_{split}"] if f"y_{split}" in f.files else np.zeros(len(x), np.int64)
+            return x, y, f["x_train"] if not train else None, classes
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable npz file ({err})") from None
 
@@ -198,8 +202,8 @@ class ArrayDataset(Dataset):
         return x, int(self.targets[i])
 
 
-def _npz(path: Path, train: bool, spec, augment: bool, normalize: bool) -> ArrayDataset:
-    x, y, x_train, classes = _npz_arrays(path, train)
+def _npz(path: Path, train: bool, spec, augment: bool, normalize: bool, labels: bool = True) -> ArrayDataset:
+    x, y, x_train, classes = _npz_arrays(path, train, labels)
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{path}: labels must be one integer per image ({len(x)} images, labels {y.shape})")
     if len(x) == 0:
@@ -216,11 +220,12 @@ def _npz(path: Path, train: bool, spec, augment: bool, normalize: bool) -> Array
 
 # ----- public API ---------------------------------------------------------------------------------
 def load_dataset(name: str, data_dir, *, train: bool, input_spec=None, augment: bool | None = None,
-                 normalize: bool = True) -> Dataset:
+                 normalize: bool = True, labels: bool = True) -> Dataset:
     """`name`'s train or test split from `data_dir` (for npz, the .npz file), fitted to `input_spec`
     (an InputSpec; None: NCHW at the data's own size). `augment=None` augments CIFAR/imagefolder
     training sets only. The result has `.classes` (a list, one entry per class) and, for images of
-    one size, `.fit`: (the images' own [C, H, W], the Layout that takes them to the model)."""
+    one size, `.fit`: (the images' own [C, H, W], the Layout that takes them to the model). An npz
+    without `labels` may lack y_train / y_test (label-free use: distillation, compare)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}' (choose from {', '.join(DATASETS)})")
     data_dir = Path(data_dir)
@@ -228,7 +233,7 @@ def load_dataset(name: str, data_dir, *, train: bool, input_spec=None, augment: 
         raise DataError(f"{data_dir}: no such {'file' if name == 'npz' else 'folder'}")
     augment = train and (name in AUGMENT_BY_DEFAULT if augment is None else augment)
     if name == "npz":
-        return _npz(data_dir, train, input_spec, augment, normalize)
+        return _npz(data_dir, train, input_spec, augment, normalize, labels)
     stats = STATS[name] if normalize else None
     if name == "imagefolder":
         dataset = _image_folder(data_dir, train)

@@ -1,0 +1,85 @@
+"""Inputs without labels, one array per graph input, batch first, in the input's dtype.
+
+- An .npz whose arrays are named after the model's inputs (token ids, masks, bytes: any dtype).
+- An .npz of images with `x_train` / `x_test` (labels optional): `split` picks one, and images are
+  fitted and normalized exactly as `train` and `eval` do (train/data.py), so the model sees what it
+  was trained on.
+- An .npz with one array, for a one-input model.
+- "random": floats N(0, 1), integer inputs zeros, symbolic dims from `input_shapes` (batch: `samples`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import DataError, arg
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    constants = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in constants]
+
+
+def load_inputs(data: str | Path, model: onnx.ModelProto, *, split: str = "test", samples: int | None = None,
+                input_shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """{input name: array} of up to `samples` rows (all of them when None)."""
+    inputs = graph_inputs(model)
+    if str(data) == "random":
+        from ..structured.shapes import input_feeds
+
+        return input_feeds(model, input_shapes, seed=seed, batch=samples or 256)
+    path = Path(data)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable npz file ({err})") from None
+    names = [v.name for v in inputs]
+    if all(n in arrays for n in names):
+        feeds = {n: _typed(arrays[n], v, path) for n, v in zip(names, inputs)}
+    elif f"x_{split}" in arrays and len(inputs) == 1:
+        feeds = {names[0]: _images(path, model, split)}
+    elif len(arrays) == 1 and len(inputs) == 1:
+        feeds = {names[0]: _typed(next(iter(arrays.values())), inputs[0], path)}
+    else:
+        raise DataError(f"{path}: npz has no array for model input(s) {', '.join(n for n in names if n not in arrays)} "
+                        f"(it has {', '.join(arrays) or 'nothing'}; name one array per input, or give x_{split})")
+    rows = {len(a) for a in feeds.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise DataError(f"{path}: the input arrays have different or zero row counts ({sorted(rows)})")
+    return {k: v[:samples] for k, v in feeds.items()} if samples else feeds
+
+
+def _typed(array: np.ndarray, value: onnx.ValueInfoProto, path: Path) -> np.ndarray:
+    tensor = value.type.tensor_type
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+    rank = len(tensor.shape.dim)
+    if array.ndim != rank:
+        raise DataError(f"{path}: array for input '{value.name}' has rank {array.ndim}; the input has rank {rank}")
+    if np.issubdtype(array.dtype, np.floating) != np.issubdtype(dtype, np.floating):
+        raise DataError(f"{path}: array for input '{value.name}' is {array.dtype}; the input is {np.dtype(dtype)}")
+    return np.ascontiguousarray(array.astype(dtype, copy=False))
+
+
+def _images(path: Path, model: onnx.ModelProto, split: str) -> np.ndarray:
+    """x_<split> fitted and normalized as train/eval do (labels are not needed)."""
+    from ..train.data import load_dataset
+    from ..twin.module import InputSpec
+
+    value = graph_inputs(model)[0]
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in value.type.tensor_type.shape.dim)
+    spec = InputSpec(value.name, value.type.tensor_type.elem_type, dims)
+    data = load_dataset("npz", path, train=split == "train", input_spec=spec, augment=False, labels=False)
+    x = data.x if data.transform is None else np.stack([data[i][0].numpy() for i in range(len(data))])
+    return _typed(np.asarray(x), value, path)
+
+
+def check_samples(samples: int | None) -> None:
+    if samples is not None and samples < 1:
+        raise DataError(f"{arg('samples')} must be at least 1")

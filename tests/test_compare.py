@@ -1,0 +1,114 @@
+"""`onnxprune compare`: label-free agreement of a pruned model with its original, through the installed
+command and real onnxruntime sessions, on every form of --data, and its gate (exit 3)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from local_data import MNIST10K
+
+EXE = Path(sys.executable).parent / "onnxprune"
+LENET = Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"
+
+
+def onnxprune(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def two_heads(scale: float = 1.0, seed: int = 0) -> onnx.ModelProto:
+    """x [N, 8] -> Relu(x W1) "features" (values) and (x W1) W2 "logits" [N, 3] (class scores)."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((8, 6)).astype(np.float32)
+    w2 = (scale * rng.standard_normal((6, 3))).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["features"]),
+             helper.make_node("Gemm", ["h", "w2"], ["logits"])]
+    graph = helper.make_graph(nodes, "two_heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 6]),
+                               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def broken_lenet(tmp_path: Path) -> Path:
+    """The zoo LeNet with its last layer's weights shuffled: same interface, different answers."""
+    model = onnx.load(str(LENET))
+    last = [t for t in model.graph.initializer if len(t.dims) == 2][-1]
+    array = numpy_helper.to_array(last).copy()
+    np.random.default_rng(0).shuffle(array.reshape(-1))
+    last.CopyFrom(numpy_helper.from_array(array, last.name))
+    onnx.save(model, tmp_path / "broken.onnx")
+    return tmp_path / "broken.onnx"
+
+
+def test_a_model_agrees_with_itself_and_the_gate_passes(tmp_path):
+    done = onnxprune("compare", LENET, LENET, "--data", MNIST10K, "--samples", "300", "--min-agreement", "1",
+                     "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    logits = report["outputs"]["logits"]
+    assert report["samples"] == 300 and logits["kind"] == "logits"
+    assert logits["top1_agreement"] == logits["top5_agreement"] == report["agreement"] == 1.0
+    assert abs(logits["kl"]) < 1e-9
+
+
+def test_the_gate_exits_3_on_a_broken_model(tmp_path):
+    done = onnxprune("compare", broken_lenet(tmp_path), LENET, "--data", MNIST10K, "--samples", "300",
+                     "--min-agreement", "0.9", "--report", tmp_path / "r.json")
+    assert done.returncode == 3
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: agreement") and "--min-agreement 0.9" in line
+    report = json.loads((tmp_path / "r.json").read_text())  # written before the gate: the pipeline reads why
+    assert report["agreement"] < 0.9 and report["outputs"]["logits"]["kl"] > 0
+
+
+def test_two_outputs_of_different_kinds_and_every_data_form(tmp_path):
+    onnx.save(two_heads(), tmp_path / "a.onnx")
+    onnx.save(two_heads(scale=1.5), tmp_path / "b.onnx")  # logits scaled: same argmax, other probabilities
+    x = np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32)
+    np.savez(tmp_path / "named.npz", x=x)
+    np.savez(tmp_path / "single.npz", anything=x)
+    np.savez(tmp_path / "split.npz", x_train=x[:20], x_test=x[20:])  # no labels
+    figures = {}
+    for data, rows in [(tmp_path / "named.npz", 40), (tmp_path / "single.npz", 40), (tmp_path / "split.npz", 20),
+                       ("random", 256)]:
+        report = tmp_path / f"{Path(str(data)).stem}.json"
+        done = onnxprune("compare", tmp_path / "b.onnx", tmp_path / "a.onnx", "--data", data, "--report", report)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(report.read_text())
+        assert result["samples"] == rows
+        logits, features = result["outputs"]["logits"], result["outputs"]["features"]
+        assert (logits["kind"], features["kind"]) == ("logits", "values")
+        assert logits["top1_agreement"] == 1.0 and logits["kl"] > 0
+        assert features["relative_l2"] == 0 and features["cosine"] == pytest.approx(1.0)
+        figures[str(data)] = logits["kl"]
+    assert figures[str(tmp_path / "named.npz")] == figures[str(tmp_path / "single.npz")]  # the same rows
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing input", "npz has no array for model input(s) x"),
+    ("other model", "the two models' inputs differ"),
+    ("wrong dtype", "is int64; the input is float32"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, case, words):
+    onnx.save(two_heads(), tmp_path / "a.onnx")
+    np.savez(tmp_path / "ok.npz", x=np.zeros((4, 8), np.float32))
+    args = [tmp_path / "a.onnx", tmp_path / "a.onnx", "--data", tmp_path / "ok.npz"]
+    if case == "missing input":
+        np.savez(tmp_path / "bad.npz", y=np.zeros((4, 8), np.float32), z=np.zeros((4, 8), np.float32))
+        args[3] = tmp_path / "bad.npz"
+    elif case == "other model":
+        args[1] = LENET
+    else:
+        np.savez(tmp_path / "bad.npz", x=np.zeros((4, 8), np.int64))
+        args[3] = tmp_path / "bad.npz"
+    done = onnxprune("compare", *args, "--report", tmp_path / "r.json")
+    assert done.returncode == 2 and not (tmp_path / "r.json").exists()
+    assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
