@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 from local_data import MNIST10K
+from tiny_models import two_heads
 
 EXE = Path(sys.executable).parent / "onnxprune"
 LENET = Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"
@@ -21,20 +22,6 @@ LENET = Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"
 
 def onnxprune(*args) -> subprocess.CompletedProcess:
     return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def two_heads(scale: float = 1.0, seed: int = 0) -> onnx.ModelProto:
-    """x [N, 8] -> Relu(x W1) "features" (values) and (x W1) W2 "logits" [N, 3] (class scores)."""
-    rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((8, 6)).astype(np.float32)
-    w2 = (scale * rng.standard_normal((6, 3))).astype(np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["features"]),
-             helper.make_node("Gemm", ["h", "w2"], ["logits"])]
-    graph = helper.make_graph(nodes, "two_heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 6]),
-                               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def broken_lenet(tmp_path: Path) -> Path:

@@ -61,9 +61,16 @@ def default_output(model: Path) -> Path:
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint (finished epochs are not redone).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output and report files (--resume may replace its own run's).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option("--teacher", type=click.Path(path_type=Path),
+              help="Distil from this original (label-free): KL on class scores, variance-normalized MSE on "
+                   "other outputs; accuracy figures become top-1 agreement with it.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="With --teacher: softening of class scores.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="With --teacher: weight of the labelled loss (the data must have labels).")
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
-          checkpoint, resume, overwrite, quiet):
+          checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back.
@@ -94,7 +101,7 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
     request = TrainRequest(model, dataset, data_dir, config, device=device, augment=augment, normalize=normalize,
                            output=output, fmt=fmt, report=report_path,
                            checkpoint=checkpoint,
-                           resume=resume, quiet=quiet)
+                           resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha)
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:
         return
@@ -102,5 +109,6 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
         last = result.history[-1]
         density = f"{100 * result.kept / result.total:.2f} %" if result.total else "n/a"
         click.echo(f"trained {len(result.history)} epochs (density {density}): "
-                   f"test accuracy {100 * last.test_accuracy:.2f} %, train loss {last.train_loss:.4f}")
+                   f"test {'agreement with the teacher' if teacher else 'accuracy'} "
+                   f"{100 * last.test_accuracy:.2f} %, train loss {last.train_loss:.4f}")
     click.echo(f"wrote {', '.join(str(p) for p in [output, report_path, request.checkpoint] if p)}")

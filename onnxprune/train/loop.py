@@ -90,6 +90,7 @@ class Trainer:
     objective: Objective = field(default_factory=Objective)
     reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
     checkpoint: Checkpoint | None = None
+    teacher: torch.nn.Module | None = None  # train --teacher: the frozen original (objective: distill.py)
 
     def __post_init__(self):
         self.model = self.dist.wrap(self.twin, self.device)
@@ -126,7 +127,8 @@ class Trainer:
             record = EpochRecord(epoch + 1, lr, train_loss, train_acc, test_loss, test_acc,
                                  time.perf_counter() - start)
             self.history.append(record)
-            self.reporter.line(f"epoch {epoch + 1}/{self.cfg.epochs}  loss {train_loss:.4f}  "
+            what = "agreement with the teacher, " if self.teacher is not None else ""
+            self.reporter.line(f"epoch {epoch + 1}/{self.cfg.epochs}  loss {train_loss:.4f}  {what}"
                                f"train {100 * train_acc:.2f} %  test {100 * test_acc:.2f} %  lr {lr:.3g}  "
                                f"{record.seconds:.1f} s")
             if self.checkpoint is not None and self.dist.main:
@@ -145,14 +147,13 @@ class Trainer:
         with self.reporter.bar(f"epoch {epoch + 1}/{self.cfg.epochs}", len(sizes)) as update:
             for step, ((x, y), n_global) in enumerate(zip(loader, sizes)):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                out = first_output(self.model(x))
-                loss = self.objective(out, y)
+                loss, correct = self.loss(self.model(x), x, y)
                 self.optimizer.zero_grad(set_to_none=True)
                 # DDP averages gradients over processes: scaling each share's summed loss by
                 # world / global batch makes that average the mean over the whole global batch.
                 (loss * (self.dist.world / n_global)).backward()
                 self.optimizer.step()
-                totals += torch.stack([loss.detach().double(), (out.argmax(1) == y).sum().double(),
+                totals += torch.stack([loss.detach().double(), correct.double(),
                                        torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
                 if step % 10 == 9 or step + 1 == len(sizes):
                     s, c, n = totals.tolist()
@@ -160,9 +161,19 @@ class Trainer:
         s, c, n = self.dist.sum(totals.tolist(), self.device)
         return s / max(n, 1), c / max(n, 1)
 
+    def loss(self, raw, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, top-1 hits): against the labels, or with a teacher against its outputs (hits:
+        the same top class as the teacher, i.e. top-1 agreement)."""
+        out = first_output(raw)
+        if self.teacher is None:
+            return self.objective(out, y), (out.argmax(1) == y).sum()
+        with torch.no_grad():
+            target = self.teacher(x)
+        return self.objective(raw, target, y), (out.argmax(1) == first_output(target).argmax(1)).sum()
+
     @torch.no_grad()
     def test(self) -> tuple[float, float]:
-        """Loss and top-1 accuracy on the test set, each process scoring its share."""
+        """Loss and top-1 accuracy (agreement, with a teacher) on the test set, each process scoring its share."""
         self.dist.sync_buffers(self.twin)  # BN statistics as rank 0 has them (what gets written)
         self.twin.eval()
         part = Subset(self.test_set, share(len(self.test_set), self.dist.rank, self.dist.world).tolist())
@@ -170,9 +181,9 @@ class Trainer:
         totals = [0.0, 0.0, 0.0]
         for x, y in loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            out = first_output(self.twin(x))
-            totals[0] += float(self.objective(out, y))
-            totals[1] += float((out.argmax(1) == y).sum())
+            loss, correct = self.loss(self.twin(x), x, y)
+            totals[0] += float(loss)
+            totals[1] += float(correct)
             totals[2] += len(y)
         s, c, n = self.dist.sum(totals, self.device)
         return s / max(n, 1), c / max(n, 1)

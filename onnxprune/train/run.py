@@ -43,6 +43,13 @@ class TrainRequest:
     checkpoint: Path | None = None  # None: no checkpoints
     resume: bool = False
     quiet: bool = False
+    teacher: Path | None = None  # distil from this original instead of (or, with alpha, besides) labels
+    temperature: float = 1.0
+    alpha: float = 0.0
+
+    @property
+    def labelled(self) -> bool:
+        return self.teacher is None or self.alpha > 0
 
 
 @dataclass
@@ -92,8 +99,10 @@ def _identity(req: TrainRequest, world: int) -> dict:
     cfg = asdict(req.config)
     for key in ("epochs", "workers", "test_batch_size"):
         cfg.pop(key)
+    teacher = {"teacher": file_hash(req.teacher), "temperature": req.temperature, "alpha": req.alpha} \
+        if req.teacher else {}
     return {"model": file_hash(req.model), "dataset": req.dataset, "data": os.path.abspath(req.data_dir),
-            "augment": req.augment, "normalize": req.normalize, "world": world, **cfg}
+            "augment": req.augment, "normalize": req.normalize, "world": world, **cfg, **teacher}
 
 
 def train(req: TrainRequest, warn: Callable[[str], None]) -> TrainResult:
@@ -119,10 +128,37 @@ def _prepare(req: TrainRequest, warn):
     return tied, twin, kept, total
 
 
+def _teacher(req: TrainRequest, student: onnx.ModelProto, device) -> Twin | None:
+    """The original's twin, frozen, on the student's device; its inputs and outputs must be the student's."""
+    if req.teacher is None:
+        return None
+    from ..fidelity import check_interfaces
+
+    original = load_model(req.teacher)
+    check_interfaces(student, original)
+    teacher = Twin(original).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _objective(req: TrainRequest, twin: Twin):
+    labelled = Objective(_output_kind(twin))
+    if req.teacher is None:
+        return labelled
+    from ..graph.outputs import output_kinds
+    from .distill import Distillation
+
+    kinds = output_kinds(twin.model)
+    return Distillation([kinds.get(name, "values") for name in twin.output_names], req.temperature, req.alpha,
+                        labelled)
+
+
 def _datasets(req: TrainRequest, spec):
     train_set = load_dataset(req.dataset, req.data_dir, train=True, input_spec=spec, augment=req.augment,
-                             normalize=req.normalize)
-    test_set = load_dataset(req.dataset, req.data_dir, train=False, input_spec=spec, normalize=req.normalize)
+                             normalize=req.normalize, labels=req.labelled)
+    test_set = load_dataset(req.dataset, req.data_dir, train=False, input_spec=spec, normalize=req.normalize,
+                            labels=req.labelled)
     if len(train_set) == 0 or len(test_set) == 0:
         raise DataError(f"{req.data_dir}: the {'training' if len(train_set) == 0 else 'test'} split is empty")
     return train_set, test_set
@@ -158,8 +194,9 @@ def _fit_to_data(twin: Twin, train_set, req: TrainRequest, device, world: int) -
     """Check the output against the classes, freeze graph constants; returns the frozen names."""
     twin.to(device)
     probe = _probe(twin, train_set, max(1, req.config.batch_size // world), device)
-    with torch.no_grad():
-        check_classes(first_output(twin.eval()(probe)), num_classes(train_set), req.dataset)
+    if req.labelled:
+        with torch.no_grad():
+            check_classes(first_output(twin.eval()(probe)), num_classes(train_set), req.dataset)
     frozen = freeze_constants(twin, probe)
     if not any(p.requires_grad for p in twin.parameters()):
         raise OnnxPruneError("the model has no trainable tensors (no float weights that reach the output)")
@@ -172,14 +209,15 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     if cfg.batch_size < info.world:
         raise OnnxPruneError(f"{arg('batch_size')} {cfg.batch_size} is smaller than the {info.world} processes")
     tied, twin, kept, total = _prepare(req, warn)
+    teacher = _teacher(req, tied.model, device)
     train_set, test_set = _datasets(req, twin.inputs[0])
     frozen = _fit_to_data(twin, train_set, req, device, info.world)
     if (fixed := fixed_batch(twin.inputs[0])) == cfg.batch_size // info.world:
         cfg = replace(cfg, test_batch_size=fixed)  # the graph runs only at its fixed batch
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
     reporter = Reporter(quiet=req.quiet, enabled=info.main)
-    trainer = Trainer(twin, train_set, test_set, cfg, device, info, Objective(_output_kind(twin)),
-                      reporter, checkpoint)
+    trainer = Trainer(twin, train_set, test_set, cfg, device, info, _objective(req, twin), reporter, checkpoint,
+                      teacher)
     payload = checkpoint.load() if checkpoint and req.resume else None
     if payload is not None:
         trainer.restore(payload)
@@ -203,6 +241,9 @@ def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, histor
     if req.report is not None:
         report = {
             "model": str(req.model), "dataset": req.dataset, "data_dir": str(req.data_dir),
+            "teacher": str(req.teacher) if req.teacher else None, "temperature": req.temperature,
+            "alpha": req.alpha, "test_accuracy_means": "top-1 agreement with the teacher" if req.teacher
+            else "top-1 accuracy against the labels",
             "output": str(req.output) if req.output else None, "config": asdict(req.config),
             "prunable": total, "kept": kept, "density": kept / total if total else 1.0, **extra,
             "epochs": [asdict(r) for r in history],

@@ -1,0 +1,56 @@
+"""Label-free recovery (`train --teacher`): the pruned model learns its original's outputs.
+
+The teacher is the original file's twin, frozen (eval mode, no gradients), on the student's device and,
+under torchrun, on every process; both see the same batch. The loss is summed over samples, like the
+labelled objective, output by output (graph/outputs.py says what each output is):
+- class scores: T^2 * KL(teacher || student) of the softened distributions (Hinton et al. 2015),
+  from logits, probabilities or log-probabilities alike;
+- any other float output: the per-sample mean squared error divided by the teacher output's variance
+  over the batch, so outputs of different scales weigh alike.
+`alpha` mixes in the labelled cross-entropy where labels exist: (1 - alpha) * distillation + alpha * CE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .loop import Objective, first_output
+
+
+def _as_tuple(out) -> tuple[torch.Tensor, ...]:
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _log_probs(x: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
+    x = x.float().reshape(x.shape[0], -1)
+    if kind == "probs":
+        x = x.clamp_min(1e-12).log()
+    return F.log_softmax(x / temperature, dim=1)
+
+
+@dataclass
+class Distillation:
+    kinds: Sequence[str]  # per graph output, in order: "logits" | "probs" | "log_probs" | "values"
+    temperature: float = 1.0
+    alpha: float = 0.0
+    labelled: Objective | None = None
+
+    def __call__(self, student, teacher, y: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros((), device=y.device)
+        for s, t, kind in zip(_as_tuple(student), _as_tuple(teacher), self.kinds):
+            if not s.is_floating_point():
+                continue
+            if kind == "values":
+                per_sample = (s.float() - t.float()).pow(2).reshape(s.shape[0], -1).mean(1)
+                total = total + per_sample.sum() / (t.float().var() + 1e-12)
+            else:
+                lt = _log_probs(t, kind, self.temperature)
+                ls = _log_probs(s, kind, self.temperature)
+                total = total + self.temperature ** 2 * F.kl_div(ls, lt, log_target=True, reduction="sum")
+        if self.alpha > 0 and self.labelled is not None:
+            return (1 - self.alpha) * total + self.alpha * self.labelled(first_output(student), y)
+        return total

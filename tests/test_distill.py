@@ -1,0 +1,93 @@
+"""`train --teacher`: label-free recovery of a pruned model from its original, through the installed
+command; agreement is measured by `onnxprune compare` on held-out inputs, before and after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from local_data import MNIST10K
+from tiny_models import two_heads
+
+EXE = Path(sys.executable).parent / "onnxprune"
+LENET = Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"
+
+
+def onnxprune(*args) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=600)
+    return done
+
+
+def agreement(pruned: Path, original: Path, data: Path, tmp_path: Path) -> dict:
+    report = tmp_path / f"{pruned.stem}.compare.json"
+    done = onnxprune("compare", pruned, original, "--data", data, "--report", report, "--overwrite")
+    assert done.returncode == 0, done.stderr
+    return json.loads(report.read_text())
+
+
+@pytest.fixture(scope="module")
+def mnist_small(tmp_path_factory) -> tuple[Path, Path]:
+    """1,500 training and 500 held-out MNIST images, with labels and without."""
+    folder = tmp_path_factory.mktemp("mnist")
+    data = np.load(MNIST10K)
+    x_train, y_train, x_test, y_test = data["x_train"][:1500], data["y_train"][:1500], data["x_test"][:500], data["y_test"][:500]
+    np.savez(folder / "labelled.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    np.savez(folder / "unlabelled.npz", x_train=x_train, x_test=x_test)
+    return folder / "labelled.npz", folder / "unlabelled.npz"
+
+
+def test_distillation_without_labels_raises_agreement(mnist_small, tmp_path):
+    labelled, unlabelled = mnist_small
+    dense, pruned, recovered = tmp_path / "dense.onnx", tmp_path / "pruned.onnx", tmp_path / "recovered.onnx"
+    assert onnxprune("train", LENET, "--dataset", "npz", "--data-dir", labelled, "--epochs", "2", "-o", dense,
+                     "-q").returncode == 0
+    assert onnxprune("prune", dense, "--structure", "channel", "--macs", "0.3", "-o", pruned, "-q").returncode == 0
+    before = agreement(pruned, dense, unlabelled, tmp_path)["outputs"]["logits"]
+    done = onnxprune("train", pruned, "--teacher", dense, "--dataset", "npz", "--data-dir", unlabelled,
+                     "--epochs", "1", "-o", recovered, "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    assert "agreement with the teacher" in done.stdout
+    after = agreement(recovered, dense, unlabelled, tmp_path)["outputs"]["logits"]
+    assert after["top1_agreement"] > before["top1_agreement"] and after["kl"] < before["kl"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["teacher"] == str(dense) and report["final"]["test_accuracy"] == pytest.approx(
+        after["top1_agreement"], abs=0.01)  # the twin's agreement on the held-out split is compare's
+    weights = {t.name: t for t in onnx.load(str(recovered)).graph.initializer}
+    assert all(list(t.dims) == list(weights[t.name].dims) for t in onnx.load(str(pruned)).graph.initializer
+               if t.name in weights)  # channel-pruned shapes stay as they are
+
+
+def test_two_outputs_of_different_kinds_both_move_toward_the_teacher(tmp_path):
+    """A class-score head (KL) and a feature map (variance-normalized MSE) in one model."""
+    onnx.save(two_heads(seed=0), tmp_path / "teacher.onnx")
+    onnx.save(two_heads(seed=1), tmp_path / "student.onnx")  # other weights: far from the teacher
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x_train=rng.standard_normal((512, 8)).astype(np.float32),
+             x_test=rng.standard_normal((128, 8)).astype(np.float32))
+    before = agreement(tmp_path / "student.onnx", tmp_path / "teacher.onnx", tmp_path / "x.npz", tmp_path)
+    done = onnxprune("train", tmp_path / "student.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "npz",
+                     "--data-dir", tmp_path / "x.npz", "--no-normalize", "--epochs", "3", "--lr", "0.01",
+                     "-o", tmp_path / "out.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    after = agreement(tmp_path / "out.onnx", tmp_path / "teacher.onnx", tmp_path / "x.npz", tmp_path)
+    assert after["outputs"]["features"]["relative_l2"] < before["outputs"]["features"]["relative_l2"]
+    assert after["outputs"]["logits"]["kl"] < before["outputs"]["logits"]["kl"]
+
+
+@pytest.mark.parametrize("case, words", [("other teacher", "the two models' inputs differ"),
+                                         ("labels asked, none given", "npz has no y_train")])
+def test_bad_teacher_input_is_one_line_exit_2(mnist_small, tmp_path, case, words):
+    _, unlabelled = mnist_small
+    onnx.save(two_heads(), tmp_path / "other.onnx")
+    teacher, extra = (tmp_path / "other.onnx", []) if case == "other teacher" else (LENET, ["--alpha", "0.5"])
+    out = tmp_path / "out.onnx"
+    done = onnxprune("train", LENET, "--teacher", teacher, "--dataset", "npz", "--data-dir", unlabelled,
+                     "--epochs", "1", "-o", out, *extra)
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
