@@ -13,7 +13,6 @@ Models are torchvision architectures with random weights, exported by torch's de
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import warnings
 from pathlib import Path
@@ -39,12 +38,11 @@ def build(name: str) -> onnx.ModelProto:
     net = getattr(torchvision.models, arch)(weights=None).eval()
     if exporter == "torchscript":
         return export(net, (1, 3, 224, 224))
-    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(net, (torch.randn(1, 3, 224, 224),), dynamo=True, verbose=False)
-        program.save(buffer)
-    return onnx.load_from_string(buffer.getvalue())
+        program = torch.onnx.export(net, (torch.randn(1, 3, 224, 224),), dynamo=True, verbose=False,
+                                    dynamic_shapes=({0: "batch"},))
+    return program.model_proto
 
 
 def main() -> None:

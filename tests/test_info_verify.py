@@ -190,3 +190,30 @@ def test_verify_fails_and_names_the_twin_when_the_twin_is_wrong(tmp_path, build,
 
 def test_verify_exits_3_and_says_so_in_its_help():
     assert "Exit 3 on mismatch" in run("verify", "--help").output
+
+
+@pytest.mark.parametrize("keep_bias, dead", [(False, "all zero"), (True, "constant")])  # bias 0.5: constant
+def test_verify_warns_on_a_model_that_no_longer_depends_on_its_input(tmp_path, keep_bias, dead):
+    """The zoo LeNet with its last hidden layer zeroed (as a pruning can leave it): exact, so verify
+    passes, but it warns in one line and records why in its JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = onnx.load(str(Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"))
+    names = [t.name for t in model.graph.initializer if t.name.startswith("classifier.5")]
+    for tensor in model.graph.initializer:  # the zoo's biases are zero: a kept bias is made nonzero here
+        if tensor.name in names:
+            fill = 0.5 if keep_bias and tensor.name.endswith("bias") else 0.0
+            tensor.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(tensor), fill), tensor.name))
+    save_model(model, tmp_path / "dead.onnx")
+    exe = Path(sys.executable).parent / "onnxprune"
+    done = subprocess.run([str(exe), "verify", str(tmp_path / "dead.onnx"), "--json"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("warning: output 'logits'") and "no longer depends on its input" in line
+    assert json.loads(done.stdout)["outputs"][0]["dead"] == dead
+    alive = subprocess.run([str(exe), "verify", str(Path(__file__).resolve().parents[1] / "models" / "zoo" /
+                                                     "lenet5.onnx")], capture_output=True, text=True, timeout=120)
+    assert alive.returncode == 0 and alive.stderr == ""

@@ -65,6 +65,7 @@ class OutputDiff:
     ok: bool
     verdict: str = ""  # past the tolerance: which side the second opinion found off, and the numbers
     rounding_scale: float = 0.0  # the magnitude onnxruntime's float32 rounding is relative to (>= scale)
+    dead: str = ""  # "all zero" or "constant": the output does not depend on the input (a pruned-away model)
 
 
 @dataclass
@@ -113,10 +114,29 @@ def compare_with_ort(path: Path, model: onnx.ModelProto, *, input_shapes=None, s
         else:
             equal = np.array_equal(got, ref)
             diffs.append(OutputDiff(name, 0.0 if equal else float("inf"), 0.0, equal))
+    _mark_dead(diffs, ort_out, session, twin, input_shapes, seed)
     off = [i for i, d in enumerate(diffs) if not d.ok and not d.verdict and exact[d.name].dtype.kind in "fc"]
     if off:
         _second_opinion([diffs[i] for i in off], [ort_out[i] for i in off], path, model, feeds, exact, rtol)
     return diffs
+
+
+def _mark_dead(diffs: list[OutputDiff], outputs: list[np.ndarray], session, twin, input_shapes, seed: int) -> None:
+    """Float outputs that are all zero, or (every input a float) equal on a second random input."""
+    from ..api import example_feeds
+    from ..pruning.inputs import resolve_shapes
+    from ..twin.tensors import FLOAT_TYPES
+
+    floats = [i for i, (d, out) in enumerate(zip(diffs, outputs)) if out.dtype.kind == "f"]
+    for i in floats:
+        if not np.any(outputs[i]):
+            diffs[i].dead = "all zero"
+    if all(spec.elem_type in FLOAT_TYPES for spec in twin.inputs) and any(not diffs[i].dead for i in floats):
+        feeds = example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed + 1)
+        again = session.run(None, {name: value.numpy() for name, value in feeds.items()})
+        for i in floats:
+            if not diffs[i].dead and np.array_equal(outputs[i], np.asarray(again[i])):
+                diffs[i].dead = "constant"
 
 
 def _unit_range(facts, name: str) -> bool:
@@ -336,6 +356,10 @@ def verify(ctx: click.Context, pruned: Path, reference: Path | None, input_shape
         ref = (compare_with_reference(model, original) if entries is None else
                compare_channels(pruned, model, original, entries, input_shapes=shapes, seed=seed))
     ok = all(d.ok for d in diffs) and (ref is None or not ref.problems)
+    for d in diffs:  # a model pruned to death still verifies (exactly): say so, in one line each
+        if d.dead:
+            what = "is all zero" if d.dead == "all zero" else "is the same for two different random inputs"
+            click.echo(f"warning: output '{d.name}' {what}: the model no longer depends on its input", err=True)
     if as_json:
         click.echo(json.dumps(_as_dict(diffs, ref, ok, rtol), indent=2))
     else:
