@@ -311,7 +311,7 @@ def test_prune_channels_data_methods(method):
 
 def test_exclude_keeps_tensors_whole():
     model = small("chain")
-    result = prune_channels(model, method="mag", macs=0.5, exclude=["1.0.*"])
+    result = prune_channels(model, method="mag", macs=0.5, exclude=["1.0.*"], best_effort=True)  # 0.72 reachable
     w = next(t for t in result.model.graph.initializer if t.name == "1.0.weight")
     assert list(w.dims) == [16, 8, 3, 3] and result.removed.any()
     layers = {row["node"]: row for row in result.report["layers"]}

@@ -78,18 +78,28 @@ def test_default_is_taylor_with_data_else_group_l2_per_layer(planted, tmp_path, 
 
 @pytest.mark.parametrize("method", ["l2", "taylor"])
 def test_no_layer_is_ever_emptied(tmp_path, method):
-    """A tiny target on LeNet-5: every layer keeps a channel, the table says the floor bound them, and
-    the pruned file runs and verifies against the original."""
+    """A target below reach on LeNet-5: exit 2 naming the least reachable; with --best-effort every
+    layer keeps a channel, the table says the floor bound them, and the file verifies."""
     src = Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"
     data = tmp_path / "x.npz"
     rng = np.random.default_rng(0)
     np.savez(data, x_train=rng.standard_normal((32, 1, 28, 28)).astype(np.float32), y_train=np.zeros(32, np.int64))
     out = tmp_path / "tiny.onnx"
-    done = onnxprune("prune", src, "--structure", "channel", "--macs", "0.001", "-m", method,
-                     *(("--data", data) if method == "taylor" else ()), "--scope", "global", "-o", out,
-                     "--report", tmp_path / "r.json", "-q")
+    args = ["prune", src, "--structure", "channel", "--macs", "0.001", "-m", method,
+            *(("--data", data) if method == "taylor" else ()), "--scope", "global", "-o", out,
+            "--report", tmp_path / "r.json", "-q"]
+    refused = onnxprune(*args)
+    assert refused.returncode == 2 and not out.exists() and not (tmp_path / "r.json").exists()
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach --macs 0.001: the least that can be kept is 0.0")
+    assert "'logits' is a graph output" in line and "--best-effort" in line
+    done = onnxprune(*args, "--best-effort")
     assert done.returncode == 0, done.stderr
-    layers = json.loads((tmp_path / "r.json").read_text())["layers"]
+    assert done.stderr.strip().splitlines() == ["warning: the target 0.001 was not reached (--best-effort): "
+                                                f"{line.split('is ')[1][:5]} kept"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["target_reached"] is False
+    layers = report["layers"]
     assert all(layer["kept"] >= 1 for layer in layers)
     assert {layer["limit"] for layer in layers[:-1]} == {"floor"}  # the classifier's outputs are frozen
     assert onnxprune("verify", out, "--reference", src).returncode == 0

@@ -112,12 +112,15 @@ def progress_bar(console, enabled: bool):
 @click.option("--round-to", type=click.IntRange(min=1), default=16, show_default=True,
               help="With --structure channel: keep a multiple of N channels per layer (what CPU kernels run "
                    "fastest; 1: exact widths; the budget holds either way).")
+@click.option("--best-effort", is_flag=True,
+              help="With --structure channel: when the target cannot be reached, prune as far as possible "
+                   "(the report says target_reached: false) instead of exit 2.")
 @click.option("--benchmark", is_flag=True,
               help="With --structure channel: time onnxruntime (CPU, batch 1) on the dense and pruned model.")
 def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
           min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=16,
-          benchmark=False, latency=None) -> None:
+          benchmark=False, latency=None, best_effort=False) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 
     Only the pruned initializers change: graph, opset, IR version, names and metadata are the input's.

@@ -66,7 +66,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                    round_to: int = ROUND_TO, min_layer_density: float = 0.0,
                    exclude: Iterable[str] = (), input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    batches: Iterable[Any] | None = None, precision: str = "float64", seed: int = 0,
-                   progress: Callable[[int, int], None] | None = None) -> Structured:
+                   best_effort: bool = False, progress: Callable[[int, int], None] | None = None) -> Structured:
     """Remove channels until the prunable weights keep `density` (or 10**-compression, 1 - sparsity), or the
     Conv/Gemm/MatMul MACs keep `macs`. `method` is a channel criterion for trained weights
     (CHANNEL_METHODS, importance.py; default taylor with `batches`, else l2), scored once, or a weight scorer (synflow, mag, ...)
@@ -103,14 +103,37 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
         removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
                                    min_layer_density, input_shapes, batches, precision, seed, progress)
         removed = round_layers(cg, removed, scores, round_to, objective, fraction)
+    reached = (_reached(cg, removed, objective, fraction, scores, min_layer_density, best_effort) if fitted is None
+               else fitted["predicted"] <= latency)  # --latency: the search judged it on measured latency
     pruned = rewrite(cg, removed)
     check_runs(pruned, cg)
     record(pruned, removed_parameters(cg, removed))  # for `verify --reference`
     report = summary(cg, removed, min_layer_density)
-    report.update(method=method, scope=scope, objective=objective, target=fraction, seconds=time.perf_counter() - start)
+    report.update(method=method, scope=scope, objective=objective, target=fraction, target_reached=reached,
+                  seconds=time.perf_counter() - start)
     if fitted is not None:
         report["latency_fit"] = fitted
     return Structured(pruned, cg, removed, report)
+
+
+def _reached(cg: ChannelGraph, removed: np.ndarray, objective: str, fraction: float, scores: np.ndarray,
+             min_fraction: float, best_effort: bool) -> bool:
+    """Whether the objective keeps at most `fraction`; if not, an input error naming the best reachable
+    fraction and the main frozen reasons, unless `best_effort` (then False, and the result stands)."""
+    kept, total = cost(cg, removed, objective)
+    if total > 0 and kept <= fraction * total * (1 + 1e-9):
+        return True
+    if best_effort or fraction >= 1.0:
+        return fraction >= 1.0
+    what = "MACs" if objective == "macs" else "prunable weights"
+    flag = arg("macs") if objective == "macs" else "the target"
+    if total <= 0:
+        raise OnnxPruneError(f"cannot reach {flag} {fraction:g}: channel analysis found no {what} to remove")
+    lowest = cost(cg, select(cg, scores, 0.0, objective, min_fraction=min_fraction), objective)[0] / total
+    reasons = "; ".join(f"{reason} ({n} channel(s))" for reason, n in
+                        sorted(cg.reasons.items(), key=lambda kv: -kv[1])[:2])
+    raise OnnxPruneError(f"cannot reach {flag} {fraction:g}: the least that can be kept is {lowest:.3f} of {what}"
+                         f"{f' (frozen: {reasons})' if reasons else ''}; {arg('best_effort')} prunes as far as it can")
 
 
 GENERATED = re.compile(r"^(node_)?[A-Za-z]+(_\d+)+$")  # torch.export's node_Conv_584, tf2onnx's Conv_3

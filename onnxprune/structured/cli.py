@@ -17,6 +17,7 @@ from ..errors import OnnxPruneError
 def run_channel_pruning(*, model: Path, compression, density, sparsity, output, overwrite, method, iterations,
                         schedule, scope, input_shapes, data, batch_size, data_batches, precision, seed, exclude,
                         min_layer_density, report_path, quiet, macs, round_to=16, benchmark=False, latency=None,
+                        best_effort=False,
                         plot_path=None, prune_bias=False, **ignored) -> None:
     """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured).
     --format and --device do not apply (the output is dense; scoring runs on the CPU)."""
@@ -25,7 +26,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     from ..commands.prune import check_side_outputs, default_output, parse_input_shape
     from ..report import stdout_console
     from . import DEFAULT_METHOD, prune_channels
-    from .report import latency_warning, plot_layers, print_table, summary_lines
+    from .report import plot_layers, print_table, summary_lines, warnings_for
 
     if prune_bias:  # biases go with their channel; none is pruned alone
         raise OnnxPruneError("--prune-bias does not apply to --structure channel")
@@ -37,7 +38,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     loaded = io.load_model(model)
     batches = _batches(loaded, data, shapes, batch_size, data_batches, seed) if method in DATA_METHODS + CHANNEL_DATA_METHODS else None
     result = prune_channels(loaded, method=method, density=density, compression=compression, sparsity=sparsity,
-                            macs=macs, latency=latency,
+                            macs=macs, latency=latency, best_effort=best_effort,
                             iterations=iterations, schedule=schedule, scope=scope, min_layer_density=min_layer_density,
                             round_to=round_to, exclude=exclude, input_shapes=shapes or None, batches=batches,
                             precision=precision, seed=seed)
@@ -55,7 +56,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
     if plot_path is not None:
         plot_layers(result.report, plot_path)
         written.append(plot_path)
-    if (warning := latency_warning(result.report)) is not None:  # a pipeline sees it even with -q
+    for warning in warnings_for(result.report):  # a pipeline sees them even with -q
         click.echo(warning, err=True)
     if not quiet:
         print_table(result.report, stdout_console())

@@ -35,8 +35,8 @@ def _cells(layer: Report) -> tuple[str, str, str]:
 def summary_lines(report: Report) -> list[str]:
     macs, weights = report["macs"], report["weights"]
     lines = [f"channels: {report['removed']} of {report['channels']} removed ({report['frozen']} frozen)",
-             f"MACs kept: {macs['kept'] / macs['total']:.3f} ({macs['kept']:.4g} of {macs['total']:.4g})",
-             f"weights kept: {weights['kept'] / weights['total']:.3f}",
+             f"MACs kept: {_fraction(macs['kept'], macs['total']):.3f} ({macs['kept']:.4g} of {macs['total']:.4g})",
+             f"weights kept: {_fraction(weights['kept'], weights['total']):.3f}",
              f"MACs in prunable layers: {report['coverage']:.3f}"]
     for reason, n in sorted(report["frozen_reasons"].items(), key=lambda kv: -kv[1])[:5]:
         lines.append(f"frozen: {n} channel(s): {reason}")
@@ -54,6 +54,19 @@ def summary_lines(report: Report) -> list[str]:
 
 
 NOT_FASTER = 1.05  # below this speed-up the difference is within what repeated medians vary by here
+
+
+def warnings_for(report: Report) -> list[str]:
+    """The one-line warnings a pipeline must see, even with -q: a target not reached (--best-effort),
+    a measured speed-up that is none."""
+    out = []
+    if not report.get("target_reached", True):
+        kept = report["macs"] if report["objective"] == "macs" else report["weights"]
+        out.append(f"warning: the target {report['target']:.4g} was not reached (--best-effort): "
+                   f"{_fraction(kept['kept'], kept['total']):.3f} kept")
+    if (line := latency_warning(report)) is not None:
+        out.append(line)
+    return out
 
 
 def latency_warning(report: Report) -> str | None:
