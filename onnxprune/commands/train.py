@@ -68,9 +68,13 @@ def default_output(model: Path) -> Path:
               help="With --teacher: softening of class scores.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="With --teacher: weight of the labelled loss (the data must have labels).")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
+                                      "fraction held out to measure agreement (never trained on).")
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
-          checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0):
+          checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0,
+          holdout=0.1):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back.
@@ -101,7 +105,8 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
     request = TrainRequest(model, dataset, data_dir, config, device=device, augment=augment, normalize=normalize,
                            output=output, fmt=fmt, report=report_path,
                            checkpoint=checkpoint,
-                           resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha)
+                           resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha,
+                           holdout=holdout)
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:
         return

@@ -55,6 +55,19 @@ def load_inputs(data: str | Path, model: onnx.ModelProto, *, split: str = "test"
     return {k: v[:samples] for k, v in feeds.items()} if samples else feeds
 
 
+def named_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarray] | None:
+    """The npz's arrays for every model input, by name and typed, or None when it does not name them all
+    (an images npz, say)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            names = [v.name for v in graph_inputs(model)]
+            if not all(n in f.files for n in names):
+                return None
+            return {v.name: _typed(f[v.name], v, Path(path)) for v in graph_inputs(model)}
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable npz file ({err})") from None
+
+
 def _typed(array: np.ndarray, value: onnx.ValueInfoProto, path: Path) -> np.ndarray:
     tensor = value.type.tensor_type
     dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)

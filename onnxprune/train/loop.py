@@ -68,6 +68,18 @@ class Objective:
         return F.cross_entropy(out, y, reduction="sum")
 
 
+def to_device(x, device: torch.device):
+    """A batch's inputs on `device`: one tensor (an image batch) or a list, one per graph input."""
+    if isinstance(x, (list, tuple)):
+        return [v.to(device, non_blocking=True) for v in x]
+    return x.to(device, non_blocking=True)
+
+
+def call(model, x):
+    """The model on one batch: a list is one tensor per graph input, in graph order."""
+    return model(*x) if isinstance(x, (list, tuple)) else model(x)
+
+
 def first_output(out) -> torch.Tensor:
     """The classifier output as [N, classes] (first graph output; [N, 1, C] and the like flattened)."""
     out = out[0] if isinstance(out, tuple) else out
@@ -146,8 +158,8 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen
         with self.reporter.bar(f"epoch {epoch + 1}/{self.cfg.epochs}", len(sizes)) as update:
             for step, ((x, y), n_global) in enumerate(zip(loader, sizes)):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                loss, correct = self.loss(self.model(x), x, y)
+                x, y = to_device(x, self.device), y.to(self.device, non_blocking=True)
+                loss, correct = self.loss(call(self.model, x), x, y)
                 self.optimizer.zero_grad(set_to_none=True)
                 # DDP averages gradients over processes: scaling each share's summed loss by
                 # world / global batch makes that average the mean over the whole global batch.
@@ -168,7 +180,7 @@ class Trainer:
         if self.teacher is None:
             return self.objective(out, y), (out.argmax(1) == y).sum()
         with torch.no_grad():
-            target = self.teacher(x)
+            target = call(self.teacher, x)
         return self.objective(raw, target, y), (out.argmax(1) == first_output(target).argmax(1)).sum()
 
     @torch.no_grad()
@@ -180,8 +192,8 @@ class Trainer:
         loader = DataLoader(part, batch_size=self.cfg.test_batch_size, num_workers=self.cfg.workers)
         totals = [0.0, 0.0, 0.0]
         for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            loss, correct = self.loss(self.twin(x), x, y)
+            x, y = to_device(x, self.device), y.to(self.device, non_blocking=True)
+            loss, correct = self.loss(call(self.twin, x), x, y)
             totals[0] += float(loss)
             totals[1] += float(correct)
             totals[2] += len(y)

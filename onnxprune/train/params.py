@@ -47,7 +47,7 @@ def freeze_constants(twin, probe: torch.Tensor) -> list[str]:
     was_training = twin.training
     twin.eval()
     try:
-        out = twin(probe)
+        out = twin(*probe) if isinstance(probe, (list, tuple)) else twin(probe)
         out = out[0] if isinstance(out, tuple) else out
         out.float().sum().backward()
     finally:

@@ -17,7 +17,7 @@ from ..twin.module import Twin
 from .checkpoint import Checkpoint, file_hash
 from .data import load_dataset, num_classes
 from .distributed import setup
-from .loop import EpochRecord, Objective, TrainConfig, Trainer, check_classes, first_output
+from .loop import EpochRecord, Objective, TrainConfig, Trainer, call, check_classes, first_output, to_device
 from .params import freeze_constants, masks_from_zeros
 from .progress import Reporter
 from .untie import untie
@@ -44,6 +44,7 @@ class TrainRequest:
     resume: bool = False
     quiet: bool = False
     teacher: Path | None = None  # distil from this original instead of (or, with alpha, besides) labels
+    holdout: float = 0.1  # arrays named after the inputs (one source): this fraction measures, the rest trains
     temperature: float = 1.0
     alpha: float = 0.0
 
@@ -122,9 +123,6 @@ def _prepare(req: TrainRequest, warn):
     kept, total = masks_from_zeros(twin)
     if note := _normalization_warning(twin):
         warn(note)
-    if len(twin.inputs) != 1:
-        raise DataError(f"the model has {len(twin.inputs)} inputs ({', '.join(twin.input_names)}); "
-                        "training feeds one image input")
     return tied, twin, kept, total
 
 
@@ -154,7 +152,20 @@ def _objective(req: TrainRequest, twin: Twin):
                         labelled)
 
 
-def _datasets(req: TrainRequest, spec):
+def _datasets(req: TrainRequest, twin: Twin):
+    """(train, test) sets: images from a dataset, or (with a teacher) an npz's arrays named after the
+    model's inputs, split by `holdout` so that recovery and measurement never share a sample."""
+    arrays = None
+    if req.teacher is not None and req.dataset == "npz":
+        from ..fidelity.samples import named_arrays
+
+        arrays = named_arrays(req.data_dir, twin.model)
+    if arrays is not None:
+        return _array_splits(arrays, req.holdout, req.config.seed)
+    if len(twin.inputs) != 1:
+        raise DataError(f"the model has {len(twin.inputs)} inputs ({', '.join(twin.input_names)}); training "
+                        f"feeds one image input, or with {arg('teacher')} an npz with one array per input")
+    spec = twin.inputs[0]
     train_set = load_dataset(req.dataset, req.data_dir, train=True, input_spec=spec, augment=req.augment,
                              normalize=req.normalize, labels=req.labelled)
     test_set = load_dataset(req.dataset, req.data_dir, train=False, input_spec=spec, normalize=req.normalize,
@@ -162,6 +173,33 @@ def _datasets(req: TrainRequest, spec):
     if len(train_set) == 0 or len(test_set) == 0:
         raise DataError(f"{req.data_dir}: the {'training' if len(train_set) == 0 else 'test'} split is empty")
     return train_set, test_set
+
+
+def _array_splits(arrays: dict, holdout: float, seed: int):
+    from torch.utils.data import Subset, TensorDataset
+
+    rows = len(next(iter(arrays.values())))
+    tensors = [torch.from_numpy(a) for a in arrays.values()]
+    whole = TensorDataset(*tensors, torch.zeros(rows, dtype=torch.int64))
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = max(1, round(holdout * rows))
+    if rows - n_test < 1:
+        raise DataError(f"{rows} rows cannot be split into training and {arg('holdout')} {holdout} samples")
+    return _Pairs(Subset(whole, order[n_test:])), _Pairs(Subset(whole, order[:n_test]))
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """(one tensor per input, label) from a TensorDataset's rows, as the loop expects."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        *inputs, label = self.rows[i]
+        return list(inputs), label
 
 
 def fixed_batch(spec) -> int | None:
@@ -175,10 +213,12 @@ def _probe(twin: Twin, train_set, per_process: int, device) -> torch.Tensor:
     graph bakes that batch in (Reshape to [1, 512]) fails here, and is named in one line."""
     fixed = fixed_batch(twin.inputs[0])
     n = min(fixed if fixed == per_process else 2, len(train_set))
-    probe = torch.stack([train_set[i][0] for i in range(n)]).to(device)
+    from torch.utils.data import default_collate
+
+    probe = to_device(default_collate([train_set[i][0] for i in range(n)]), device)
     try:
         with torch.no_grad():
-            twin.eval()(probe)
+            call(twin.eval(), probe)
     except (RuntimeError, OnnxPruneError) as err:
         if fixed is None or fixed == n:
             raise
@@ -196,7 +236,7 @@ def _fit_to_data(twin: Twin, train_set, req: TrainRequest, device, world: int) -
     probe = _probe(twin, train_set, max(1, req.config.batch_size // world), device)
     if req.labelled:
         with torch.no_grad():
-            check_classes(first_output(twin.eval()(probe)), num_classes(train_set), req.dataset)
+            check_classes(first_output(call(twin.eval(), probe)), num_classes(train_set), req.dataset)
     frozen = freeze_constants(twin, probe)
     if not any(p.requires_grad for p in twin.parameters()):
         raise OnnxPruneError("the model has no trainable tensors (no float weights that reach the output)")
@@ -210,7 +250,7 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         raise OnnxPruneError(f"{arg('batch_size')} {cfg.batch_size} is smaller than the {info.world} processes")
     tied, twin, kept, total = _prepare(req, warn)
     teacher = _teacher(req, tied.model, device)
-    train_set, test_set = _datasets(req, twin.inputs[0])
+    train_set, test_set = _datasets(req, twin)
     frozen = _fit_to_data(twin, train_set, req, device, info.world)
     if (fixed := fixed_batch(twin.inputs[0])) == cfg.batch_size // info.world:
         cfg = replace(cfg, test_batch_size=fixed)  # the graph runs only at its fixed batch
