@@ -86,11 +86,11 @@ def macs(model: onnx.ModelProto) -> float:
     return cost(cg, np.zeros(cg.n_channels, bool), "macs")[1] / cg.batch
 
 
-def recovered(model: onnx.ModelProto, folder: Path, seed: int = 0) -> float:
-    """Top-1 after one labelled epoch of onnxprune train."""
+def recovered(model: onnx.ModelProto, folder: Path, seed: int = 0, epochs: int = 1) -> float:
+    """Top-1 after `epochs` labelled epochs of onnxprune train."""
     src, out = folder / "pruned.onnx", folder / "recovered.onnx"
     save_model(model, src)
-    train(TrainRequest(model=src, dataset="npz", data_dir=DATA, config=TrainConfig(epochs=1, seed=seed),
+    train(TrainRequest(model=src, dataset="npz", data_dir=DATA, config=TrainConfig(epochs=epochs, seed=seed),
                        device="cpu", output=out, quiet=True), warn=lambda _: None)
     return accuracy(out)
 
@@ -108,7 +108,7 @@ def taylor_batches(n: int = 4, size: int = 64, seed: int = 0):
     return [(x[order[i * size:(i + 1) * size]], y[order[i * size:(i + 1) * size]]) for i in range(n)]
 
 
-def torch_pruning_row(tp, net: torch.nn.Module, target: float, folder: Path) -> dict:
+def torch_pruning_row(tp, net: torch.nn.Module, target: float, folder: Path, epochs: tuple[int, ...] = ()) -> dict:
     """Torch-Pruning at one ratio for every layer, the ratio bisected to keep `target` of its MACs."""
     example = torch.randn(1, 1, 28, 28)
     dense = tp.utils.count_ops_and_params(net, example)[0]
@@ -132,7 +132,8 @@ def torch_pruning_row(tp, net: torch.nn.Module, target: float, folder: Path) -> 
     model, kept, ratio = best
     onx = export(model.eval(), (1, 1, 28, 28))
     return {"ratio": ratio, "macs_tp": kept, "macs": macs(onx) / macs(export(net, (1, 1, 28, 28))),
-            "pruned": accuracy(onx), "recovered": recovered(onx, folder)}
+            "pruned": accuracy(onx), "recovered": recovered(onx, folder),
+            **{f"finetuned_{e}": recovered(onx, folder, epochs=e) for e in epochs}}
 
 
 def _classifier(model):
