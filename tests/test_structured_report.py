@@ -154,3 +154,12 @@ def test_a_pruned_model_no_faster_draws_one_warning(tmp_path):
     assert latency["speedup"] < 1.05
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("warning: the pruned model is not faster in onnxruntime") and "--round-to" in line
+
+
+@pytest.mark.parametrize("fmt", ["sparse", "dense"])
+def test_format_is_refused_in_channel_mode(cnn, tmp_path, fmt):
+    """The rewritten graph is dense: a storage format means nothing there, and is refused, not ignored."""
+    done = prune(cnn, "--macs", "0.5", "-o", tmp_path / "small.onnx", "--format", fmt)
+    assert done.returncode == 2 and not (tmp_path / "small.onnx").exists()
+    assert done.stderr.strip().splitlines() == [
+        "error: --format does not apply to --structure channel (the output is a dense, smaller graph)"]

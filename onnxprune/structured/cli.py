@@ -17,10 +17,11 @@ from ..errors import OnnxPruneError
 def run_channel_pruning(*, model: Path, compression, density, sparsity, output, overwrite, method, iterations,
                         schedule, scope, input_shapes, data, batch_size, data_batches, precision, seed, exclude,
                         min_layer_density, report_path, quiet, macs, round_to=16, benchmark=False, latency=None,
-                        best_effort=False,
+                        best_effort=False, fmt="auto",
                         plot_path=None, prune_bias=False, **ignored) -> None:
     """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured).
-    --format and --device do not apply (the output is dense; scoring runs on the CPU)."""
+    --format and --prune-bias are refused (the output is dense; biases go with their channels);
+    --device does not apply (scoring runs on the CPU)."""
     from .. import io
     from ..api import check_data
     from ..commands.prune import check_side_outputs, default_output, parse_input_shape
@@ -30,6 +31,8 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
 
     if prune_bias:  # biases go with their channel; none is pruned alone
         raise OnnxPruneError("--prune-bias does not apply to --structure channel")
+    if fmt != "auto":  # the rewritten graph is dense: nothing is stored sparse
+        raise OnnxPruneError("--format does not apply to --structure channel (the output is a dense, smaller graph)")
     method = method or DEFAULT_METHOD[data is not None]
     check_data(method, data, DATA_METHODS + CHANNEL_DATA_METHODS)  # the weight-level rule and messages
     shapes = dict(parse_input_shape(text) for text in input_shapes)
