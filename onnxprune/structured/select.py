@@ -143,10 +143,10 @@ def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, mult
     """Each layer's kept prunable channels rounded to a multiple of `multiple` (at least one multiple),
     keeping the best-scoring, with the objective still at most `fraction` of its total: every layer is
     first rounded down, then the layers that lost most are rounded back up while the budget allows; if
-    one-multiple minimums still overshoot, the lowest-scoring blocks of the widest layers go, and
-    failing that the raised layers keep their own count (the budget comes first). Runtimes'
-    kernels run fastest on such widths. Layers with frozen channels or fewer prunable channels than
-    `multiple` keep their own count, and so does a layer whose rounding would empty a tensor (a
+    one-multiple minimums still overshoot, the layers raised to one multiple keep their own count,
+    and failing that the lowest-scoring blocks of the widest layers go (the budget comes first).
+    Runtimes' kernels run fastest on such widths. Layers with frozen channels or fewer prunable
+    channels than two multiples keep their own count, and so does a layer whose rounding would empty a tensor (a
     Concat's consumer spans two producers: the best channels may all come from one of them)."""
     if multiple <= 1:
         return removed
@@ -155,7 +155,7 @@ def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, mult
     order: dict[int, np.ndarray] = {}  # layer -> its channels, best first
     for layer in np.unique(home[home >= 0]):
         members = np.flatnonzero(home == layer)
-        if not cg.frozen[members].any() and len(members) >= multiple:
+        if not cg.frozen[members].any() and len(members) >= 2 * multiple:
             order[layer] = members[np.argsort(-scores[members], kind="stable")]
     kept = {layer: int((~removed[m]).sum()) for layer, m in order.items()}
 
@@ -179,13 +179,13 @@ def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, mult
             if cost(cg, applied(width), objective)[0] > target:
                 width[layer] -= multiple
     while cost(cg, applied(width), objective)[0] > target:  # one-multiple minimums overshot
-        wider = [la for la in width if width[la] > multiple and not empties({la: width[la] - multiple})]
         raised = [la for la in width if width[la] > kept[la]]
-        if wider:
+        wider = [la for la in width if width[la] > multiple and not empties({la: width[la] - multiple})]
+        if raised:  # the budget comes first: a layer raised to one multiple keeps its own count
+            del width[max(raised, key=lambda la: width[la] - kept[la])]
+        elif wider:
             worst = min(wider, key=lambda la: scores[order[la][width[la] - multiple:width[la]]].mean())
             width[worst] -= multiple
-        elif raised:  # the budget comes first: a layer raised to one multiple keeps its own count
-            del width[max(raised, key=lambda la: width[la] - kept[la])]
         else:
             break
     return applied(width)
