@@ -109,7 +109,7 @@ def progress_bar(console, enabled: bool):
 @click.option("--latency", type=float,
               help="With --structure channel: fraction of the dense model's onnxruntime latency kept (CPU, "
                    "batch 1, one thread, measured on this machine); the MAC fraction is searched to meet it.")
-@click.option("--round-to", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--round-to", type=click.IntRange(min=1), default=8, show_default=True,
               help="With --structure channel: keep a multiple of N channels per layer (what CPU kernels run "
                    "fastest; 1: exact widths; the budget holds either way).")
 @click.option("--best-effort", is_flag=True,
@@ -119,7 +119,7 @@ def progress_bar(console, enabled: bool):
               help="With --structure channel: time onnxruntime (CPU, batch 1) on the dense and pruned model.")
 def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
-          min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=16,
+          min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=8,
           benchmark=False, latency=None, best_effort=False) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 

@@ -39,11 +39,11 @@ from .select import cost, limits, local_scores, round_layers, select
 # The defaults measured best on trained networks (scripts/trained_choice.py, README): taylor where
 # inputs are given, else the group L2 norm, both ranked within each layer.
 DEFAULT_METHOD = {True: "taylor", False: "l2"}  # by whether data (batches) is given
-# Kept widths in multiples of 16 by default: onnxruntime's CPU kernels block channels by 8 (AVX2) or 16
-# (AVX-512), and odd widths made mobilenet_v2/v3 0.86x as fast as dense at --macs 0.5; with 16 they run
-# 1.6-1.9x faster at batch 1, one thread (scripts/bench_widths.py, README). 16 is also a multiple of 8
-# for GPU tensor cores. round_to=1 keeps exact widths.
-ROUND_TO = 16
+# Kept widths in multiples of 8 by default: onnxruntime's CPU kernels block channels by 8 (AVX2) or 16
+# (AVX-512), and exact widths made mobilenet_v2/v3 and efficientnet_b0 0.78-0.87x as fast as dense at
+# --macs 0.5; with 8 they run 1.50-1.83x faster at batch 1, one thread, ahead of 16 on three of four
+# models (scripts/bench_widths.py, README), and 8 suits GPU tensor cores. round_to=1: exact widths.
+ROUND_TO = 8
 DEFAULT_SCOPE = {True: "local", False: "global"}  # by method in CHANNEL_METHODS; at init: SynFlow's global
 
 __all__ = ["ChannelGraph", "Structured", "analyze", "prune_channels", "rewrite", "zeroed", "select", "cost"]
@@ -73,7 +73,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     whose scores are summed per channel and recomputed each of `iterations` rounds (SynFlow: 100) on
     the schedule. `scope` "global" ranks scores across layers; "local" ranks within each layer, so
     layers shrink alike (the default for channel criteria; global for weight scorers). `round_to` rounds
-    each layer's kept channels to a multiple (default 16, which CPU kernels run fastest; 1: exact
+    each layer's kept channels to a multiple (default 8, which CPU kernels run fastest; 1: exact
     widths) after selection, the budget still kept (select.round_layers)."""
     from ..io import load_model
 

@@ -16,7 +16,7 @@ from ..errors import OnnxPruneError
 
 def run_channel_pruning(*, model: Path, compression, density, sparsity, output, overwrite, method, iterations,
                         schedule, scope, input_shapes, data, batch_size, data_batches, precision, seed, exclude,
-                        min_layer_density, report_path, quiet, macs, round_to=16, benchmark=False, latency=None,
+                        min_layer_density, report_path, quiet, macs, round_to=8, benchmark=False, latency=None,
                         best_effort=False, fmt="auto",
                         plot_path=None, prune_bias=False, **ignored) -> None:
     """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured).

@@ -142,7 +142,8 @@ def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, mult
                  fraction: float = 1.0) -> np.ndarray:
     """Each layer's kept prunable channels rounded to a multiple of `multiple` (at least one multiple),
     keeping the best-scoring, with the objective still at most `fraction` of its total: every layer is
-    first rounded down, then the layers that lost most are rounded back up while the budget allows; if
+    first rounded down, then grown a block at a time, the layer furthest below its selection first,
+    while the budget allows (so the rounded result uses what rounding down freed); if
     one-multiple minimums still overshoot, the layers raised to one multiple keep their own count,
     and failing that the lowest-scoring blocks of the widest layers go (the budget comes first).
     Runtimes' kernels run fastest on such widths. Layers with frozen channels or fewer prunable
@@ -173,11 +174,17 @@ def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, mult
     width = {layer: min(len(order[layer]), max(multiple, k // multiple * multiple)) for layer, k in kept.items()}
     width = {layer: w for layer, w in width.items() if not empties({layer: w})}
     target = fraction * cost(cg, removed, objective)[1] * (1 + 1e-12)
-    for layer in sorted(width, key=lambda la: (width[la] - kept[la]) / len(order[la])):  # most lost first
-        if width[layer] < kept[layer] and width[layer] + multiple <= len(order[layer]):
-            width[layer] += multiple
-            if cost(cg, applied(width), objective)[0] > target:
-                width[layer] -= multiple
+    grown = True
+    while grown:  # back up, a block at a time, the layers furthest below their selection first
+        grown = False
+        for layer in sorted(width, key=lambda la: (width[la] - kept[la]) / len(order[la])):
+            if width[layer] + multiple <= len(order[layer]):
+                width[layer] += multiple
+                if cost(cg, applied(width), objective)[0] > target:
+                    width[layer] -= multiple
+                else:
+                    grown = True
+                    break
     while cost(cg, applied(width), objective)[0] > target:  # one-multiple minimums overshot
         raised = [la for la in width if width[la] > kept[la]]
         wider = [la for la in width if width[la] > multiple and not empties({la: width[la] - multiple})]
