@@ -68,10 +68,10 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                    batches: Iterable[Any] | None = None, precision: str = "float64", seed: int = 0,
                    best_effort: bool = False, progress: Callable[[int, int], None] | None = None) -> Structured:
     """Remove channels until the prunable weights keep `density` (or 10**-compression, 1 - sparsity), or the
-    Conv/Gemm/MatMul MACs keep `macs`. `method` is a channel criterion for trained weights
-    (CHANNEL_METHODS, importance.py; default taylor with `batches`, else l2), scored once, or a weight scorer (synflow, mag, ...)
-    whose scores are summed per channel and recomputed each of `iterations` rounds (SynFlow: 100) on
-    the schedule. `scope` "global" ranks scores across layers; "local" ranks within each layer, so
+    Conv/Gemm/MatMul MACs keep `macs`, or the measured onnxruntime latency keeps `latency`. `method` is
+    a channel criterion for trained weights (CHANNEL_METHODS, importance.py; default taylor with
+    `batches`, else l2), scored once, or a weight scorer (synflow, mag, ...) whose scores are summed
+    per channel and recomputed each of `iterations` rounds (SynFlow: 100) on the schedule. `scope` "global" ranks scores across layers; "local" ranks within each layer, so
     layers shrink alike (the default for channel criteria; global for weight scorers). `round_to` rounds
     each layer's kept channels to a multiple (default 8, which CPU kernels run fastest; 1: exact
     widths) after selection, the budget still kept (select.round_layers)."""
@@ -86,22 +86,12 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     objective, fraction = _target(density, compression, sparsity, macs, latency, method)
     cg = analyze(model, input_shapes)
     _exclude(cg, exclude)
+    removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
+                               min_layer_density, input_shapes, batches, precision, seed, progress)
     fitted = None
-    if latency is not None:  # one scoring, then the MAC fraction bisected on measured latency
-        _, scores = _iterate(cg, model, method, objective, 1.0, iterations, schedule, scope, min_layer_density,
-                             input_shapes, batches, precision, seed, progress)
-
-        def chosen(f: float) -> np.ndarray:
-            removed = select(cg, scores, f, "macs", min_fraction=min_layer_density)
-            return round_layers(cg, removed, scores, round_to, "macs", f)
-
-        fraction, steps = fit_latency(model, lambda f: rewrite(cg, chosen(f)), latency, input_shapes=input_shapes)
-        removed = chosen(fraction)
-        fitted = {"target": latency, "macs": fraction, "steps": steps,
-                  "predicted": next(s["latency"] for s in steps if s["macs"] == fraction)}
+    if latency is not None:  # scored once; the MAC fraction is bisected on measured latency
+        removed, fraction, fitted = _fit(cg, model, scores, latency, round_to, min_layer_density, input_shapes)
     else:
-        removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
-                                   min_layer_density, input_shapes, batches, precision, seed, progress)
         removed = round_layers(cg, removed, scores, round_to, objective, fraction)
     reached = (_reached(cg, removed, objective, fraction, scores, min_layer_density, best_effort) if fitted is None
                else fitted["predicted"] <= latency)  # --latency: the search judged it on measured latency
@@ -114,6 +104,18 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     if fitted is not None:
         report["latency_fit"] = fitted
     return Structured(pruned, cg, removed, report)
+
+
+def _fit(cg: ChannelGraph, model: onnx.ModelProto, scores: np.ndarray, latency: float, round_to: int,
+         min_fraction: float, input_shapes) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """(removed, MAC fraction, the report's latency_fit) for a latency target (latency.fit_latency)."""
+    def chosen(f: float) -> np.ndarray:
+        removed = select(cg, scores, f, "macs", min_fraction=min_fraction)
+        return round_layers(cg, removed, scores, round_to, "macs", f)
+
+    fraction, steps = fit_latency(model, lambda f: rewrite(cg, chosen(f)), latency, input_shapes=input_shapes)
+    predicted = next(s["latency"] for s in steps if s["macs"] == fraction)
+    return chosen(fraction), fraction, {"target": latency, "macs": fraction, "steps": steps, "predicted": predicted}
 
 
 def _reached(cg: ChannelGraph, removed: np.ndarray, objective: str, fraction: float, scores: np.ndarray,
