@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trained_choice import (DATA, ROOT, accuracy, mnist, taylor_batches, torch_pruning_row,  # noqa: E402
+from trained_choice import (DATA, accuracy, mnist, taylor_batches, torch_pruning_row,  # noqa: E402
                             torch_trained)
 
 from models.torch_nets import LeNet5, export  # noqa: E402

@@ -24,11 +24,9 @@ distance itself is zero at the unpruned weights, so it cannot rank anything.)
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import onnx
-import torch
 
 from ..choices import CHANNEL_METHODS
 from ..graph import GraphFacts, roles
@@ -36,11 +34,14 @@ from ..graph.constants import stored_tensors
 from ..graph.outputs import output_kinds
 from .groups import ChannelGraph
 
+if TYPE_CHECKING:
+    import torch
+
 PROJECTIONS = 8  # random directions per batch (one backward each): the estimate's spread falls as 1/sqrt
 
 
 def importance(cg: ChannelGraph, method: str, *, batches: Iterable[Any] | None = None, seed: int = 0,
-               precision: torch.dtype = torch.float64) -> np.ndarray:
+               precision: "torch.dtype | None" = None) -> np.ndarray:
     """One score per channel (higher is kept) by a criterion of CHANNEL_METHODS."""
     assert method in CHANNEL_METHODS, method
     if method == "taylor":
@@ -76,9 +77,10 @@ def group_norm(cg: ChannelGraph, tensors: dict[str, np.ndarray], p: int) -> np.n
 
 
 def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
-           precision: torch.dtype = torch.float64) -> np.ndarray:
+           precision: "torch.dtype | None" = None) -> np.ndarray:
     """Sum over batches and random output directions of (sum of theta * grad over the channel's
-    parameter slices)²; see the module docstring."""
+    parameter slices)²; see the module docstring. Scored in `precision` (default float64)."""
+    import torch  # only here: the magnitude criteria and the analysis need no torch
     from ..errors import DataError, arg
     from ..pruning.inputs import batch_feeds
     from ..twin import Twin
@@ -86,7 +88,7 @@ def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
     if batches is None:
         raise DataError(f"taylor scores channels on data: give {arg('data')}, an .npz with x_train")
     twin = Twin(cg.model).eval()
-    twin.set_precision(precision)
+    twin.set_precision(precision or torch.float64)
     params = twin.onnx_parameters()
     sliced = {(s.tensor, s.axis): cg.channel[s.ids] for s in cg.slices if s.role == "param" and s.tensor in params}
     names = sorted({name for name, _ in sliced})
@@ -118,8 +120,9 @@ def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
     return scores / (seen * PROJECTIONS)
 
 
-def _direction(out: torch.Tensor, kind: str | None, generator: torch.Generator) -> torch.Tensor:
+def _direction(out: "torch.Tensor", kind: str | None, generator: "torch.Generator") -> "torch.Tensor":
     """A random direction for one output, scaled by 1/std of its values (detached)."""
+    import torch
     out = out.detach()
     scale = out.std() if out.numel() > 1 else out.new_tensor(1.0)
     scale = scale if scale > 0 else out.new_tensor(1.0)
