@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..errors import DataError, arg
+from ..errors import DataError
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -92,7 +92,3 @@ def _images(path: Path, model: onnx.ModelProto, split: str) -> np.ndarray:
     x = data.x if data.transform is None else np.stack([data[i][0].numpy() for i in range(len(data))])
     return _typed(np.asarray(x), value, path)
 
-
-def check_samples(samples: int | None) -> None:
-    if samples is not None and samples < 1:
-        raise DataError(f"{arg('samples')} must be at least 1")
