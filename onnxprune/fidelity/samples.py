@@ -28,42 +28,48 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def load_inputs(data: str | Path, model: onnx.ModelProto, *, split: str = "test", samples: int | None = None,
                 input_shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """{input name: array} of up to `samples` rows (all of them when None)."""
-    inputs = graph_inputs(model)
     if str(data) == "random":
         from ..structured.shapes import input_feeds
 
         return input_feeds(model, input_shapes, seed=seed, batch=samples or 256)
     path = Path(data)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable npz file ({err})") from None
-    names = [v.name for v in inputs]
-    if all(n in arrays for n in names):
-        feeds = {n: _typed(arrays[n], v, path) for n, v in zip(names, inputs)}
-    elif f"x_{split}" in arrays and len(inputs) == 1:
-        feeds = {names[0]: _images(path, model, split)}
-    elif len(arrays) == 1 and len(inputs) == 1:
-        feeds = {names[0]: _typed(next(iter(arrays.values())), inputs[0], path)}
-    else:
-        raise DataError(f"{path}: npz has no array for model input(s) {', '.join(n for n in names if n not in arrays)} "
-                        f"(it has {', '.join(arrays) or 'nothing'}; name one array per input, or give x_{split})")
+    arrays = _arrays(path)
+    feeds = named_arrays(path, model, arrays)
+    if feeds is None:
+        feeds = _unnamed(path, model, arrays, split)
     rows = {len(a) for a in feeds.values()}
     if len(rows) != 1 or 0 in rows:
         raise DataError(f"{path}: the input arrays have different or zero row counts ({sorted(rows)})")
     return {k: v[:samples] for k, v in feeds.items()} if samples else feeds
 
 
-def named_arrays(path: str | Path, model: onnx.ModelProto) -> dict[str, np.ndarray] | None:
+def named_arrays(path: str | Path, model: onnx.ModelProto,
+                 arrays: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray] | None:
     """The npz's arrays for every model input, by name and typed, or None when it does not name them all
-    (an images npz, say)."""
+    (an images npz, say). `arrays`: the npz already read."""
+    arrays = _arrays(Path(path)) if arrays is None else arrays
+    inputs = graph_inputs(model)
+    if not all(v.name in arrays for v in inputs):
+        return None
+    return {v.name: _typed(arrays[v.name], v, Path(path)) for v in inputs}
+
+
+def _unnamed(path: Path, model: onnx.ModelProto, arrays: dict[str, np.ndarray], split: str) -> dict[str, np.ndarray]:
+    """A one-input model's images (x_<split>) or the npz's only array."""
+    inputs = graph_inputs(model)
+    names = [v.name for v in inputs]
+    if f"x_{split}" in arrays and len(inputs) == 1:
+        return {names[0]: _images(path, model, split)}
+    if len(arrays) == 1 and len(inputs) == 1:
+        return {names[0]: _typed(next(iter(arrays.values())), inputs[0], path)}
+    raise DataError(f"{path}: npz has no array for model input(s) {', '.join(n for n in names if n not in arrays)} "
+                    f"(it has {', '.join(arrays) or 'nothing'}; name one array per input, or give x_{split})")
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
-            names = [v.name for v in graph_inputs(model)]
-            if not all(n in f.files for n in names):
-                return None
-            return {v.name: _typed(f[v.name], v, Path(path)) for v in graph_inputs(model)}
+            return {k: f[k] for k in f.files}
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable npz file ({err})") from None
 

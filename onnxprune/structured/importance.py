@@ -33,6 +33,7 @@ from ..graph import GraphFacts, roles
 from ..graph.constants import stored_tensors
 from ..graph.outputs import output_kinds
 from .groups import ChannelGraph
+from .score import channel_scores, per_position
 
 if TYPE_CHECKING:
     import torch
@@ -65,10 +66,9 @@ def group_norm(cg: ChannelGraph, tensors: dict[str, np.ndarray], p: int) -> np.n
     for (name, axis), channels in cg.keys().items():
         if name not in tensors:
             continue
-        w = np.abs(np.asarray(tensors[name], dtype=np.float64)) ** p
-        per_position = w.sum(axis=tuple(d for d in range(w.ndim) if d != axis))
+        sums = per_position(np.abs(np.asarray(tensors[name], dtype=np.float64)) ** p, axis)
         present, index = np.unique(channels, return_inverse=True)
-        norm = np.bincount(index, weights=per_position, minlength=len(present)) ** (1.0 / p)
+        norm = np.bincount(index, weights=sums, minlength=len(present)) ** (1.0 / p)
         mean = norm.mean()
         total[present] += norm / mean if mean > 0 else 1.0
         count[present] += 1
@@ -108,12 +108,7 @@ def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
             projected = sum((_direction(v, kinds.get(k), generator) * v).sum() for k, v in outputs.items())
             grads = torch.autograd.grad(projected, [params[n] for n in names], retain_graph=True, allow_unused=True)
             flow = {n: (params[n] * g).detach().double().cpu().numpy() for n, g in zip(names, grads) if g is not None}
-            per_channel = np.zeros(cg.n_channels)
-            for (name, axis), channels in sliced.items():
-                if name in flow:
-                    f = flow[name]
-                    np.add.at(per_channel, channels, f.sum(axis=tuple(d for d in range(f.ndim) if d != axis)))
-            scores += per_channel ** 2
+            scores += channel_scores(cg, flow, sliced) ** 2
         seen += 1
     if not seen:
         raise DataError("taylor: no batch of the data reaches a float output that depends on the weights")

@@ -13,13 +13,19 @@ import numpy as np
 from .groups import ChannelGraph
 
 
-def channel_scores(cg: ChannelGraph, weight_scores: dict[str, np.ndarray]) -> np.ndarray:
+def per_position(values: np.ndarray, axis: int) -> np.ndarray:
+    """The sum of `values` at each position along `axis`."""
+    values = np.asarray(values, dtype=np.float64)
+    return values.sum(axis=tuple(d for d in range(values.ndim) if d != axis))
+
+
+def channel_scores(cg: ChannelGraph, weight_scores: dict[str, np.ndarray],
+                   keys: dict[tuple[str, int], np.ndarray] | None = None) -> np.ndarray:
+    """Per channel, the sum of `weight_scores` over its positions on `keys` (default: every sliced axis)."""
     scores = np.zeros(cg.n_channels, dtype=np.float64)
-    for (name, axis), channels in cg.keys().items():
+    for (name, axis), channels in (cg.keys() if keys is None else keys).items():
         if name in weight_scores:
-            s = np.asarray(weight_scores[name], dtype=np.float64)
-            per_position = s.sum(axis=tuple(d for d in range(s.ndim) if d != axis))
-            np.add.at(scores, channels, per_position)
+            np.add.at(scores, channels, per_position(weight_scores[name], axis))
     return scores
 
 
