@@ -49,8 +49,27 @@ class Terminated(BaseException):
     remove their temporary files, and the exit is the usual 128 + 15 with one line."""
 
 
+def _importing(frame) -> bool:
+    """Whether an import is under way (the CLI imports torch lazily, on the first command that needs it)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _raise_terminated(signum, frame):
+    if RETRY_SIGNAL and _importing(frame):
+        # Never raise inside an import: importlib's weakref callbacks print and ignore the exception
+        # (seen in CI: the prune then ran to its end, exit 0), and torch's C++ start-up aborts on it
+        # (exit -6, no cleanup). Raise a moment later, once the import is done.
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
     raise Terminated
+
+
+# SIGALRM carries the retry; absent on Windows, where the signal is raised at once.
+RETRY_SIGNAL = getattr(signal, "SIGALRM", None) if hasattr(signal, "setitimer") else None
 
 
 @contextlib.contextmanager
@@ -58,11 +77,13 @@ def _sigterm_raises():
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread (e.g. not under some test runners)
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    signals = [signal.SIGTERM] + ([RETRY_SIGNAL] if RETRY_SIGNAL else [])
+    previous = {s: signal.signal(s, _raise_terminated) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class Group(click.Group):
