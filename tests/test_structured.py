@@ -476,3 +476,59 @@ def test_rounding_never_empties_a_concat_half():
     onnx.checker.check_model(result.model)
     feeds = zoo.sample_feeds(model)
     assert [o.shape for o in run(result.model, feeds)] == [o.shape for o in run(model, feeds)]
+
+
+def _filled_weights_net() -> onnx.ModelProto:
+    """Caffe2's light models in small (opset 9): each weight is ConstantOfShape of a shape initializer,
+    and BatchNorm is written out as Mul / Add with per-channel factors through Unsqueeze (axes as an
+    attribute). One weight is random, so channels differ."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    node, rng = helper.make_node, np.random.default_rng(0)
+    shapes = {"w1": (8, 3, 3, 3), "b1": (8,), "s1": (8,), "t1": (8,), "b2": (4,)}
+    consts = [numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape") for name, shape in shapes.items()]
+    consts.append(numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w2"))
+    fills = {"w1": 0.1, "b1": 0.0, "s1": 1.5, "t1": 0.2, "b2": 0.3}
+    nodes = [node("ConstantOfShape", [f"{n}_shape"], [n], value=numpy_helper.from_array(np.array([v], np.float32)))
+             for n, v in fills.items()]
+    nodes += [node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+              node("Unsqueeze", ["s1"], ["s1u"], axes=[1, 2]), node("Unsqueeze", ["t1"], ["t1u"], axes=[1, 2]),
+              node("Mul", ["c1", "s1u"], ["m1"]), node("Add", ["m1", "t1u"], ["a1"]), node("Relu", ["a1"], ["r1"]),
+              node("Conv", ["r1", "w2", "b2"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "light", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 6, 6])], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4)
+
+
+def test_constant_of_shape_weights_are_channels():
+    """Before: ConstantOfShape weights were no constants to channel mode, which removed nothing from
+    Caffe2's light models. Now they are sliced like initializers: a still-uniform weight reads its new
+    shape (resized in place), and the zeroed reference's non-uniform ones become Constants."""
+    model = _filled_weights_net()
+    cg, removed = check_exact(model, fraction=0.5)
+    kept = int((~removed[np.unique(cg.keys()[("w1", 0)])]).sum())
+    pruned = rewrite(cg, removed)
+    shapes = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer}
+    assert shapes["w1_shape"] == [kept, 3, 3, 3] and shapes["s1_shape"] == [kept] and 0 < kept < 8
+    assert [n.op_type for n in pruned.graph.node] == [n.op_type for n in model.graph.node]
+
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.mark.parametrize("name", ["light_squeezenet", "light_densenet121"])
+def test_caffe2_light_models_prune_and_verify(tmp_path, name):
+    """The onnx wheel's Caffe2 light models (every weight a ConstantOfShape; densenet's BatchNorm as
+    Mul/Add through Unsqueeze) prune to half their MACs and verify against the original, through
+    the installed command."""
+    src = LIGHT / f"{name}.onnx"
+    if not src.is_file():
+        pytest.skip(f"this onnx wheel ships no {src.name}")
+    exe, out, report = str(Path(sys.executable).parent / "onnxprune"), tmp_path / "p.onnx", tmp_path / "r.json"
+    done = subprocess.run([exe, "prune", str(src), "--structure", "channel", "--macs", "0.5", "-o", str(out),
+                           "--report", str(report), "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    macs = json.loads(report.read_text())["macs"]
+    assert 0.48 * macs["total"] <= macs["kept"] <= 0.5 * macs["total"]
+    check = subprocess.run([exe, "verify", str(out), "--reference", str(src)], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0 and check.stdout.strip().splitlines()[-1] == "verified", check.stdout + check.stderr

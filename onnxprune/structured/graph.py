@@ -27,7 +27,7 @@ from .tensors import resizable
 
 # Ops through which a constant keeps its identity on the way to a weight slot (paddle2onnx Identity,
 # mixed precision Cast, jax2onnx / tf2onnx Transpose); the axis map follows the Transpose.
-CONST_PASS = {"Identity", "Cast", "Transpose"}
+CONST_PASS = {"Identity", "Cast", "Transpose", "Unsqueeze"}
 # Ops that keep a constant's values in flat order (torchscript feeds Slice bounds through Unsqueeze).
 FLAT_PASS = {"Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
 # Integer shape arithmetic that `Analysis.value` evaluates when every input is known.
@@ -150,9 +150,10 @@ class Analysis:
             self.freeze(label.ids[~label.zero], f"{_who(node)}: its input is not 0 where a channel is removed")
 
     # ----- constants -----------------------------------------------------------------------------
-    def source(self, name: str) -> tuple[str, list[int] | None] | None:
+    def source(self, name: str) -> tuple[str, list[int | None] | None] | None:
         """(constant source, axis map or None for identity) of a tensor, through Identity / Cast /
-        Transpose; None if it is computed from data."""
+        Transpose / Unsqueeze; None if it is computed from data. The map gives, for each axis of the
+        tensor, the source's axis (None: an axis of size 1 that Unsqueeze inserted)."""
         perm = None
         seen = set()
         while name not in self.consts:
@@ -160,13 +161,32 @@ class Analysis:
             if name in seen or node is None:
                 return None
             seen.add(name)
-            if node.op_type not in CONST_PASS:
+            step = self._axis_map(node)
+            if step is None:
                 return None
-            if node.op_type == "Transpose":
-                p = _ints(node, "perm") or list(reversed(range(len(self.shapes[node.input[0]]))))
-                perm = p if perm is None else [p[i] for i in perm]
+            if step:
+                perm = step if perm is None else [None if i is None else step[i] for i in perm]
             name = node.input[0]
         return name, perm
+
+    def _axis_map(self, node: onnx.NodeProto) -> list[int | None] | None:
+        """A constant-passing node's output axis -> input axis ([] for identity; None: not one)."""
+        if node.op_type in ("Identity", "Cast"):
+            return []
+        rank = len(self.shapes.get(node.input[0], ()))
+        if node.op_type == "Transpose":
+            return _ints(node, "perm") or list(reversed(range(rank)))
+        if node.op_type == "Unsqueeze":  # axes: an attribute before opset 13, an input since
+            axes = _ints(node, "axes")
+            if axes is None and len(node.input) > 1:
+                axes = self.value(node.input[1])
+            if axes is None or node.input[0] not in self.shapes:
+                return None
+            out_rank = rank + len(axes)
+            inserted = {int(x) % out_rank for x in np.asarray(axes).reshape(-1)}
+            rest = iter(range(rank))
+            return [None if j in inserted else next(rest) for j in range(out_rank)]
+        return None
 
     def flat_source(self, name: str) -> str | None:
         """The constant behind `name` through ops that keep its flat order; None if computed."""
@@ -199,7 +219,10 @@ class Analysis:
             return None if src is None else self.consts[src].reshape(self.shapes[name])
         src, perm = found
         array = self.consts[src]
-        return array if perm is None else np.transpose(array, perm)  # consumer axis i = source axis perm[i]
+        if perm is None:
+            return array
+        # consumer axis i = source axis perm[i]; the inserted axes have size 1
+        return np.transpose(array, [p for p in perm if p is not None]).reshape(self.shapes[name])
 
     def _fold(self, name: str) -> np.ndarray | None:
         """Shape arithmetic that comes out the same in both probes (torch computes Slice bounds as
@@ -258,7 +281,7 @@ class Analysis:
             return False
         src, perm = found
         src_axis = axis if perm is None else perm[axis]
-        if self.consts[src].shape[src_axis] != len(ids):
+        if src_axis is None or self.consts[src].shape[src_axis] != len(ids):
             return False
         self.uses.setdefault(src, set()).add((index, slot))
         self.slices.append(Slice(src, src_axis, ids, role, _who(node)))
@@ -269,7 +292,8 @@ class Analysis:
         if found is None:
             return None
         src, perm = found
-        return src, axis if perm is None else perm[axis]
+        src_axis = axis if perm is None else perm[axis]
+        return None if src_axis is None else (src, src_axis)
 
     def fix_const(self, index: int, slot: int, pos: int, ids: np.ndarray) -> bool:
         """Register: flat entry `pos` of input `slot` of node `index` becomes the kept count of ids."""

@@ -6,6 +6,9 @@ through Identity nodes; slicing that one tensor for every reader would tie unrel
 zero bias of a BERT export reads the embeddings' LayerNorm bias). So the output of an Identity of a
 shared constant counts as a constant of its own: resized, its Identity reads a new initializer
 "<source>_prunedK", and the source stays as it was for its other readers.
+
+A ConstantOfShape of a constant shape (Caffe2's light models hold every weight so) is a weight too:
+resized, it keeps its fill and reads the new shape; given other values, it becomes a Constant.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..graph.constants import tensor_constants
+from ..graph.constants import filled_value, tensor_constants
 
 
 def resizable(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     """Name -> value of every constant a rewrite can resize (see the module docstring)."""
     arrays = tensor_constants(graph)
+    for node in graph.node:
+        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in arrays:
+            arrays[node.output[0]] = filled_value(node, arrays[node.input[0]])
     readers: dict[str, int] = {}
     for node in graph.node:
         for name in node.input:
@@ -43,6 +49,8 @@ def store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
             for a in node.attribute:
                 if a.name == "value":
                     a.t.CopyFrom(numpy_helper.from_array(np.asarray(arrays[node.output[0]], order="C"), a.t.name))
+        elif node.op_type == "ConstantOfShape" and node.output[0] in arrays:
+            _refill(graph, index, arrays[node.output[0]], taken)
         elif node.op_type == "Identity" and node.output[0] in originals and node.input[0] in originals and \
                 (node.output[0] in arrays or node.input[0] in arrays):  # this copy, or its source, resized
             add_copy(graph, node.input[0], arrays.get(node.output[0], originals[node.output[0]]), index, 0, taken)
@@ -51,6 +59,24 @@ def store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
             dims = value.type.tensor_type.shape.dim
             for d, n in zip(dims, arrays[value.name].shape):
                 d.dim_value = n
+
+
+def _refill(graph: onnx.GraphProto, index: int, value: np.ndarray, taken: set[str]) -> None:
+    """ConstantOfShape node `index` now yields `value`: a new shape when it is still its fill, else a
+    Constant of that value (same output name)."""
+    node = graph.node[index]
+    fill = filled_value(node, np.ones(1, np.int64))[0]
+    value = np.asarray(value)
+    if value.size and (value == fill).all():
+        shape = np.array(value.shape, np.int64)
+        own = next((t for t in graph.initializer if t.name == node.input[0]), None)
+        if own is not None and sum(name == own.name for n in graph.node for name in n.input) == 1:
+            own.CopyFrom(numpy_helper.from_array(shape, own.name))  # its only reader: resized in place
+        else:
+            add_copy(graph, node.input[0], shape, index, 0, taken)
+        return
+    graph.node[index].CopyFrom(helper.make_node("Constant", [], list(node.output), node.name,
+                                                value=numpy_helper.from_array(np.asarray(value, order="C"))))
 
 
 def names(graph: onnx.GraphProto) -> set[str]:
