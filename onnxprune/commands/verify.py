@@ -253,33 +253,49 @@ def compare_with_reference(pruned: onnx.ModelProto, original: onnx.ModelProto) -
     return check
 
 
-def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.ModelProto, entries: list[dict],
+def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.ModelProto, steps: list[list[dict]],
                      *, input_shapes=None, seed: int = 0) -> ReferenceCheck:
     """A channel-pruned model (see structured/record.py) must be the original's graph, node for node, and
-    compute in onnxruntime what the original computes with the recorded channels' parameters zeroed."""
+    compute in onnxruntime what the original computes with the recorded channels' parameters zeroed.
+    The original may be any earlier file of the chain: its own record is a prefix of the pruned one's,
+    the steps after it are composed into one, and zeros that weight pruning added on the way go into
+    the reference (as in the weight check: only in prunable weights)."""
     from ..api import example_feeds
     from ..io import ort_session
     from ..pruning.inputs import resolve_shapes
-    from ..structured.record import KEY, zero_removed
+    from ..structured.record import KEY, recorded
     from ..twin import Twin
 
-    check = ReferenceCheck(pruned_tensors=len({e["tensor"] for e in entries}),
-                           channels=sum(len(e["removed"]) for e in entries))
+    before = recorded(original)
+    if steps[:len(before)] != before:
+        return ReferenceCheck(problems=["the reference is not an earlier file of this model's pruning chain "
+                                        "(its record of removed channels is not where this file's starts)"])
+    if len(steps) == len(before):  # no channel step since the reference: weight pruning at most
+        return compare_with_reference(pruned, original)
+
     def node_ids(graph):  # a shape constant shared by layers that shrink differently is copied per reader
         return [(n.name, n.op_type, tuple(re.sub(r"_pruned\d+$", "", i) for i in n.input), tuple(n.output))
                 for n in graph.node]
 
+    def others(model):
+        return _ser(p for p in model.metadata_props if p.key != KEY)
+
+    check = ReferenceCheck()
     for what, a, b in (("IR version", pruned.ir_version, original.ir_version),
                        ("opsets", _opsets(pruned), _opsets(original)),
                        ("inputs", _fed(pruned.graph), _fed(original.graph)),
                        ("outputs", _ser(pruned.graph.output), _ser(original.graph.output)),
-                       ("metadata", _ser(p for p in pruned.metadata_props if p.key != KEY), _ser(original.metadata_props)),
+                       ("metadata", others(pruned), others(original)),
                        ("nodes", node_ids(pruned.graph), node_ids(original.graph))):
         if a != b:
             check.problems.append(f"{what} differ from the reference")
     if check.problems:
         return check
-    reference = zero_removed(original, entries)
+    reference, entries = _channel_reference(check, pruned, original, steps[len(before):])
+    check.pruned_tensors = len({e["tensor"] for e in entries if e["zero"]})
+    check.channels = sum(len(e["removed"]) for e in entries if e["zero"])
+    if check.problems:
+        return check
     twin = Twin(original).eval()
     feeds = {n: v.numpy() for n, v in example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed).items()}
     got = ort_session(pruned_path, log_level=4).run(None, feeds)
@@ -291,6 +307,63 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
         check.problems.append(f"outputs differ from the reference with the removed channels zeroed "
                               f"(max relative diff {check.max_rel_diff:.3g} > {CHANNEL_RTOL:g})")
     return check
+
+
+def _channel_reference(check: ReferenceCheck, pruned: onnx.ModelProto, original: onnx.ModelProto,
+                       steps: list[list[dict]]) -> tuple[onnx.ModelProto, list[dict]]:
+    """The original with the composed steps' channels zeroed and every tensor the steps resized holding
+    the pruned file's values at the kept positions; problems where those are not the original's values
+    or zeros that weight pruning may write."""
+    from ..graph import weight_uses
+    from ..graph.constants import stored_tensors
+    from ..structured.record import compose, kept_index, with_values, zeroed_values
+    from ..structured.tensors import resizable
+
+    # the pruned side as stored (weight pruning may have written sparse initializers), and the
+    # Identity copies of shared constants that the rewrite treats as tensors of their own
+    mine = {**{n: v for n, (_, v) in stored_tensors(pruned.graph).items()}, **resizable(pruned.graph)}
+    theirs = resizable(original.graph)
+    copied = {n.output[0]: n.input[0] for n in pruned.graph.node if n.op_type == "Identity"}
+    copy_of = {source: name for name, source in copied.items()}
+
+    def rename(name: str) -> str:  # a later step names a shared constant's sliced copy, read by one Identity
+        return name if name in theirs else copy_of.get(name, name)
+
+    def value(name: str):  # the pruned file's value of one of the original's tensors
+        while name not in mine and name in copied:
+            name = copied[name]
+        return mine.get(name)
+
+    entries = compose(steps, {n: v.shape for n, v in theirs.items()}, rename)
+    # A record from before steps lists parameters only, not the consumers' sliced inputs: the tensors it
+    # does not describe are left to the onnxruntime comparison, as they were then.
+    legacy = all(e["zero"] for e in entries)
+    arrays = zeroed_values(original, entries)
+    prunable = {u.source for u in weight_uses(original.graph)}
+    by_tensor: dict[str, list[dict]] = {}
+    for e in entries:
+        by_tensor.setdefault(e["tensor"], []).append(e)
+    for name, base in theirs.items():
+        after = value(name)
+        reference = arrays.get(name, base).copy()
+        index = kept_index(base.shape, by_tensor.get(name, []))
+        if after is None or after.shape != tuple(len(i) for i in index) or after.dtype != base.dtype:
+            if name in by_tensor and not legacy:
+                check.problems.append(f"tensor '{name}' is not the reference's with the recorded channels removed")
+            continue
+        kept = reference[np.ix_(*index)]
+        differ = kept != after
+        if not differ.any():
+            arrays[name] = reference
+        elif (after[differ] == 0).all() and (name in prunable or name not in by_tensor):
+            if name not in prunable:
+                continue  # a size the channel rewrite wrote (a Reshape's shape): the reference keeps its own
+            reference[np.ix_(*index)] = after  # zeros weight pruning added
+            arrays[name] = reference
+            check.zeroed += int(differ.sum())
+        elif name in by_tensor or name in prunable:
+            check.problems.append(f"tensor '{name}': kept entries differ from the reference ({int(differ.sum())} entries)")
+    return with_values(original, arrays), entries
 
 
 def _fed(graph: onnx.GraphProto) -> list[str]:
@@ -358,9 +431,9 @@ def verify(ctx: click.Context, pruned: Path, reference: Path | None, input_shape
     if original is not None:
         from ..structured.record import recorded
 
-        entries = recorded(model)
-        ref = (compare_with_reference(model, original) if entries is None else
-               compare_channels(pruned, model, original, entries, input_shapes=shapes, seed=seed))
+        steps = recorded(model)
+        ref = (compare_channels(pruned, model, original, steps, input_shapes=shapes, seed=seed) if steps or
+               recorded(original) else compare_with_reference(model, original))
     ok = all(d.ok for d in diffs) and (ref is None or not ref.problems)
     for d in diffs:  # a model pruned to death still verifies (exactly): say so, in one line each
         if d.dead:

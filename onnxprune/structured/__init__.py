@@ -31,7 +31,7 @@ from ..errors import OnnxPruneError, arg
 from .groups import ChannelGraph, analyze
 from .importance import importance
 from .latency import fit_latency
-from .record import record, removed_parameters
+from .record import record, recorded, removed_slices
 from .rewrite import check_runs, rewrite, zeroed
 from .score import channel_scores, masks
 from .select import cost, limits, local_scores, round_layers, select
@@ -97,7 +97,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                else fitted["predicted"] <= latency)  # --latency: the search judged it on measured latency
     pruned = rewrite(cg, removed)
     check_runs(pruned, cg)
-    record(pruned, removed_parameters(cg, removed))  # for `verify --reference`
+    record(pruned, recorded(model) + [removed_slices(cg, removed)])  # for `verify --reference`
     report = summary(cg, removed, min_layer_density)
     report.update(method=method, scope=scope, objective=objective, target=fraction, target_reached=reached,
                   seconds=time.perf_counter() - start)

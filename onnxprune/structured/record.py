@@ -1,9 +1,13 @@
-"""Which channels a channel pruning removed, carried inside the pruned file for `verify --reference`.
+"""Which channels each channel pruning removed, carried inside the pruned file for `verify --reference`.
 
 The rewritten graph no longer says which channels it lost, and without that the original cannot be
 turned into the exactness reference (`zeroed`: the removed channels' filters, biases, norm scale and
-shift, per-channel constants set to zero). So the pruned model keeps one metadata entry, KEY: a JSON
-list of {"tensor", "axis", "removed"} (indices along that axis of the original tensor).
+shift, per-channel constants set to zero). So the pruned model keeps one metadata entry, KEY: JSON
+{"steps": [step, ...]}, one step per channel pruning in the file's history, each a list of
+{"tensor", "axis", "removed", "zero"}: indices along that axis of the step's input tensor, and whether
+the reference zeroes them (a parameter) or they are only sliced (a consumer's input side, a norm's
+running statistics). Weight pruning keeps the steps as they are: its zeros need no record. A file
+from before steps holds one bare list of parameter entries, read as one step.
 """
 
 from __future__ import annotations
@@ -19,39 +23,78 @@ from .tensors import resizable, store
 KEY = "onnxprune.removed_channels"
 
 
-def removed_parameters(cg, removed: np.ndarray) -> list[dict]:
-    """Per parameter slice (role "param") that loses channels: the tensor, its axis, the removed indices."""
-    entries = []
+def removed_slices(cg, removed: np.ndarray) -> list[dict]:
+    """One entry per (tensor, axis) that loses positions: the removed indices, and "zero" for a parameter."""
+    entries: dict[tuple[str, int], dict] = {}
     for s in cg.slices:
         gone = np.flatnonzero(removed[cg.channel[s.ids]])
-        if s.role == "param" and gone.size:
-            entries.append({"tensor": s.tensor, "axis": int(s.axis), "removed": gone.tolist()})
-    return entries
+        if gone.size:
+            entry = entries.setdefault((s.tensor, int(s.axis)), {"tensor": s.tensor, "axis": int(s.axis),
+                                                                  "removed": gone.tolist(), "zero": False})
+            entry["zero"] = entry["zero"] or s.role == "param"
+    return list(entries.values())
 
 
-def record(model: onnx.ModelProto, entries: list[dict]) -> None:
-    """Add (or replace) KEY in the model's metadata, in place."""
+def record(model: onnx.ModelProto, steps: list[list[dict]]) -> None:
+    """Set KEY in the model's metadata to `steps`, in place."""
     props = [p for p in model.metadata_props if p.key != KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
-    model.metadata_props.add(key=KEY, value=json.dumps(entries, separators=(",", ":")))
+    model.metadata_props.add(key=KEY, value=json.dumps({"steps": steps}, separators=(",", ":")))
 
 
-def recorded(model: onnx.ModelProto) -> list[dict] | None:
-    """The entries KEY holds, or None for a model no channel pruning wrote."""
+def recorded(model: onnx.ModelProto) -> list[list[dict]]:
+    """The channel steps of the model's history, oldest first ([] for a model no channel pruning wrote)."""
     value = next((p.value for p in model.metadata_props if p.key == KEY), None)
     if value is None:
-        return None
+        return []
     try:
-        entries = json.loads(value)
-        return [{"tensor": str(e["tensor"]), "axis": int(e["axis"]), "removed": [int(i) for i in e["removed"]]}
-                for e in entries]
+        data = json.loads(value)
+        steps = [data] if isinstance(data, list) else data["steps"]
+        return [[{"tensor": str(e["tensor"]), "axis": int(e["axis"]), "removed": [int(i) for i in e["removed"]],
+                  "zero": bool(e.get("zero", True))} for e in step] for step in steps]
     except (ValueError, TypeError, KeyError) as error:
-        raise InvalidModelError(f"metadata '{KEY}' is not a list of removed channels: {error}") from None
+        raise InvalidModelError(f"metadata '{KEY}' is not a record of removed channels: {error}") from None
+
+
+def compose(steps: list[list[dict]], shapes: dict[str, tuple[int, ...]], rename) -> list[dict]:
+    """Several steps as one, in the indices of the first step's input (`shapes`: its constants' shapes;
+    `rename`: a later step's tensor name -> the name it had there)."""
+    gone: dict[tuple[str, int], np.ndarray] = {}
+    zero: dict[tuple[str, int], bool] = {}
+    for step in steps:
+        for e in step:
+            key = (rename(e["tensor"]), e["axis"])
+            shape = shapes.get(key[0])
+            if shape is None or not 0 <= key[1] < len(shape):
+                raise InvalidModelError(f"the reference has no tensor '{e['tensor']}' with an axis {e['axis']}, "
+                                        f"which the pruned model's record names")
+            before = gone.get(key, np.zeros(0, np.int64))
+            kept = np.setdiff1d(np.arange(shape[key[1]]), before)
+            index = np.asarray(e["removed"], np.int64)
+            if index.size and (index.min() < 0 or index.max() >= kept.size):
+                raise InvalidModelError(f"tensor '{key[0]}' of the reference has shape {list(shape)}, which "
+                                        f"the removed channels recorded in the pruned model do not fit")
+            gone[key] = np.union1d(before, kept[index])
+            zero[key] = zero.get(key, False) or e["zero"]
+    return [{"tensor": n, "axis": a, "removed": r.tolist(), "zero": zero[(n, a)]} for (n, a), r in gone.items()]
+
+
+def kept_index(shape: tuple[int, ...], entries: list[dict]) -> list[np.ndarray]:
+    """Per axis of a tensor, the positions its entries keep."""
+    index = [np.arange(n) for n in shape]
+    for e in entries:
+        index[e["axis"]] = np.setdiff1d(index[e["axis"]], e["removed"])
+    return index
 
 
 def zero_removed(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto:
-    """A copy of `model` with each entry's indices set to zero along its axis (the exactness reference)."""
+    """A copy of `model` with each "zero" entry's indices set to zero along its axis (the exactness reference)."""
+    return with_values(model, zeroed_values(model, entries))
+
+
+def zeroed_values(model: onnx.ModelProto, entries: list[dict]) -> dict[str, np.ndarray]:
+    """The model's constants that `entries` zero, with those positions zeroed."""
     consts = resizable(model.graph)
     arrays: dict[str, np.ndarray] = {}
     for e in entries:
@@ -62,9 +105,15 @@ def zero_removed(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto
         if not 0 <= e["axis"] < value.ndim or any(not 0 <= i < value.shape[e["axis"]] for i in e["removed"]):
             raise InvalidModelError(f"tensor '{e['tensor']}' of the reference has shape {list(value.shape)}, "
                                     f"which the removed channels recorded in the pruned model do not fit")
-        index = [slice(None)] * value.ndim
-        index[e["axis"]] = e["removed"]
-        value[tuple(index)] = 0
+        if e.get("zero", True):
+            index = [slice(None)] * value.ndim
+            index[e["axis"]] = e["removed"]
+            value[tuple(index)] = 0
+    return arrays
+
+
+def with_values(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of `model` whose constants named in `arrays` hold those values."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     store(copy.graph, arrays)

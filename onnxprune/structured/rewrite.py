@@ -77,9 +77,9 @@ def check_runs(pruned: onnx.ModelProto, cg: ChannelGraph) -> None:
 
 def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     """The original model with the removed channels' parameters set to zero (the exactness reference)."""
-    from .record import removed_parameters, zero_removed
+    from .record import removed_slices, zero_removed
 
-    return zero_removed(cg.model, removed_parameters(cg, removed))
+    return zero_removed(cg.model, removed_slices(cg, removed))
 
 
 def _store_copies(graph: onnx.GraphProto, copies: dict, consts: dict) -> None:
