@@ -37,10 +37,12 @@ class Pruned:
     """What `prune()` returns: the pruned model (not yet written), the masks and the report."""
 
     model: onnx.ModelProto
-    masks: dict[str, torch.Tensor]  # bool, on the CPU, by ONNX tensor name
-    report: Report
-    twin: Twin  # masked twin of the input model, for evaluation or training
+    masks: dict[str, torch.Tensor]  # bool, on the CPU, by ONNX tensor name (channel mode: none)
+    report: Report | dict[str, Any]  # channel mode: structured.summary's dict
+    twin: Twin | None  # masked twin of the input model, for evaluation or training (channel mode: None)
     external_data: bool = False  # the input kept its weights in an external file; so will the output
+    # channel mode: "tensor:axis" -> the indices kept along it, for every axis that lost channels
+    kept: dict[str, list[int]] | None = None
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, inputs: tuple = ()) -> int:
         """Write atomically (external data if the input had it, or over 2 GB); returns bytes written."""
@@ -48,8 +50,12 @@ class Pruned:
 
         path = check_output_path(path, overwrite=overwrite, inputs=inputs)
         written = save_model(self.model, path, external_data=True if self.external_data else None)
-        self.report.output = {**file_info(path), "files": [str(p) for p in written]}
-        return self.report.output["bytes"]
+        output = {**file_info(path), "files": [str(p) for p in written]}
+        if isinstance(self.report, dict):
+            self.report["output"] = output
+        else:
+            self.report.output = output
+        return output["bytes"]
 
 
 # ----- feeds --------------------------------------------------------------------------------------
@@ -148,18 +154,38 @@ def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None,
 
 # ----- pruning ------------------------------------------------------------------------------------
 def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: float | None = None,
-          density: float | None = None, sparsity: float | None = None, method: str = "synflow",
-          iterations: int | None = None, schedule: str = "exponential", scope: str = "global",
+          density: float | None = None, sparsity: float | None = None, method: str | None = None,
+          iterations: int | None = None, schedule: str = "exponential", scope: str | None = None,
           prune_bias: bool = False, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
           data: str | os.PathLike | Iterable | None = None, batch_size: int = 64, data_batches: int = 1,
           format: str = "auto", precision: str | torch.dtype = "float64", device: str = "auto", seed: int = 0,
           exclude: Iterable[str] = (), min_layer_density: float = 0.0,
-          progress: Callable[[int, int], None] | None = None) -> Pruned:
-    """Prune a model at initialization; returns the pruned ModelProto, masks and report (`Pruned`).
+          progress: Callable[[int, int], None] | None = None, structure: str | None = None,
+          macs: float | None = None, latency: float | None = None, round_to: int | None = None,
+          best_effort: bool = False) -> Pruned:
+    """Prune a model; returns the pruned ModelProto and its report (`Pruned`). Nothing is written:
+    call `.save(path)` on the result.
 
-    `compression` c keeps 10**-c of the prunable weights (or give `density` / `sparsity`). Nothing
-    is written: call `.save(path)` on the result.
+    `structure="weight"` (the default) zeroes single weights and keeps the graph: `compression` c keeps
+    10**-c of the prunable weights (or give `density` / `sparsity`); `.masks` says which. `structure=
+    "channel"` (implied by `macs` or `latency`) removes whole channels and writes a smaller dense graph:
+    the target is `macs`, `latency` or a weight density; `.kept` gives the indices kept per tensor
+    axis (see onnxprune.structured.prune_channels for its options).
     """
+    structure = structure or ("channel" if macs is not None or latency is not None else "weight")
+    if structure == "channel":
+        return _prune_channels(model_or_path, compression=compression, density=density, sparsity=sparsity,
+                               method=method, iterations=iterations, schedule=schedule, scope=scope,
+                               prune_bias=prune_bias, input_shapes=input_shapes, data=data, batch_size=batch_size,
+                               data_batches=data_batches, format=format, precision=precision, device=device,
+                               seed=seed, exclude=exclude, min_layer_density=min_layer_density, progress=progress,
+                               macs=macs, latency=latency, round_to=round_to, best_effort=best_effort)
+    if structure != "weight":
+        raise OnnxPruneError(f"{arg('structure')} must be one of weight, channel, not {structure!r}")
+    for name, value in (("round_to", round_to), ("best_effort", best_effort or None)):
+        if value is not None:
+            raise OnnxPruneError(f"{arg(name)} applies to {arg('structure')} channel only")
+    method, scope = method or "synflow", scope or "global"
     start = time.perf_counter()
     keep = target_density(compression, density, sparsity)
     scorer(method)  # checks the name (the one place it is checked) before the model loads
@@ -212,6 +238,36 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     report.connected = _connected(model, twin, report.collapsed)
     masks = {name: mask.detach().bool().cpu() for name, mask in result.masks.items()}
     return Pruned(pruned, masks, report, twin, external)
+
+
+def _prune_channels(model_or_path, *, method, data, batch_size, data_batches, input_shapes, seed, format,
+                    prune_bias, device, precision, progress, round_to, **options) -> Pruned:
+    """prune(structure="channel"): onnxprune.structured.prune_channels, its result as a `Pruned`."""
+    from .choices import CHANNEL_DATA_METHODS
+    from .structured import DEFAULT_METHOD, ROUND_TO, prune_channels
+
+    if prune_bias:  # a bias goes with its channel; none is pruned alone
+        raise OnnxPruneError(f"{arg('prune_bias')} does not apply to {arg('structure')} channel")
+    if format != "auto":  # the rewritten graph is dense: nothing is stored sparse
+        raise OnnxPruneError(f"{arg('format')} does not apply to {arg('structure')} channel (the output is a dense, "
+                             "smaller graph)")
+    method = method or DEFAULT_METHOD[data is not None]
+    check_data(method, data, DATA_METHODS + CHANNEL_DATA_METHODS)
+    if isinstance(model_or_path, onnx.ModelProto):
+        model, source, external = model_or_path, model_info(model_or_path), False
+    else:
+        model, source = load_model(model_or_path), file_info(model_or_path)
+        external = bool(external_files(Path(model_or_path)))
+    batches = None
+    if method in DATA_METHODS + CHANNEL_DATA_METHODS:
+        twin = load_twin(model)
+        batches = load_batches(data, twin, input_shapes or None, batch_size=batch_size, n_batches=data_batches,
+                               seed=seed, device=torch.device("cpu"))
+    result = prune_channels(model, method=method, input_shapes=input_shapes, batches=batches, seed=seed,
+                            precision=precision if isinstance(precision, str) else str(precision).replace("torch.", ""),
+                            round_to=ROUND_TO if round_to is None else round_to, progress=progress, **options)
+    result.report.update(input=source)
+    return Pruned(result.model, {}, result.report, None, external, kept=result.report["kept_indices"])
 
 
 def _connected(model: onnx.ModelProto, twin: Twin, collapsed: list[str]) -> bool:

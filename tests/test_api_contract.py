@@ -119,3 +119,41 @@ def test_engine_and_api_resolve_shapes_alike():
         prune_twin(twin, density=0.5, iterations=1, input_shapes={"image": (1, 5, 8)})
     with pytest.raises(OnnxPruneError, match="rank 2"):
         prune_twin(twin, density=0.5, iterations=1, input_shapes={"x": (5, 8)})
+
+
+def test_one_prune_for_both_structures(tmp_path):
+    """`onnxprune.prune(structure="channel")` returns the same `Pruned` as weight mode: the smaller
+    model, its report, `.kept` (indices kept per tensor axis) in place of masks, and `.save()`."""
+    import onnxruntime as ort
+
+    model = mlp((2, 8))
+    result = onnxprune.prune(model, structure="channel", macs=0.5, method="l2", round_to=1)
+    assert isinstance(result, onnxprune.Pruned) and result.masks == {} and result.twin is None
+    assert result.report["macs"]["kept"] <= 0.5 * result.report["macs"]["total"]
+    assert result.kept == {"W0:1": result.kept["W0:1"], "W1:0": result.kept["W0:1"]} and len(result.kept["W0:1"]) == 8
+    written = result.save(tmp_path / "small.onnx")
+    assert written == result.report["output"]["bytes"] == (tmp_path / "small.onnx").stat().st_size
+    session = ort.InferenceSession(str(tmp_path / "small.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.ones((2, 8), np.float32)})[0].shape == (2, 4)
+    implied = onnxprune.prune(model, macs=0.5, method="l2", round_to=1)  # --macs means channels
+    assert implied.kept == result.kept
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(structure="channel", macs=0.5, format="sparse"), "format does not apply to structure channel"),
+    (dict(structure="channel", macs=0.5, prune_bias=True), "prune_bias does not apply to structure channel"),
+    (dict(compression=1, round_to=4), "round_to applies to structure channel only"),
+    (dict(compression=1, best_effort=True), "best_effort applies to structure channel only"),
+    (dict(compression=1, structure="block"), "structure must be one of weight, channel"),
+])
+def test_options_that_mean_nothing_in_a_structure_are_refused(kwargs, needle):
+    assert needle in refused(**kwargs)
+
+
+@pytest.mark.parametrize("flag", ["--benchmark", "--best-effort", "--round-to=4"])
+def test_channel_flags_are_refused_in_weight_mode(tmp_path, flag):
+    path = tmp_path / "m.onnx"
+    save_model(mlp((2, 8)), path)
+    result = CliRunner().invoke(main, ["prune", str(path), "-c", "1", "-m", "mag", flag])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1].startswith(f"error: {flag.split('=')[0]}")
+    assert not (tmp_path / "m.pruned.onnx").exists()

@@ -29,7 +29,7 @@ def compare(pruned, original, data, split, samples, batch_size, input_shapes, mi
     output, top-1/top-5 agreement and KL for class scores, relative L2, cosine and max |diff| else."""
     from .. import fidelity
     from ..io import check_output_path, load_model, write_json
-    from .prune import parse_input_shape
+    from .options import parse_input_shape
 
     if report_path is not None:
         check_output_path(report_path, overwrite=overwrite, inputs=(pruned, original))

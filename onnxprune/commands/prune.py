@@ -9,35 +9,7 @@ import click
 
 from .. import choices
 from ..errors import OnnxPruneError
-
-
-def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """NAME=1x3x224x224 -> ("NAME", (1, 3, 224, 224)). The name may itself contain '='; the last one splits."""
-    name, sep, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or any(d <= 0 for d in shape):
-        raise OnnxPruneError(f"--input-shape {text!r}: expected NAME=DIMxDIMx... with positive dims, "
-                             "e.g. input=1x3x224x224")
-    return name, shape
-
-
-def default_output(model: Path) -> Path:
-    """MODEL.pruned.onnx beside the input."""
-    stem = model.name[:-5] if model.name.endswith(".onnx") else model.name
-    return model.with_name(f"{stem}.pruned.onnx")
-
-
-def check_side_outputs(paths, model: Path, output: Path, *, overwrite: bool) -> None:
-    """--report / --plot paths, checked before any work: writable, and neither model file."""
-    from .. import io
-
-    for extra in (p for p in paths if p is not None):
-        if extra.resolve() in (model.resolve(), output.resolve()):
-            raise OnnxPruneError(f"{extra}: --report / --plot must not name the input or output model")
-        io.check_output_path(extra, overwrite=overwrite)
+from .options import check_side_outputs, default_output, parse_input_shape
 
 
 @contextlib.contextmanager
@@ -109,9 +81,9 @@ def progress_bar(console, enabled: bool):
 @click.option("--latency", type=float,
               help="With --structure channel: fraction of the dense model's onnxruntime latency kept (CPU, "
                    "batch 1, one thread, measured on this machine); the MAC fraction is searched to meet it.")
-@click.option("--round-to", type=click.IntRange(min=1), default=8, show_default=True,
-              help="With --structure channel: keep a multiple of N channels per layer (what CPU kernels run "
-                   "fastest; 1: exact widths; the budget holds either way).")
+@click.option("--round-to", type=click.IntRange(min=1),
+              help="With --structure channel: keep a multiple of N channels per layer [8: what CPU kernels run "
+                   "fastest; 1: exact widths; the budget holds either way].")
 @click.option("--best-effort", is_flag=True,
               help="With --structure channel: when the target cannot be reached, prune as far as possible "
                    "(the report says target_reached: false) instead of exit 2.")
@@ -119,7 +91,7 @@ def progress_bar(console, enabled: bool):
               help="With --structure channel: time onnxruntime (CPU, batch 1) on the dense and pruned model.")
 def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
-          min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=8,
+          min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=None,
           benchmark=False, latency=None, best_effort=False) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 
@@ -127,13 +99,15 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
     """
     from rich.console import Console
 
-    if structure == "channel" or macs is not None or latency is not None:  # structured pruning: onnxprune/structured/cli.py
-        from ..structured.cli import run_channel_pruning
+    if structure == "channel" or macs is not None or latency is not None:  # structured pruning
+        from .prune_channels import run_channel_pruning
 
         return run_channel_pruning(**click.get_current_context().params)
 
     from ..density import target_density
 
+    if benchmark:  # a weight-pruned graph runs the dense kernels: nothing to time
+        raise OnnxPruneError("--benchmark applies to --structure channel only")
     method, scope = method or "synflow", scope or "global"
 
     target_density(compression, density, sparsity)  # fail fast, before loading anything (or torch)
@@ -151,7 +125,8 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
                            iterations=iterations, schedule=schedule, scope=scope, prune_bias=prune_bias,
                            input_shapes=shapes, data=data, batch_size=batch_size, data_batches=data_batches,
                            format=fmt, precision=precision, device=device, seed=seed, exclude=exclude,
-                           min_layer_density=min_layer_density, progress=progress)
+                           min_layer_density=min_layer_density, progress=progress, round_to=round_to,
+                           best_effort=best_effort)
     result.save(output, overwrite=True, inputs=(model,) if overwrite else ())
     written = list(result.report.output["files"])
     if report_path is not None:

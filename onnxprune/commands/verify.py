@@ -421,7 +421,7 @@ def verify(ctx: click.Context, pruned: Path, reference: Path | None, input_shape
     """Check PRUNED runs in onnxruntime exactly like the twin (and, with --reference, is the original
     with zeroed weights). Exit 3 on mismatch, 2 on bad input."""
     from ..io import load_model
-    from .prune import parse_input_shape
+    from .options import parse_input_shape
 
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     model = load_model(pruned)
