@@ -251,6 +251,8 @@ def _prune_channels(model_or_path, *, method, data, batch_size, data_batches, in
     if format != "auto":  # the rewritten graph is dense: nothing is stored sparse
         raise OnnxPruneError(f"{arg('format')} does not apply to {arg('structure')} channel (the output is a dense, "
                              "smaller graph)")
+    if str(device) not in ("auto", "cpu"):  # the analysis and the scores run on the CPU
+        raise OnnxPruneError(f"{arg('device')} does not apply to {arg('structure')} channel (it scores on the CPU)")
     method = method or DEFAULT_METHOD[data is not None]
     check_data(method, data, DATA_METHODS + CHANNEL_DATA_METHODS)
     if isinstance(model_or_path, onnx.ModelProto):

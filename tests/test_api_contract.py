@@ -142,6 +142,7 @@ def test_one_prune_for_both_structures(tmp_path):
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(structure="channel", macs=0.5, format="sparse"), "format does not apply to structure channel"),
     (dict(structure="channel", macs=0.5, prune_bias=True), "prune_bias does not apply to structure channel"),
+    (dict(structure="channel", macs=0.5, device="cuda"), "device does not apply to structure channel"),
     (dict(compression=1, round_to=4), "round_to applies to structure channel only"),
     (dict(compression=1, best_effort=True), "best_effort applies to structure channel only"),
     (dict(compression=1, structure="block"), "structure must be one of weight, channel"),

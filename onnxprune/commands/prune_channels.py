@@ -15,10 +15,9 @@ import click
 def run_channel_pruning(*, model: Path, compression, density, sparsity, output, overwrite, method, iterations,
                         schedule, scope, input_shapes, data, batch_size, data_batches, precision, seed, exclude,
                         min_layer_density, report_path, quiet, macs, round_to=None, benchmark=False, latency=None,
-                        best_effort=False, fmt="auto",
+                        best_effort=False, fmt="auto", device="auto",
                         plot_path=None, prune_bias=False, **ignored) -> None:
-    """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured).
-    --device does not apply (scoring runs on the CPU)."""
+    """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured)."""
     from .. import io
     from ..api import prune
     from ..report import stdout_console
@@ -34,7 +33,8 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
                    sparsity=sparsity, macs=macs, latency=latency, best_effort=best_effort, iterations=iterations,
                    schedule=schedule, scope=scope, min_layer_density=min_layer_density, round_to=round_to,
                    exclude=exclude, input_shapes=shapes or None, data=data, batch_size=batch_size,
-                   data_batches=data_batches, precision=precision, seed=seed, format=fmt, prune_bias=prune_bias)
+                   data_batches=data_batches, precision=precision, seed=seed, format=fmt, prune_bias=prune_bias,
+                   device=device)
     if benchmark:  # in the report too, so a pipeline can read the measured speed-up
         result.report["latency"] = compare(loaded, result.model, input_shapes=shapes or None)
     if "latency_fit" in result.report:  # measured again, apart from the search, at its settings
