@@ -167,3 +167,39 @@ def test_a_bin_whose_basis_rows_are_all_pruned_passes_no_flow():
     assert not alive.all()
     sess = ort.InferenceSession(pruned.model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.isfinite(sess.run(None, {"input": np.ones((1, 1, 256), np.float32)})[0]).all()
+
+
+def _max_identity(with_max: bool, weight_value: float | None = None):
+    """x -> MatMul W0 -> [Max(-inf, h): a max reduction's identity, as jax2tf writes it] -> MatMul W1.
+    `weight_value` overwrites one entry of W0 (inf: a broken weight)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((8, 16)).astype(np.float32)
+    if weight_value is not None:
+        w0[0, 0] = weight_value
+    inits = [numpy_helper.from_array(w0, "W0"), numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "W1"),
+             numpy_helper.from_array(np.array(-np.inf, np.float32), "identity")]
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["h"], name="mm0")]
+    nodes += [helper.make_node("Max", ["identity", "h"], ["m"]), helper.make_node("MatMul", ["m", "W1"], ["y"])] \
+        if with_max else [helper.make_node("MatMul", ["h", "W1"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              inits if with_max else inits[:2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_a_reductions_minus_inf_identity_keeps_its_sign():
+    """Before: |-inf| = +inf made R nan ("the weights hold inf/nan", magika). Only parameters are made
+    non-negative: the scores equal those of the same net without the Max."""
+    got, want = score(Twin(_max_identity(True)), "synflow"), score(Twin(_max_identity(False)), "synflow")
+    assert list(got) == ["W0", "W1"]
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=0)
+
+
+def test_a_flow_that_is_not_finite_names_the_node_where_it_starts():
+    from onnxprune.errors import ScoringError
+
+    with pytest.raises(ScoringError, match=r"R is (inf|nan) in float64, first at node 'mm0' \(MatMul\)"):
+        score(Twin(_max_identity(True, weight_value=np.inf)), "synflow")

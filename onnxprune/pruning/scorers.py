@@ -248,10 +248,11 @@ class SynFlow(Scorer):
         twin = self.twin
         twin.set_precision(self.precision)
         twin.eval()
-        stats = _batchnorm_statistics(twin)
+        stats, selectors = twin.facts.slot_inputs(roles.STAT), _selector_constants(twin)
         for name, p in twin.onnx_parameters().items():
             p.requires_grad_(name in self.names)
-            own_data(p, p.data.abs())
+            if name not in selectors and bool(torch.isfinite(p.data).all()):
+                own_data(p, p.data.abs())
         for name, b in twin.onnx_buffers().items():
             if name in stats:
                 own_data(b, b.data.abs())
@@ -293,10 +294,11 @@ class SynFlow(Scorer):
                 self.renormalized = True
                 r, grads = self._forward_backward()
         if not grads:
+            where = _first_non_finite(self.twin, self.feeds)
             hint = (f"it overflows: score in float64 ({arg('precision')} float64)"
-                    if self.precision != torch.float64 else "the weights hold inf/nan")
-            raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}: "
-                               f"{hint}")
+                    if self.precision != torch.float64 else "the flow is not finite")
+            raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}"
+                               f"{where}: {hint}")
         return r, grads
 
     def dense(self):
@@ -325,9 +327,39 @@ class SynFlow(Scorer):
         return theta
 
 
-def _batchnorm_statistics(twin: Twin) -> set[str]:
-    """Names of BatchNormalization running means and variances (made non-negative like parameters)."""
-    return twin.facts.slot_inputs(roles.STAT)
+def _first_non_finite(twin: Twin, feeds) -> str:
+    """", first at node 'NAME' (OP)": where the flow first leaves the finite numbers ("" if nowhere)."""
+    found: list = []  # the first NodeProto
+
+    def watch(step):
+        fn = step.fn  # the handler in force (the linearized one)
+
+        def run(*args):
+            result = fn(*args)
+            values = result if isinstance(result, (tuple, list)) else (result,)
+            if not found and any(isinstance(v, torch.Tensor) and v.is_floating_point() and
+                                 not bool(torch.isfinite(v).all()) for v in values):
+                found.append(step.node)
+            return result
+        return run
+
+    with torch.no_grad(), twin.overridden(watch, nested=False):
+        twin.run(feeds)
+    return f", first at node '{found[0].name or found[0].output[0]}' ({found[0].op_type})" if found else ""
+
+
+def _selector_constants(twin: Twin) -> set[str]:
+    """Constants that select or bound values instead of scaling them: read only by Max, Min, Where,
+    Clip or a comparison (a max reduction's -inf identity, a clamp bound, a mask threshold). SynFlow
+    makes every parameter non-negative; these are no parameters, and |-inf| = +inf would turn the flow
+    into inf, then nan (magika's jax2tf export). They keep their values, as do constants holding
+    inf or nan (additive attention masks)."""
+    facts = twin.facts
+    return {name for name, reads in facts.constant_reads().items()
+            if reads and all(i >= 0 and facts.nodes[i].op_type in SELECTING for i, _ in reads)}
+
+
+SELECTING = frozenset({"Max", "Min", "Where", "Clip", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"})
 
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in
