@@ -118,3 +118,40 @@ def test_distillation_of_a_transformer_block_from_named_arrays(tmp_path):
     after = agreement(recovered, tmp_path / "block.onnx", tmp_path / "heldout.npz", tmp_path)["outputs"]["logits"]
     assert after["kl"] < before["kl"] and after["top1_agreement"] >= before["top1_agreement"]
     assert "agreement with the teacher" in done.stdout
+
+
+def test_loss_weights_leave_an_output_out(tmp_path):
+    """`--loss-weights logits=0`: only the feature map's term trains, so the classifier weight that only
+    the logits read is left exactly as it was (no weight decay), while the features move."""
+    from onnx import numpy_helper
+
+    onnx.save(two_heads(seed=0), tmp_path / "teacher.onnx")
+    onnx.save(two_heads(seed=1), tmp_path / "student.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x_train=rng.standard_normal((256, 8)).astype(np.float32),
+             x_test=rng.standard_normal((64, 8)).astype(np.float32))
+    done = onnxprune("train", tmp_path / "student.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "npz",
+                     "--data-dir", tmp_path / "x.npz", "--no-normalize", "--epochs", "2", "--lr", "0.01",
+                     "--weight-decay", "0", "--loss-weights", "logits=0", "-o", tmp_path / "out.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    weights = {m: {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / f"{m}.onnx")).graph.initializer}
+               for m in ("student", "out")}
+    assert np.array_equal(weights["out"]["w2"], weights["student"]["w2"])
+    assert not np.array_equal(weights["out"]["w1"], weights["student"]["w1"])
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--teacher", "T", "--loss-weights", "boxes=1"], "names no output of the model: ['boxes']"),
+    (["--teacher", "T", "--loss-weights", "logits=-1"], "expected NAME=W,... with finite weights >= 0"),
+    (["--loss-weights", "logits=1"], "--loss-weights applies with --teacher only"),
+])
+def test_bad_loss_weights_are_one_line_exit_2(tmp_path, extra, words):
+    onnx.save(two_heads(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x_train=np.zeros((16, 8), np.float32), y_train=np.zeros(16, np.int64),
+             x_test=np.zeros((8, 8), np.float32), y_test=np.zeros(8, np.int64))
+    extra = [str(tmp_path / "m.onnx") if e == "T" else e for e in extra]
+    out = tmp_path / "out.onnx"
+    done = onnxprune("train", tmp_path / "m.onnx", *extra, "--dataset", "npz", "--data-dir", tmp_path / "x.npz",
+                     "--epochs", "1", "-o", out)
+    assert done.returncode == 2 and not out.exists(), done.stderr
+    assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr

@@ -12,6 +12,24 @@ from ..errors import OnnxPruneError
 from ..train import DATASETS, OPTIMIZER_NAMES
 
 
+def parse_loss_weights(text: str | None) -> dict[str, float]:
+    """'boxes=2,scores=0.5' -> {"boxes": 2.0, "scores": 0.5}; an output name may hold '=' (the last splits)."""
+    if not text:
+        return {}
+    weights = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not name or not weight >= 0 or weight == float("inf"):
+            raise OnnxPruneError(f"--loss-weights {text!r}: expected NAME=W,... with finite weights >= 0, "
+                                 "e.g. boxes=2,scores=1")
+        weights[name] = weight
+    return weights
+
+
 def parse_drops(text: str | None) -> tuple[int, ...]:
     """'30,60' or '30 60' -> (30, 60)."""
     if not text:
@@ -68,13 +86,15 @@ def default_output(model: Path) -> Path:
               help="With --teacher: softening of class scores.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="With --teacher: weight of the labelled loss (the data must have labels).")
+@click.option("--loss-weights", metavar="NAME=W,...",
+              help="With --teacher: weight of each output's distillation term (others 1; 0 leaves one out).")
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
                                       "fraction held out to measure agreement (never trained on).")
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
           checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0,
-          holdout=0.1):
+          holdout=0.1, loss_weights=None):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back.
@@ -87,6 +107,9 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
 
     from ..io import check_output_path
 
+    weights = parse_loss_weights(loss_weights)
+    if weights and teacher is None:
+        raise OnnxPruneError("--loss-weights applies with --teacher only")
     output = output or default_output(model)
     if output.resolve() == model.resolve():
         raise OnnxPruneError(f"{output}: the output would replace the input model; pass another -o")
@@ -106,7 +129,7 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
                            output=output, fmt=fmt, report=report_path,
                            checkpoint=checkpoint,
                            resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha,
-                           holdout=holdout)
+                           holdout=holdout, loss_weights=weights)
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:
         return

@@ -7,6 +7,7 @@ labelled objective, output by output (graph/outputs.py says what each output is)
   from logits, probabilities or log-probabilities alike;
 - any other float output: the per-sample mean squared error divided by the teacher output's variance
   over the batch, so outputs of different scales weigh alike.
+`weights` scales each output's term (`--loss-weights`; 1 each by default, 0 leaves an output out).
 `alpha` mixes in the labelled cross-entropy where labels exist: (1 - alpha) * distillation + alpha * CE.
 """
 
@@ -38,19 +39,22 @@ class Distillation:
     temperature: float = 1.0
     alpha: float = 0.0
     labelled: Objective | None = None
+    weights: Sequence[float] | None = None  # per graph output (None: 1 each)
 
     def __call__(self, student, teacher, y: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), device=y.device)
-        for s, t, kind in zip(_as_tuple(student), _as_tuple(teacher), self.kinds):
-            if not s.is_floating_point():
+        weights = self.weights or [1.0] * len(self.kinds)
+        for s, t, kind, weight in zip(_as_tuple(student), _as_tuple(teacher), self.kinds, weights):
+            if not s.is_floating_point() or weight == 0:
                 continue
             if kind == "values":
                 per_sample = (s.float() - t.float()).pow(2).reshape(s.shape[0], -1).mean(1)
-                total = total + per_sample.sum() / (t.float().var() + 1e-12)
+                term = per_sample.sum() / (t.float().var() + 1e-12)
             else:
                 lt = _log_probs(t, kind, self.temperature)
                 ls = _log_probs(s, kind, self.temperature)
-                total = total + self.temperature ** 2 * F.kl_div(ls, lt, log_target=True, reduction="sum")
+                term = self.temperature ** 2 * F.kl_div(ls, lt, log_target=True, reduction="sum")
+            total = total + weight * term
         if self.alpha > 0 and self.labelled is not None:
             return (1 - self.alpha) * total + self.alpha * self.labelled(first_output(student), y)
         return total

@@ -47,6 +47,7 @@ class TrainRequest:
     holdout: float = 0.1  # arrays named after the inputs (one source): this fraction measures, the rest trains
     temperature: float = 1.0
     alpha: float = 0.0
+    loss_weights: dict[str, float] = field(default_factory=dict)  # output name -> weight (others 1)
 
     @property
     def labelled(self) -> bool:
@@ -100,8 +101,8 @@ def _identity(req: TrainRequest, world: int) -> dict:
     cfg = asdict(req.config)
     for key in ("epochs", "workers", "test_batch_size"):
         cfg.pop(key)
-    teacher = {"teacher": file_hash(req.teacher), "temperature": req.temperature, "alpha": req.alpha} \
-        if req.teacher else {}
+    teacher = {"teacher": file_hash(req.teacher), "temperature": req.temperature, "alpha": req.alpha,
+               "loss_weights": dict(sorted(req.loss_weights.items()))} if req.teacher else {}
     return {"model": file_hash(req.model), "dataset": req.dataset, "data": os.path.abspath(req.data_dir),
             "augment": req.augment, "normalize": req.normalize, "world": world, **cfg, **teacher}
 
@@ -147,9 +148,13 @@ def _objective(req: TrainRequest, twin: Twin):
     from ..graph.outputs import output_kinds
     from .distill import Distillation
 
+    unknown = sorted(set(req.loss_weights) - set(twin.output_names))
+    if unknown:
+        raise OnnxPruneError(f"{arg('loss_weights')} names no output of the model: {unknown} (its outputs: "
+                             f"{twin.output_names})")
     kinds = output_kinds(twin.model)
     return Distillation([kinds.get(name, "values") for name in twin.output_names], req.temperature, req.alpha,
-                        labelled)
+                        labelled, [req.loss_weights.get(name, 1.0) for name in twin.output_names])
 
 
 def _datasets(req: TrainRequest, twin: Twin):
@@ -282,7 +287,7 @@ def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, histor
         report = {
             "model": str(req.model), "dataset": req.dataset, "data_dir": str(req.data_dir),
             "teacher": str(req.teacher) if req.teacher else None, "temperature": req.temperature,
-            "alpha": req.alpha, "test_accuracy_means": "top-1 agreement with the teacher" if req.teacher
+            "alpha": req.alpha, "loss_weights": req.loss_weights, "test_accuracy_means": "top-1 agreement with the teacher" if req.teacher
             else "top-1 accuracy against the labels",
             "output": str(req.output) if req.output else None, "config": asdict(req.config),
             "prunable": total, "kept": kept, "density": kept / total if total else 1.0, **extra,
