@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -323,13 +324,31 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool = False,
             raise OutputError(f"output {path} is the input file; pass {arg('overwrite')} to replace it")
     if path.exists() and not overwrite:
         raise OutputError(f"output {path} already exists; pass {arg('overwrite')} to replace it")
+    probe = None
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        with _signals_held():  # a SIGTERM between creating and naming the file would leave it behind
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+            os.close(fd)
     except OSError as err:
         raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
+    finally:
+        if probe is not None:
+            os.unlink(probe)
     return path
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT (and SIGALRM, which carries the CLI's retry of a SIGTERM that arrived during an
+    import) wait until the block is done, then are delivered: for the few statements that create a
+    temporary file and hand its name to the `finally` that removes it."""
+    held = {signal.SIGTERM, signal.SIGINT, *([signal.SIGALRM] if hasattr(signal, "SIGALRM") else [])}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _usual_mode() -> int:
@@ -350,17 +369,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output {path}: folder {folder} does not exist")
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=folder)
-    except OSError as err:
-        raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
-    os.close(fd)
-    os.chmod(tmp, _usual_mode())  # mkstemp creates 0600
-    try:
+        try:
+            with _signals_held():  # the name reaches the `finally` below before any SIGTERM is raised
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=folder)
+                os.close(fd)
+        except OSError as err:
+            raise OutputError(f"output {path}: folder {folder} is not writable ({err.strerror})") from None
+        os.chmod(tmp, _usual_mode())  # mkstemp creates 0600
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -60,6 +60,8 @@ PACKAGES = {
                      *[f"onnx/backend/test/data/pytorch-converted/test_{name}/model.onnx"
                        for name in ("Conv2d", "ConvTranspose2d", "Embedding", "Linear")]],
     "onnxruntime==1.31.1": ["onnxruntime/datasets/logreg_iris.onnx"],
+    "magika==1.0.3": ["magika/models/standard_v3_3/model.onnx"],  # jax2tf: a -inf max identity
+    "speechmos==0.0.1.1": ["speechmos/dnsmos_models/*.onnx"],  # DNSMOS: 901x161 spectrograms, ~12 GMAC
 }
 
 # Shapes for symbolic dims the file leaves open (what the package's own code feeds it).
@@ -74,6 +76,9 @@ SHAPES = {
     "ch_ppocr_mobile_v2.0_cls_infer": {"x": "1x3x48x192"},
     "common": {"input1": "1x1x64x128"},  # ddddocr: captcha height 64
     "common_old": {"input1": "1x1x64x128"},
+    "standard_v3_3": {"bytes": "1x2048"},  # magika: 2,048 byte values (int32 ids)
+    "bak_ovr": {"input_1": "1x901x161"}, "sig": {"input_1": "1x901x161"},
+    "sig_bak_ovr": {"input_1": "1x144160"}, "model_v8": {"input_1": "1x900x120"},
     **export_corpus.SHAPES,  # the transformers exports: token ids 1x16, ViT pixels 1x3x32x32
 }
 DEFAULT_DIM = {4: 64}  # rank -> size of an open non-batch dim: images 64x64, else 16

@@ -155,3 +155,27 @@ def test_bad_loss_weights_are_one_line_exit_2(tmp_path, extra, words):
                      "--epochs", "1", "-o", out)
     assert done.returncode == 2 and not out.exists(), done.stderr
     assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
+
+
+def test_random_inputs_recover_without_any_data(tmp_path):
+    """`--dataset random` draws inputs from each input's type (no file at all); agreement on other
+    random inputs (`compare --data random`, another seed) rises above the student's own."""
+    onnx.save(two_heads(seed=0), tmp_path / "teacher.onnx")
+    onnx.save(two_heads(seed=1), tmp_path / "student.onnx")
+    before = agreement(tmp_path / "student.onnx", tmp_path / "teacher.onnx", "random", tmp_path)
+    done = onnxprune("train", tmp_path / "student.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "random",
+                     "--epochs", "2", "--lr", "0.01", "-o", tmp_path / "out.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    after = agreement(tmp_path / "out.onnx", tmp_path / "teacher.onnx", "random", tmp_path)
+    assert after["outputs"]["logits"]["kl"] < before["outputs"]["logits"]["kl"]
+    assert after["outputs"]["features"]["relative_l2"] < before["outputs"]["features"]["relative_l2"]
+
+
+@pytest.mark.parametrize("extra, words", [([], "--dataset random has no labels"),
+                                          (["--teacher", "T", "--alpha", "0.5"], "--dataset random has no labels")])
+def test_random_data_without_a_teacher_is_refused(tmp_path, extra, words):
+    onnx.save(two_heads(), tmp_path / "m.onnx")
+    extra = [str(tmp_path / "m.onnx") if e == "T" else e for e in extra]
+    done = onnxprune("train", tmp_path / "m.onnx", "--dataset", "random", *extra, "--epochs", "1", "-o", tmp_path / "o.onnx")
+    assert done.returncode == 2 and not (tmp_path / "o.onnx").exists(), done.stderr
+    assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr

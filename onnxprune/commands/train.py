@@ -51,8 +51,8 @@ def default_output(model: Path) -> Path:
 @click.command("train")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--dataset", type=click.Choice(DATASETS), required=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
-              help="Dataset root folder (for npz: the .npz file). Nothing is downloaded.")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Dataset root folder (for npz: the .npz file; none for random). Nothing is downloaded.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Trained model [MODEL.trained.onnx].")
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -107,6 +107,8 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
 
     from ..io import check_output_path
 
+    if data_dir is None and dataset != "random":
+        raise OnnxPruneError(f"--data-dir is required with --dataset {dataset}")
     weights = parse_loss_weights(loss_weights)
     if weights and teacher is None:
         raise OnnxPruneError("--loss-weights applies with --teacher only")
@@ -121,7 +123,7 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
         check_output_path(report_path, overwrite=overwrite or resume, inputs=(model, output))
     check_output_path(checkpoint, overwrite=True)  # rewritten every epoch; --resume reads it back
     if workers is None:
-        workers = 0 if dataset == "npz" else min(4, os.cpu_count() or 1)
+        workers = 0 if dataset in ("npz", "random") else min(4, os.cpu_count() or 1)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                          lr_drops=parse_drops(lr_drops), lr_drop_rate=lr_drop_rate, weight_decay=weight_decay,
                          seed=seed, test_batch_size=test_batch_size, workers=workers)

@@ -5,7 +5,8 @@
   fitted and normalized exactly as `train` and `eval` do (train/data.py), so the model sees what it
   was trained on.
 - An .npz with one array, for a one-input model.
-- "random": floats N(0, 1), integer inputs zeros, symbolic dims from `input_shapes` (batch: `samples`).
+- "random": drawn from each input's type (`random_inputs`): floats N(0, 1), token ids uniform below
+  the size of the embedding table they index, attention masks ones, other integers zeros.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ def load_inputs(data: str | Path, model: onnx.ModelProto, *, split: str = "test"
                 input_shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """{input name: array} of up to `samples` rows (all of them when None)."""
     if str(data) == "random":
-        from ..structured.shapes import input_feeds
-
-        return input_feeds(model, input_shapes, seed=seed, batch=samples or 256)
+        return random_inputs(model, samples or 256, input_shapes=input_shapes, seed=seed)
     path = Path(data)
     arrays = _arrays(path)
     feeds = named_arrays(path, model, arrays)
@@ -41,6 +40,24 @@ def load_inputs(data: str | Path, model: onnx.ModelProto, *, split: str = "test"
     if len(rows) != 1 or 0 in rows:
         raise DataError(f"{path}: the input arrays have different or zero row counts ({sorted(rows)})")
     return {k: v[:samples] for k, v in feeds.items()} if samples else feeds
+
+
+def random_inputs(model: onnx.ModelProto, rows: int, *, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """`rows` samples per input, drawn as the SynFlow-free scorers draw example inputs (api.example_feeds):
+    the given or declared shape, its first dim `rows`; any other symbolic dim must be given."""
+    from ..api import example_feeds
+    from ..errors import OnnxPruneError
+    from ..pruning.inputs import resolve_shapes
+    from ..twin import Twin
+
+    twin = Twin(model)
+    try:
+        shapes = resolve_shapes(twin, input_shapes)
+    except OnnxPruneError as err:
+        raise DataError(f"random inputs need every non-batch dim: {err}") from None
+    shapes = {name: (rows, *shape[1:]) for name, shape in shapes.items()}
+    return {name: value.numpy() for name, value in example_feeds(twin, shapes, seed=seed).items()}
 
 
 def named_arrays(path: str | Path, model: onnx.ModelProto,

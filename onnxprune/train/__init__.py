@@ -3,5 +3,5 @@
 Kept light (no torch import) so the CLI can list choices without loading anything.
 """
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "npz")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "npz", "random")
 OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "rms")

@@ -32,7 +32,7 @@ KEEP_BN_HINT = ("export with BatchNorm kept: torch.onnx.export(model, x, path, d
 class TrainRequest:
     model: Path
     dataset: str
-    data_dir: Path
+    data_dir: Path | None  # None: --dataset random
     config: TrainConfig = field(default_factory=TrainConfig)
     device: str = "auto"
     augment: bool | None = None
@@ -103,7 +103,7 @@ def _identity(req: TrainRequest, world: int) -> dict:
         cfg.pop(key)
     teacher = {"teacher": file_hash(req.teacher), "temperature": req.temperature, "alpha": req.alpha,
                "loss_weights": dict(sorted(req.loss_weights.items()))} if req.teacher else {}
-    return {"model": file_hash(req.model), "dataset": req.dataset, "data": os.path.abspath(req.data_dir),
+    return {"model": file_hash(req.model), "dataset": req.dataset, "data": os.path.abspath(req.data_dir) if req.data_dir else None,
             "augment": req.augment, "normalize": req.normalize, "world": world, **cfg, **teacher}
 
 
@@ -157,10 +157,21 @@ def _objective(req: TrainRequest, twin: Twin):
                         labelled, [req.loss_weights.get(name, 1.0) for name in twin.output_names])
 
 
+# `--dataset random`: samples drawn per run (seeded), the holdout split off them like an npz's. The
+# seed is offset so that `compare --data random` (seed 0) never measures on samples trained on.
+RANDOM_ROWS, RANDOM_SEED_OFFSET = 4096, 1_000_003
+
+
 def _datasets(req: TrainRequest, twin: Twin):
     """(train, test) sets: images from a dataset, or (with a teacher) an npz's arrays named after the
     model's inputs, split by `holdout` so that recovery and measurement never share a sample."""
     arrays = None
+    if req.dataset == "random":  # label-free by nature: --teacher gives the targets
+        if req.teacher is None or req.alpha > 0:
+            raise DataError(f"--dataset random has no labels: it trains with {arg('teacher')} only (alpha 0)")
+        from ..fidelity.samples import random_inputs
+
+        arrays = random_inputs(twin.model, RANDOM_ROWS, seed=req.config.seed + RANDOM_SEED_OFFSET)
     if req.teacher is not None and req.dataset == "npz":
         from ..fidelity.samples import named_arrays
 
@@ -285,7 +296,7 @@ def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, histor
         save_model(write_back(model, twin_tensors(twin), fmt=req.fmt), req.output)
     if req.report is not None:
         report = {
-            "model": str(req.model), "dataset": req.dataset, "data_dir": str(req.data_dir),
+            "model": str(req.model), "dataset": req.dataset, "data_dir": str(req.data_dir) if req.data_dir else None,
             "teacher": str(req.teacher) if req.teacher else None, "temperature": req.temperature,
             "alpha": req.alpha, "loss_weights": req.loss_weights, "test_accuracy_means": "top-1 agreement with the teacher" if req.teacher
             else "top-1 accuracy against the labels",
