@@ -99,3 +99,54 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case, words):
     done = onnxprune("compare", *args, "--report", tmp_path / "r.json")
     assert done.returncode == 2 and not (tmp_path / "r.json").exists()
     assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
+
+
+def _png_folder(folder: Path, count: int = 24, size: int = 28) -> np.ndarray:
+    """`count` gray PNGs of random pixels; returns what the model should see ([N, 1, H, W] in [0, 1])."""
+    from PIL import Image
+
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (count, size, size), dtype=np.uint8)
+    for i, p in enumerate(pixels):
+        Image.fromarray(p).save(folder / f"{i:03d}.png")
+    return (pixels[:, None] / 255.0).astype(np.float32)
+
+
+def test_a_folder_of_images_reads_as_its_pixels(tmp_path):
+    """`--data FOLDER` (no class subfolders): the same figures as an npz holding those pixels; with
+    --mean / --std, the same as the npz normalized so."""
+    expected = _png_folder(tmp_path / "images")
+    broken = broken_lenet(tmp_path)
+    for extra, array in (([], expected), (["--mean", "0.5", "--std", "0.25"], (expected - 0.5) / 0.25)):
+        np.savez(tmp_path / "x.npz", input=array)
+        figures = []
+        for data in (tmp_path / "images", tmp_path / "x.npz"):
+            done = onnxprune("compare", broken, LENET, "--data", data, "--report", tmp_path / "r.json", "--overwrite",
+                             *(extra if data.is_dir() else []))
+            assert done.returncode == 0, done.stderr
+            figures.append(json.loads((tmp_path / "r.json").read_text())["outputs"]["logits"])
+        assert figures[0]["top1_agreement"] == figures[1]["top1_agreement"]
+        assert figures[0]["kl"] == pytest.approx(figures[1]["kl"], rel=1e-5) and figures[0]["kl"] > 0
+
+
+def test_distillation_from_a_folder_of_images(tmp_path):
+    _png_folder(tmp_path / "images", count=40)
+    out = tmp_path / "out.onnx"
+    done = onnxprune("train", broken_lenet(tmp_path), "--teacher", LENET, "--dataset", "imagefolder",
+                     "--data-dir", tmp_path / "images", "--epochs", "1", "-o", out, "-q")
+    assert done.returncode == 0 and out.is_file(), done.stderr
+
+
+@pytest.mark.parametrize("extra, words", [(["--color", "rgb"], "takes 1 channel(s), not rgb images"),
+                                          (["--image-size", "28"], "--image-size '28': expected HxW"),
+                                          (["--std", "0"], "std > 0")])
+def test_bad_image_options_are_one_line_exit_2(tmp_path, extra, words):
+    _png_folder(tmp_path / "images", count=2)
+    done = onnxprune("compare", LENET, LENET, "--data", tmp_path / "images", *extra)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
+
+
+def test_a_folder_without_images_is_one_line_exit_2(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    done = onnxprune("compare", LENET, LENET, "--data", tmp_path / "empty")
+    assert done.returncode == 2 and "no image files" in done.stderr and "subfolders are not read" in done.stderr

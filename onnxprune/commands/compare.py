@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .options import image_options
 from .verify import VERIFY_FAILED
 
 
@@ -13,7 +14,8 @@ from .verify import VERIFY_FAILED
 @click.argument("pruned", type=click.Path(path_type=Path))
 @click.argument("original", type=click.Path(path_type=Path))
 @click.option("--data", required=True, metavar="INPUTS",
-              help="An .npz (one array per input, named after it; or x_test / x_train images), or 'random'.")
+              help="An .npz (one array per input, named after it; or x_test / x_train images), a folder of "
+                   "images, or 'random'.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
               help="Which images of an x_train / x_test npz.")
 @click.option("--samples", type=click.IntRange(min=1), help="At most this many rows [all; random: 256].")
@@ -24,19 +26,23 @@ from .verify import VERIFY_FAILED
               help="Exit 3 when any output's agreement (top-1, or cosine for non-class outputs) is below this.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --report file.")
-def compare(pruned, original, data, split, samples, batch_size, input_shapes, min_agreement, report_path, overwrite):
+@image_options
+def compare(pruned, original, data, split, samples, batch_size, input_shapes, min_agreement, report_path, overwrite,
+            image_size=None, mean=None, std=None, layout=None, color=None):
     """How closely PRUNED follows ORIGINAL on the same inputs, in onnxruntime, without labels: per
     output, top-1/top-5 agreement and KL for class scores, relative L2, cosine and max |diff| else."""
     from .. import fidelity
     from ..io import check_output_path, load_model, write_json
-    from .options import parse_input_shape
+    from .options import parse_image_options, parse_input_shape
 
     if report_path is not None:
         check_output_path(report_path, overwrite=overwrite, inputs=(pruned, original))
     candidate, reference = load_model(pruned), load_model(original)
     fidelity.check_interfaces(candidate, reference)  # before reading any data for them
     shapes = dict(parse_input_shape(text) for text in input_shapes)
-    feeds = fidelity.load_inputs(data, reference, split=split, samples=samples, input_shapes=shapes or None)
+    images = parse_image_options(image_size, mean, std, layout, color)
+    feeds = fidelity.load_inputs(data, reference, split=split, samples=samples, input_shapes=shapes or None,
+                                 images=images)
     result = fidelity.compare(candidate, reference, feeds, batch_size=batch_size)
     result.update(pruned=str(pruned), original=str(original), data=str(data), min_agreement=min_agreement)
     click.echo(f"{result['samples']} samples of {data}")

@@ -34,3 +34,43 @@ def check_side_outputs(paths, model: Path, output: Path, *, overwrite: bool) -> 
         if extra.resolve() in (model.resolve(), output.resolve()):
             raise OnnxPruneError(f"{extra}: --report / --plot must not name the input or output model")
         io.check_output_path(extra, overwrite=overwrite)
+
+
+def image_options(command):
+    """The options that read a folder of images without labels (fidelity/images.py)."""
+    import click
+
+    for option in reversed([
+        click.option("--image-size", metavar="HxW", help="Images from a folder: resize to this [the input's]."),
+        click.option("--mean", metavar="M[,M,M]", help="Images from a folder: subtracted per channel, after "
+                                                       "scaling to [0, 1] [0]."),
+        click.option("--std", metavar="S[,S,S]", help="Images from a folder: divided by, per channel [1]."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="Images from a folder [from the input's shape]."),
+        click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]),
+                     help="Images from a folder [gray for 1 channel, rgb for 3]."),
+    ]):
+        command = option(command)
+    return command
+
+
+def parse_image_options(image_size, mean, std, layout, color):
+    """The image options as fidelity.images.ImageOptions (one clear line for a malformed value)."""
+    from ..fidelity.images import ImageOptions
+
+    def floats(text, flag, default):
+        if not text:
+            return default
+        try:
+            return tuple(float(t) for t in text.replace(",", " ").split())
+        except ValueError:
+            raise OnnxPruneError(f"{flag} {text!r}: expected one number or one per channel, e.g. 0.5,0.5,0.5") from None
+
+    size = None
+    if image_size:
+        try:
+            size = tuple(int(d) for d in image_size.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) <= 0:
+            raise OnnxPruneError(f"--image-size {image_size!r}: expected HxW with positive sizes, e.g. 224x224")
+    return ImageOptions(size, floats(mean, "--mean", (0.0,)), floats(std, "--std", (1.0,)), layout, color)

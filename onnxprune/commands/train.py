@@ -10,6 +10,7 @@ import click
 from .. import choices
 from ..errors import OnnxPruneError
 from ..train import DATASETS, OPTIMIZER_NAMES
+from .options import image_options, parse_image_options
 
 
 def parse_loss_weights(text: str | None) -> dict[str, float]:
@@ -91,10 +92,11 @@ def default_output(model: Path) -> Path:
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
                                       "fraction held out to measure agreement (never trained on).")
+@image_options
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
           checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0,
-          holdout=0.1, loss_weights=None):
+          holdout=0.1, loss_weights=None, image_size=None, mean=None, std=None, layout=None, color=None):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back.
@@ -131,7 +133,8 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
                            output=output, fmt=fmt, report=report_path,
                            checkpoint=checkpoint,
                            resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha,
-                           holdout=holdout, loss_weights=weights)
+                           holdout=holdout, loss_weights=weights,
+                           images=parse_image_options(image_size, mean, std, layout, color))
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:
         return

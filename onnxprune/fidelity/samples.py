@@ -5,6 +5,7 @@
   fitted and normalized exactly as `train` and `eval` do (train/data.py), so the model sees what it
   was trained on.
 - An .npz with one array, for a one-input model.
+- A folder of images without class subfolders (images.py), for a one-input image model.
 - "random": drawn from each input's type (`random_inputs`): floats N(0, 1), token ids uniform below
   the size of the embedding table they index, attention masks ones, other integers zeros.
 """
@@ -19,6 +20,7 @@ import onnx
 from onnx import helper
 
 from ..errors import DataError
+from .images import ImageOptions, folder_images
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -27,11 +29,15 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 def load_inputs(data: str | Path, model: onnx.ModelProto, *, split: str = "test", samples: int | None = None,
-                input_shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+                input_shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0,
+                images: ImageOptions | None = None) -> dict[str, np.ndarray]:
     """{input name: array} of up to `samples` rows (all of them when None)."""
     if str(data) == "random":
         return random_inputs(model, samples or 256, input_shapes=input_shapes, seed=seed)
     path = Path(data)
+    if path.is_dir():
+        feeds = folder_inputs(path, model, images or ImageOptions())
+        return {k: v[:samples] for k, v in feeds.items()} if samples else feeds
     arrays = _arrays(path)
     feeds = named_arrays(path, model, arrays)
     if feeds is None:
@@ -40,6 +46,14 @@ def load_inputs(data: str | Path, model: onnx.ModelProto, *, split: str = "test"
     if len(rows) != 1 or 0 in rows:
         raise DataError(f"{path}: the input arrays have different or zero row counts ({sorted(rows)})")
     return {k: v[:samples] for k, v in feeds.items()} if samples else feeds
+
+
+def folder_inputs(folder: Path, model: onnx.ModelProto, options: ImageOptions) -> dict[str, np.ndarray]:
+    """A one-input model's samples from a folder of images (fidelity/images.py)."""
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        raise DataError(f"{folder}: a folder of images feeds one input; the model has {len(inputs)}")
+    return {inputs[0].name: _typed(folder_images(folder, inputs[0], options), inputs[0], folder)}
 
 
 def random_inputs(model: onnx.ModelProto, rows: int, *, input_shapes: Mapping[str, tuple[int, ...]] | None = None,

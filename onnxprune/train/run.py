@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import onnx
 import torch
@@ -48,6 +48,7 @@ class TrainRequest:
     temperature: float = 1.0
     alpha: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # output name -> weight (others 1)
+    images: Any = None  # fidelity.images.ImageOptions for an imagefolder without class subfolders
 
     @property
     def labelled(self) -> bool:
@@ -176,6 +177,12 @@ def _datasets(req: TrainRequest, twin: Twin):
         from ..fidelity.samples import named_arrays
 
         arrays = named_arrays(req.data_dir, twin.model)
+    if req.teacher is not None and req.dataset == "imagefolder" and Path(req.data_dir).is_dir():
+        from ..fidelity.images import ImageOptions, image_files
+        from ..fidelity.samples import folder_inputs
+
+        if image_files(Path(req.data_dir)):  # the images themselves, no class subfolders
+            arrays = folder_inputs(Path(req.data_dir), twin.model, req.images or ImageOptions())
     if arrays is not None:
         return _array_splits(arrays, req.holdout, req.config.seed)
     if len(twin.inputs) != 1:
