@@ -252,8 +252,8 @@ class SynFlow(Scorer):
         stats, selectors = twin.facts.slot_inputs(roles.STAT), _selector_constants(twin)
         for name, p in twin.onnx_parameters().items():
             p.requires_grad_(name in self.names)
-            if name not in selectors and bool(torch.isfinite(p.data).all()):
-                own_data(p, p.data.abs())
+            keeps_sign = name in selectors or not bool(torch.isfinite(p.data).all())
+            own_data(p, p.data if keeps_sign else p.data.abs())  # the session prunes its own copy
         for name, b in twin.onnx_buffers().items():
             if name in stats:
                 own_data(b, b.data.abs())
