@@ -21,7 +21,8 @@ from .verify import VERIFY_FAILED
 @click.option("--samples", type=click.IntRange(min=1), help="At most this many rows [all; random: 256].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
-              help="Shape of an input for --data random (repeatable); symbolic dims default to --samples.")
+              help="Shape of an input for --data random (repeatable), where a non-batch dim is symbolic; "
+                   "the first dim becomes --samples.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1),
               help="Exit 3 when any output's agreement (top-1, or cosine for non-class outputs) is below this.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")

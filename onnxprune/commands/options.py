@@ -10,14 +10,20 @@ from ..errors import OnnxPruneError
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """NAME=1x3x224x224 -> ("NAME", (1, 3, 224, 224)). The name may itself contain '='; the last one splits."""
     name, sep, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or any(d <= 0 for d in shape):
+    shape = _dims(dims)
+    if not sep or not name or not shape:
         raise OnnxPruneError(f"--input-shape {text!r}: expected NAME=DIMxDIMx... with positive dims, "
                              "e.g. input=1x3x224x224")
     return name, shape
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    """'1x3x224x224' -> (1, 3, 224, 224); () unless every dim is a positive integer."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        return ()
+    return dims if all(d > 0 for d in dims) else ()
 
 
 def default_output(model: Path) -> Path:
@@ -65,12 +71,7 @@ def parse_image_options(image_size, mean, std, layout, color):
         except ValueError:
             raise OnnxPruneError(f"{flag} {text!r}: expected one number or one per channel, e.g. 0.5,0.5,0.5") from None
 
-    size = None
-    if image_size:
-        try:
-            size = tuple(int(d) for d in image_size.lower().split("x"))
-        except ValueError:
-            size = ()
-        if len(size) != 2 or min(size) <= 0:
-            raise OnnxPruneError(f"--image-size {image_size!r}: expected HxW with positive sizes, e.g. 224x224")
+    size = _dims(image_size) if image_size else None
+    if size is not None and len(size) != 2:
+        raise OnnxPruneError(f"--image-size {image_size!r}: expected HxW with positive sizes, e.g. 224x224")
     return ImageOptions(size, floats(mean, "--mean", (0.0,)), floats(std, "--std", (1.0,)), layout, color)

@@ -259,7 +259,8 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     compute in onnxruntime what the original computes with the recorded channels' parameters zeroed.
     The original may be any earlier file of the chain: its own record is a prefix of the pruned one's,
     the steps after it are composed into one, and zeros that weight pruning added on the way go into
-    the reference (as in the weight check: only in prunable weights)."""
+    the reference (as in the weight check: only in prunable weights). No channel step since the
+    original (a weight-pruned file, or none pruned at all): the bitwise weight check."""
     from ..api import example_feeds
     from ..io import ort_session
     from ..pruning.inputs import resolve_shapes
@@ -345,24 +346,22 @@ def _channel_reference(check: ReferenceCheck, pruned: onnx.ModelProto, original:
         by_tensor.setdefault(e["tensor"], []).append(e)
     for name, base in theirs.items():
         after = value(name)
-        reference = arrays.get(name, base).copy()
-        index = kept_index(base.shape, by_tensor.get(name, []))
-        if after is None or after.shape != tuple(len(i) for i in index) or after.dtype != base.dtype:
+        index = np.ix_(*kept_index(base.shape, by_tensor.get(name, [])))
+        reference = arrays.get(name, base)
+        if after is None or after.shape != reference[index].shape or after.dtype != base.dtype:
             if name in by_tensor and not legacy:
                 check.problems.append(f"tensor '{name}' is not the reference's with the recorded channels removed")
             continue
-        kept = reference[np.ix_(*index)]
-        differ = kept != after
+        differ = reference[index] != after
         if not differ.any():
-            arrays[name] = reference
-        elif (after[differ] == 0).all() and (name in prunable or name not in by_tensor):
-            if name not in prunable:
-                continue  # a size the channel rewrite wrote (a Reshape's shape): the reference keeps its own
-            reference[np.ix_(*index)] = after  # zeros weight pruning added
-            arrays[name] = reference
+            continue
+        if name in prunable and (after[differ] == 0).all():  # zeros weight pruning added
+            arrays[name] = reference = reference.copy()
+            reference[index] = after
             check.zeroed += int(differ.sum())
         elif name in by_tensor or name in prunable:
             check.problems.append(f"tensor '{name}': kept entries differ from the reference ({int(differ.sum())} entries)")
+        # else a size the channel rewrite wrote (a Reshape's shape): the reference keeps its own
     return with_values(original, arrays), entries
 
 
@@ -431,9 +430,7 @@ def verify(ctx: click.Context, pruned: Path, reference: Path | None, input_shape
     if original is not None:
         from ..structured.record import recorded
 
-        steps = recorded(model)
-        ref = (compare_channels(pruned, model, original, steps, input_shapes=shapes, seed=seed) if steps or
-               recorded(original) else compare_with_reference(model, original))
+        ref = compare_channels(pruned, model, original, recorded(model), input_shapes=shapes, seed=seed)
     ok = all(d.ok for d in diffs) and (ref is None or not ref.problems)
     for d in diffs:  # a model pruned to death still verifies (exactly): say so, in one line each
         if d.dead:

@@ -56,16 +56,16 @@ def folder_inputs(folder: Path, model: onnx.ModelProto, options: ImageOptions) -
     return {inputs[0].name: _typed(folder_images(folder, inputs[0], options), inputs[0], folder)}
 
 
-def random_inputs(model: onnx.ModelProto, rows: int, *, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+def random_inputs(model, rows: int, *, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                   seed: int = 0) -> dict[str, np.ndarray]:
-    """`rows` samples per input, drawn as the SynFlow-free scorers draw example inputs (api.example_feeds):
-    the given or declared shape, its first dim `rows`; any other symbolic dim must be given."""
+    """`rows` samples per input of `model` (a ModelProto, or its Twin), drawn as api.example_feeds
+    draws them: the given or declared shape, its first dim `rows`; any other symbolic dim must be given."""
     from ..api import example_feeds
     from ..errors import OnnxPruneError
     from ..pruning.inputs import resolve_shapes
     from ..twin import Twin
 
-    twin = Twin(model)
+    twin = model if isinstance(model, Twin) else Twin(model)
     try:
         shapes = resolve_shapes(twin, input_shapes)
     except OnnxPruneError as err:

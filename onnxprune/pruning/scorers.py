@@ -296,9 +296,8 @@ class SynFlow(Scorer):
                 r, grads = self._forward_backward()
         if not grads:
             where = _first_non_finite(self.twin, self.feeds)
-            hint = "the flow is not finite"
             raise ScoringError(f"synflow: R is {float(r.detach())} in {str(self.precision).replace('torch.', '')}"
-                               f"{where}: {hint}")
+                               f"{where}: the flow is not finite")
         return r, grads
 
     def dense(self):

@@ -26,12 +26,9 @@ def resizable(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     for node in graph.node:
         if node.op_type == "ConstantOfShape" and node.input and node.input[0] in arrays:
             arrays[node.output[0]] = filled_value(node, arrays[node.input[0]])
-    readers: dict[str, int] = {}
+    shared = _shared_inputs(graph)
     for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    for node in graph.node:
-        if node.op_type == "Identity" and node.input[0] in arrays and readers[node.input[0]] > 1:
+        if node.op_type == "Identity" and node.input[0] in arrays and node.input[0] in shared:
             arrays.setdefault(node.output[0], arrays[node.input[0]])
     return arrays
 
@@ -44,13 +41,14 @@ def store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
         if tensor.name in arrays:
             tensor.CopyFrom(numpy_helper.from_array(np.asarray(arrays[tensor.name], order="C"), tensor.name))
     taken = names(graph)
+    shared, stored = _shared_inputs(graph), {t.name: t for t in graph.initializer}
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant" and node.output[0] in arrays:
             for a in node.attribute:
                 if a.name == "value":
                     a.t.CopyFrom(numpy_helper.from_array(np.asarray(arrays[node.output[0]], order="C"), a.t.name))
         elif node.op_type == "ConstantOfShape" and node.output[0] in arrays:
-            _refill(graph, index, arrays[node.output[0]], taken)
+            _refill(graph, index, arrays[node.output[0]], taken, shared, stored)
         elif node.op_type == "Identity" and node.output[0] in originals and node.input[0] in originals and \
                 (node.output[0] in arrays or node.input[0] in arrays):  # this copy, or its source, resized
             add_copy(graph, node.input[0], arrays.get(node.output[0], originals[node.output[0]]), index, 0, taken)
@@ -61,7 +59,17 @@ def store(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
                 d.dim_value = n
 
 
-def _refill(graph: onnx.GraphProto, index: int, value: np.ndarray, taken: set[str]) -> None:
+def _shared_inputs(graph: onnx.GraphProto) -> set[str]:
+    """Names that more than one node input reads."""
+    seen, shared = set(), set()
+    for node in graph.node:
+        for name in node.input:
+            (shared if name in seen else seen).add(name)
+    return shared
+
+
+def _refill(graph: onnx.GraphProto, index: int, value: np.ndarray, taken: set[str], shared: set[str],
+            stored: dict[str, onnx.TensorProto]) -> None:
     """ConstantOfShape node `index` now yields `value`: a new shape when it is still its fill, else a
     Constant of that value (same output name)."""
     node = graph.node[index]
@@ -69,8 +77,8 @@ def _refill(graph: onnx.GraphProto, index: int, value: np.ndarray, taken: set[st
     value = np.asarray(value)
     if value.size and (value == fill).all():
         shape = np.array(value.shape, np.int64)
-        own = next((t for t in graph.initializer if t.name == node.input[0]), None)
-        if own is not None and sum(name == own.name for n in graph.node for name in n.input) == 1:
+        own = stored.get(node.input[0]) if node.input[0] not in shared else None
+        if own is not None:
             own.CopyFrom(numpy_helper.from_array(shape, own.name))  # its only reader: resized in place
         else:
             add_copy(graph, node.input[0], shape, index, 0, taken)

@@ -166,23 +166,7 @@ RANDOM_ROWS, RANDOM_SEED_OFFSET = 4096, 1_000_003
 def _datasets(req: TrainRequest, twin: Twin):
     """(train, test) sets: images from a dataset, or (with a teacher) an npz's arrays named after the
     model's inputs, split by `holdout` so that recovery and measurement never share a sample."""
-    arrays = None
-    if req.dataset == "random":  # label-free by nature: --teacher gives the targets
-        if req.teacher is None or req.alpha > 0:
-            raise DataError(f"--dataset random has no labels: it trains with {arg('teacher')} only (alpha 0)")
-        from ..fidelity.samples import random_inputs
-
-        arrays = random_inputs(twin.model, RANDOM_ROWS, seed=req.config.seed + RANDOM_SEED_OFFSET)
-    if req.teacher is not None and req.dataset == "npz":
-        from ..fidelity.samples import named_arrays
-
-        arrays = named_arrays(req.data_dir, twin.model)
-    if req.teacher is not None and req.dataset == "imagefolder" and Path(req.data_dir).is_dir():
-        from ..fidelity.images import ImageOptions, image_files
-        from ..fidelity.samples import folder_inputs
-
-        if image_files(Path(req.data_dir)):  # the images themselves, no class subfolders
-            arrays = folder_inputs(Path(req.data_dir), twin.model, req.images or ImageOptions())
+    arrays = _unlabelled_arrays(req, twin)
     if arrays is not None:
         return _array_splits(arrays, req.holdout, req.config.seed)
     if len(twin.inputs) != 1:
@@ -196,6 +180,25 @@ def _datasets(req: TrainRequest, twin: Twin):
     if len(train_set) == 0 or len(test_set) == 0:
         raise DataError(f"{req.data_dir}: the {'training' if len(train_set) == 0 else 'test'} split is empty")
     return train_set, test_set
+
+
+def _unlabelled_arrays(req: TrainRequest, twin: Twin) -> dict | None:
+    """One array per model input from a label-free source (see fidelity/samples.py): random draws, an
+    npz naming the inputs, or a folder holding the images themselves; None for a labelled dataset."""
+    from ..fidelity import images, samples
+
+    if req.dataset == "random":  # label-free by nature: --teacher gives the targets
+        if req.teacher is None or req.alpha > 0:
+            raise DataError(f"--dataset random has no labels: it trains with {arg('teacher')} only (alpha 0)")
+        return samples.random_inputs(twin, RANDOM_ROWS, seed=req.config.seed + RANDOM_SEED_OFFSET)
+    if req.teacher is None:
+        return None
+    if req.dataset == "npz":
+        return samples.named_arrays(req.data_dir, twin.model)
+    if req.dataset == "imagefolder" and Path(req.data_dir).is_dir() and images.image_files(Path(req.data_dir)):
+        # the images themselves, no class subfolders
+        return samples.folder_inputs(Path(req.data_dir), twin.model, req.images or images.ImageOptions())
+    return None
 
 
 def _array_splits(arrays: dict, holdout: float, seed: int):
