@@ -532,3 +532,40 @@ def test_caffe2_light_models_prune_and_verify(tmp_path, name):
     assert 0.48 * macs["total"] <= macs["kept"] <= 0.5 * macs["total"]
     check = subprocess.run([exe, "verify", str(out), "--reference", str(src)], capture_output=True, text=True, timeout=300)
     assert check.returncode == 0 and check.stdout.strip().splitlines()[-1] == "verified", check.stdout + check.stderr
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 / EfficientNet block: 1x1 expand, depthwise 3x3, SiLU, 1x1 project, residual."""
+
+    def __init__(self, width: int, expand: int):
+        super().__init__()
+        hidden = width * expand
+        self.body = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(),
+                                  nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.SiLU(),
+                                  nn.Conv2d(hidden, width, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def test_default_choice_shrinks_memory_bound_channels_further():
+    """At a MAC budget, the default (--scope local) weighs each layer by its MACs against the memory-
+    bound work its channels carry: an inverted residual's expanded channels (depthwise, SiLU) shrink
+    further than the residual stream, whose channels are mostly MACs. Still exact, budget kept."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), InvertedResidual(32, 4), InvertedResidual(32, 4),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    model = export(net, (1, 3, 16, 16))
+    cg = analyze(model)
+    stream, hidden = cg.keys()[("0.weight", 0)], cg.keys()[("1.body.0.weight", 0)]
+    # per position: the depthwise output and SiLU's two passes (Sigmoid, Mul) carry 3 x 16 x 16
+    # elements; the expand conv's output, its BatchNorm and ReLU are fused into the conv: not counted
+    assert cg.traffic[hidden] == pytest.approx(np.full(len(hidden), 3 * 16 * 16 * cg.batch))
+    result = prune_channels(model, macs=0.5, round_to=1)
+    kept = {name: (~result.removed[channels]).mean() for name, channels in
+            {"stream": stream, "hidden": hidden}.items()}
+    assert kept["hidden"] < kept["stream"] - 0.1, kept
+    macs = result.report["macs"]
+    assert 0.48 * macs["total"] <= macs["kept"] <= 0.5 * macs["total"]
+    feeds = zoo.sample_feeds(model)
+    assert rel_diff(run(result.model, feeds), run(zeroed(result.graph, result.removed), feeds)) < TOL

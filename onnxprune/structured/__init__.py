@@ -44,6 +44,11 @@ DEFAULT_METHOD = {True: "taylor", False: "l2"}  # by whether data (batches) is g
 # --macs 0.5; with 8 they run 1.50-1.83x faster at batch 1, one thread, ahead of 16 on three of four
 # models (scripts/bench_widths.py, README), and 8 suits GPU tensor cores. round_to=1: exact widths.
 ROUND_TO = 8
+# --scope local weighs each layer by its MACs against the memory-bound elements its channels carry
+# (select.local_scores), one element counted as this many MACs: at --macs 0.5, round-to 8, one thread,
+# efficientnet_b0 went from 1.53x to 1.87x, resnet18 1.76x to 1.77x, mobilenet_v2 and _v3_small moved
+# within noise (scripts/bench_widths.py); 20 and above slowed resnet18 (1.66-1.69x).
+TRAFFIC_MACS = 10.0
 DEFAULT_SCOPE = {True: "local", False: "global"}  # by method in CHANNEL_METHODS; at init: SynFlow's global
 
 __all__ = ["ChannelGraph", "Structured", "analyze", "prune_channels", "rewrite", "zeroed", "select", "cost"]
@@ -204,7 +209,7 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
     dtype = PRECISIONS.get(precision, precision)
     if method in CHANNEL_METHODS:  # one pass: these scores do not depend on which channels went
         scores = importance(cg, method, batches=batches, seed=seed, precision=dtype)
-        scores = local_scores(cg, scores) if scope == "local" else scores
+        scores = local_scores(cg, scores, TRAFFIC_MACS) if scope == "local" else scores
         removed = select(cg, scores, fraction, objective, min_fraction=min_layer_density)
         if progress is not None:
             progress(1, 1)
@@ -228,7 +233,7 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
                                   generator=generator, **options)
             scores = channel_scores(cg, {k_: v.double().cpu().numpy() for k_, v in weight_scores.items()})
         if scope == "local":
-            scores = local_scores(cg, scores)
+            scores = local_scores(cg, scores, TRAFFIC_MACS)
         removed = select(cg, scores, step, objective, min_fraction=min_layer_density, removed=removed)
         if progress is not None:
             progress(k, n)

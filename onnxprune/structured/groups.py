@@ -35,6 +35,9 @@ class ChannelGraph:
     reasons: dict[str, int]  # why channels are frozen -> how many
     shapes: dict[str, tuple[int, ...]]
     batch: int = 1  # the probe batch, when the first input's first dim is symbolic: MACs / batch per sample
+    # per channel, the activation elements that carry it (summed over every labelled tensor, at the
+    # probe's batch): the memory-bound work (activations, norms, depthwise, SE) its removal saves
+    traffic: np.ndarray | None = None
 
     @property
     def n_channels(self) -> int:
@@ -95,7 +98,41 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
         if not frozen[c]:
             frozen[c] = True
             reasons[why] = reasons.get(why, 0) + 1
-    return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe))
+    return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
+                        _traffic(a, channel, len(unique)))
+
+
+# Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their
+# own), and views that copy nothing.
+FUSED_AFTER = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh"}
+VIEWS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+
+
+def _traffic(a: Analysis, channel: np.ndarray, n: int) -> np.ndarray:
+    """Per channel, the activation elements that memory-bound ops write for it: every labelled tensor
+    except the outputs of dense Conv/Gemm/MatMul (counted as MACs), of the ops fused into them, and of
+    views. Each position of a tensor stands for prod(shape) / positions elements."""
+    out = np.zeros(n)
+    for name, label in a.labels.items():
+        shape = a.shapes.get(name)
+        ids = label.ids.ravel()
+        if shape is not None and ids.size and all(isinstance(d, int) for d in shape) and _memory_bound(a, name):
+            np.add.at(out, channel[ids], float(np.prod(shape)) / ids.size)
+    return out
+
+
+def _memory_bound(a: Analysis, name: str) -> bool:
+    node = a.facts.producer(name)
+    if node is None or node.op_type in VIEWS:
+        return False
+    if node.op_type in ("Gemm", "MatMul", "ConvTranspose"):
+        return False
+    if node.op_type == "Conv":  # grouped and depthwise Convs are memory-bound: few MACs per element
+        group = next((onnx.helper.get_attribute_value(x) for x in node.attribute if x.name == "group"), 1)
+        return group > 1
+    if node.op_type in FUSED_AFTER and node.input and len(a.readers.get(node.input[0], ())) == 1:
+        return _memory_bound(a, node.input[0])
+    return True
 
 
 def _batch(model: onnx.ModelProto, probe: Mapping[str, tuple[int, ...]]) -> int:

@@ -126,15 +126,34 @@ def home_layers(cg: ChannelGraph) -> np.ndarray:
     return home
 
 
-def local_scores(cg: ChannelGraph, scores: np.ndarray) -> np.ndarray:
+def channel_costs(cg: ChannelGraph, objective: str = "macs") -> np.ndarray:
+    """Per channel, what removing it alone from the whole graph saves of the objective."""
+    budget = Budget(cg, objective, np.zeros(cg.n_channels, bool))
+    positions = channel_positions(cg)
+    out = np.zeros(cg.n_channels)
+    for c, counts in enumerate(positions):
+        for k, n in counts.items():
+            out[c] += n * sum(budget._value(j) / budget.kept[k] for j in budget.by_key.get(k, ()))
+    return out
+
+
+def local_scores(cg: ChannelGraph, scores: np.ndarray, traffic: float = 0.0) -> np.ndarray:
     """Scores replaced by their rank fraction within the channel's layer, in (0, 1]: a global
-    selection on these removes about the same fraction of every layer (--scope local)."""
+    selection on these removes about the same fraction of every layer (--scope local). With
+    `traffic` > 0 each layer's fractions are scaled by macs / (macs + traffic * elements), its MACs
+    against the activation elements its channels carry (cg.traffic): per MAC kept in the budget, a
+    layer whose channels carry more memory-bound work (an inverted residual's expanded channels:
+    activations, depthwise, SE) saves more time, so it shrinks further."""
     home = home_layers(cg)
     out = np.zeros_like(scores, dtype=np.float64)
+    macs = channel_costs(cg) if traffic > 0 and cg.traffic is not None else None
     for layer in np.unique(home[home >= 0]):
         members = np.flatnonzero(home == layer)
         ranks = np.argsort(np.argsort(scores[members], kind="stable"), kind="stable")
         out[members] = (ranks + 1) / len(members)
+        if macs is not None and macs[members].sum() > 0:
+            m = macs[members].sum()
+            out[members] *= m / (m + traffic * cg.traffic[members].sum())
     return out
 
 
