@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import onnx
 import torch
 
@@ -152,6 +153,34 @@ def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None,
     return [(x.to(device), y.to(device)) for x, y in batches]
 
 
+def _unlabelled(data) -> bool:
+    """Whether `data` is read without labels: a folder, "random", or an npz without x_train (one
+    array per input). An npz with x_train goes through load_batches, shuffled as training reads it."""
+    if not isinstance(data, (str, os.PathLike)):
+        return False
+    path = Path(data)
+    if str(data) == "random" or path.is_dir():
+        return True
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return "x_train" not in f.files
+    except (OSError, ValueError):
+        return False  # load_batches names the problem
+
+
+def unlabelled_batches(data, model: onnx.ModelProto, *, batch_size: int, n_batches: int,
+                       input_shapes: Mapping[str, tuple[int, ...]] | None, seed: int, images=None,
+                       ) -> list[tuple[dict[str, torch.Tensor], None]]:
+    """(inputs by name, None) batches for a label-free criterion, read as `compare` reads its data."""
+    from .fidelity import load_inputs
+
+    feeds = load_inputs(data, model, split="train", samples=batch_size * n_batches, input_shapes=input_shapes,
+                        seed=seed, images=images)
+    rows = len(next(iter(feeds.values())))
+    return [({k: torch.from_numpy(v[i:i + batch_size]) for k, v in feeds.items()}, None)
+            for i in range(0, rows, batch_size)]
+
+
 # ----- pruning ------------------------------------------------------------------------------------
 def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: float | None = None,
           density: float | None = None, sparsity: float | None = None, method: str | None = None,
@@ -162,7 +191,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
           exclude: Iterable[str] = (), min_layer_density: float = 0.0,
           progress: Callable[[int, int], None] | None = None, structure: str | None = None,
           macs: float | None = None, latency: float | None = None, round_to: int | None = None,
-          best_effort: bool = False) -> Pruned:
+          best_effort: bool = False, images: Any = None) -> Pruned:
     """Prune a model; returns the pruned ModelProto and its report (`Pruned`). Nothing is written:
     call `.save(path)` on the result.
 
@@ -170,7 +199,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     10**-c of the prunable weights (or give `density` / `sparsity`); `.masks` says which. `structure=
     "channel"` (implied by `macs` or `latency`) removes whole channels and writes a smaller dense graph:
     the target is `macs`, `latency` or a weight density; `.kept` gives the indices kept per tensor
-    axis (see onnxprune.structured.prune_channels for its options).
+    axis (see onnxprune.structured.prune_channels for its options). Its label-free criterion (taylor)
+    also reads `data` as a folder of images (`images`: fidelity.images.ImageOptions), "random", or an
+    npz with one array per input.
     """
     structure = structure or ("channel" if macs is not None or latency is not None else "weight")
     if structure == "channel":
@@ -179,10 +210,10 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
                                prune_bias=prune_bias, input_shapes=input_shapes, data=data, batch_size=batch_size,
                                data_batches=data_batches, format=format, precision=precision, device=device,
                                seed=seed, exclude=exclude, min_layer_density=min_layer_density, progress=progress,
-                               macs=macs, latency=latency, round_to=round_to, best_effort=best_effort)
+                               macs=macs, latency=latency, round_to=round_to, best_effort=best_effort, images=images)
     if structure != "weight":
         raise OnnxPruneError(f"{arg('structure')} must be one of weight, channel, not {structure!r}")
-    for name, value in (("round_to", round_to), ("best_effort", best_effort or None)):
+    for name, value in (("round_to", round_to), ("best_effort", best_effort or None), ("image_size", images)):
         if value is not None:
             raise OnnxPruneError(f"{arg(name)} applies to {arg('structure')} channel only")
     method, scope = method or "synflow", scope or "global"
@@ -241,7 +272,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
 
 
 def _prune_channels(model_or_path, *, method, data, batch_size, data_batches, input_shapes, seed, format,
-                    prune_bias, device, precision, progress, round_to, **options) -> Pruned:
+                    prune_bias, device, precision, progress, round_to, images=None, **options) -> Pruned:
     """prune(structure="channel"): onnxprune.structured.prune_channels, its result as a `Pruned`."""
     from .choices import CHANNEL_DATA_METHODS
     from .structured import DEFAULT_METHOD, ROUND_TO, prune_channels
@@ -261,7 +292,10 @@ def _prune_channels(model_or_path, *, method, data, batch_size, data_batches, in
         model, source = load_model(model_or_path), file_info(model_or_path)
         external = bool(external_files(Path(model_or_path)))
     batches = None
-    if method in DATA_METHODS + CHANNEL_DATA_METHODS:
+    if method in CHANNEL_DATA_METHODS and _unlabelled(data):
+        batches = unlabelled_batches(data, model, batch_size=batch_size, n_batches=data_batches,
+                                     input_shapes=input_shapes, seed=seed, images=images)
+    elif method in DATA_METHODS + CHANNEL_DATA_METHODS:
         twin = load_twin(model)
         batches = load_batches(data, twin, input_shapes or None, batch_size=batch_size, n_batches=data_batches,
                                seed=seed, device=torch.device("cpu"))

@@ -13,3 +13,6 @@ FORMATS = ("auto", "sparse", "dense")  # how pruned tensors are stored, writebac
 STRUCTURES = ("weight", "channel")  # single weights (pruning/) or whole channels (structured/)
 PRECISIONS = ("float64", "float32")  # scoring precision (api.PRECISIONS maps them to torch dtypes)
 DEVICES = ("auto", "cpu", "cuda")  # where scoring runs (auto: CUDA when available)
+# How a folder of images is read (fidelity/images.py): memory layout and channel order.
+LAYOUTS = ("nchw", "nhwc")
+COLORS = ("rgb", "bgr", "gray")

@@ -99,7 +99,7 @@ def test_choices_are_the_engines():
     offered = {p.name: tuple(p.type.choices) for p in prune_command.params if hasattr(p.type, "choices")}
     assert offered == {"method": choices.METHODS + choices.CHANNEL_METHODS, "schedule": choices.SCHEDULES, "scope": choices.SCOPES,
                        "fmt": choices.FORMATS, "precision": choices.PRECISIONS, "device": choices.DEVICES,
-                       "structure": choices.STRUCTURES}
+                       "structure": choices.STRUCTURES, "layout": choices.LAYOUTS, "color": choices.COLORS}
 
 
 def test_choices_import_nothing_heavy():

@@ -150,3 +150,22 @@ def test_a_folder_without_images_is_one_line_exit_2(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     done = onnxprune("compare", LENET, LENET, "--data", tmp_path / "empty")
     assert done.returncode == 2 and "no image files" in done.stderr and "subfolders are not read" in done.stderr
+
+
+def test_taylor_channel_choice_reads_unlabelled_inputs(tmp_path):
+    """`prune --structure channel -m taylor --data` takes what compare takes: a folder of images chooses
+    exactly the channels an npz of those pixels (one array per input) does; 'random' also runs."""
+    _png_folder(tmp_path / "images", count=24)
+    np.savez(tmp_path / "x.npz", input=_png_folder(tmp_path / "again", count=24))
+    kept = []
+    for data in (tmp_path / "images", tmp_path / "x.npz", "random"):
+        done = onnxprune("prune", LENET, "--structure", "channel", "--macs", "0.5", "--round-to", "1", "-m", "taylor",
+                         "--data", data, "-o", tmp_path / "p.onnx", "--report", tmp_path / "r.json", "--overwrite", "-q")
+        assert done.returncode == 0, done.stderr
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["method"] == "taylor" and report["target_reached"]
+        kept.append(report["kept_indices"])
+    assert kept[0] == kept[1]
+    done = onnxprune("prune", LENET, "--compression", "1", "--data", tmp_path / "images", "--image-size", "28x28",
+                     "-o", tmp_path / "w.onnx")
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--image-size" in done.stderr

@@ -46,13 +46,15 @@ def image_options(command):
     """The options that read a folder of images without labels (fidelity/images.py)."""
     import click
 
+    from .. import choices
+
     for option in reversed([
         click.option("--image-size", metavar="HxW", help="Images from a folder: resize to this [the input's]."),
         click.option("--mean", metavar="M[,M,M]", help="Images from a folder: subtracted per channel, after "
                                                        "scaling to [0, 1] [0]."),
         click.option("--std", metavar="S[,S,S]", help="Images from a folder: divided by, per channel [1]."),
-        click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="Images from a folder [from the input's shape]."),
-        click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]),
+        click.option("--layout", type=click.Choice(choices.LAYOUTS), help="Images from a folder [from the input's shape]."),
+        click.option("--color", type=click.Choice(choices.COLORS),
                      help="Images from a folder [gray for 1 channel, rgb for 3]."),
     ]):
         command = option(command)

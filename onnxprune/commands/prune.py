@@ -9,7 +9,7 @@ import click
 
 from .. import choices
 from ..errors import OnnxPruneError
-from .options import check_side_outputs, default_output, parse_input_shape
+from .options import check_side_outputs, default_output, image_options, parse_input_shape
 
 
 @contextlib.contextmanager
@@ -58,7 +58,9 @@ def progress_bar(console, enabled: bool):
               help="Concrete shape of an input (repeatable); needed when a non-batch dim is symbolic.")
 @click.option("--data", type=click.Path(path_type=Path),
               help="An .npz with x_train / y_train, for data-driven methods "
-                   f"({', '.join(choices.DATA_METHODS + choices.CHANNEL_DATA_METHODS)}).")
+                   f"({', '.join(choices.DATA_METHODS + choices.CHANNEL_DATA_METHODS)}); for the label-free "
+                   f"{', '.join(choices.CHANNEL_DATA_METHODS)} also a folder of images, 'random', or an .npz with one "
+                   "array per input.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batch size of --data.")
 @click.option("--data-batches", type=click.IntRange(min=1), default=1, show_default=True,
@@ -89,10 +91,12 @@ def progress_bar(console, enabled: bool):
                    "(the report says target_reached: false) instead of exit 2.")
 @click.option("--benchmark", is_flag=True,
               help="With --structure channel: time onnxruntime (CPU, batch 1) on the dense and pruned model.")
+@image_options
 def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
           min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=None,
-          benchmark=False, latency=None, best_effort=False) -> None:
+          benchmark=False, latency=None, best_effort=False, image_size=None, mean=None, std=None, layout=None,
+          color=None) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 
     Only the pruned initializers change: graph, opset, IR version, names and metadata are the input's.
@@ -108,6 +112,9 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
 
     if benchmark:  # a weight-pruned graph runs the dense kernels: nothing to time
         raise OnnxPruneError("--benchmark applies to --structure channel only")
+    if any(v is not None for v in (image_size, mean, std, layout, color)):
+        raise OnnxPruneError("--image-size/--mean/--std/--layout/--color apply to --structure channel "
+                             "(taylor on a folder of images) only")
     method, scope = method or "synflow", scope or "global"
 
     target_density(compression, density, sparsity)  # fail fast, before loading anything (or torch)

@@ -1,9 +1,9 @@
 """A folder of images without labels (no class subfolders) as one image input's samples.
 
-For `compare --data FOLDER` and `train --teacher --dataset imagefolder` when the folder holds the
-images themselves. Each file is read with Pillow, converted to the color the input takes, resized to
-its height and width, scaled to [0, 1], normalized by `mean` / `std` per channel, and laid out as the
-input is. Defaults come from the input's declared shape: a dim of 1 or 3 right after the batch is
+For `compare --data FOLDER`, `train --teacher --dataset imagefolder` and `prune -m taylor --data
+FOLDER` when the folder holds the images themselves. Each file is read with Pillow, converted to
+the color the input takes, resized to its height and width, scaled to [0, 1], normalized by `mean`
+/ `std` per channel, and laid out as the input is. Defaults come from the input's declared shape: a dim of 1 or 3 right after the batch is
 NCHW (else last: NHWC), 1 channel is gray and 3 RGB, and the fixed spatial dims are the size.
 """
 
