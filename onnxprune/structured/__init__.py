@@ -41,8 +41,8 @@ from .select import cost, limits, local_scores, round_layers, select
 DEFAULT_METHOD = {True: "taylor", False: "l2"}  # by whether data (batches) is given
 # Kept widths in multiples of 8 by default: onnxruntime's CPU kernels block channels by 8 (AVX2) or 16
 # (AVX-512), and exact widths made mobilenet_v2/v3 and efficientnet_b0 0.78-0.87x as fast as dense at
-# --macs 0.5; with 8 they run 1.50-1.83x faster at batch 1, one thread, ahead of 16 on three of four
-# models (scripts/bench_widths.py, README), and 8 suits GPU tensor cores. round_to=1: exact widths.
+# --macs 0.5; with 8 (and TRAFFIC_MACS) they run 1.6-1.9x faster at batch 1, one thread, resnet18
+# 1.8x (scripts/bench_widths.py, README), and 8 suits GPU tensor cores. round_to=1: exact widths.
 ROUND_TO = 8
 # --scope local weighs each layer by its MACs against the memory-bound elements its channels carry
 # (select.local_scores), one element counted as this many MACs: at --macs 0.5, round-to 8, one thread,
