@@ -225,12 +225,18 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
 
 
 # ----- several processes --------------------------------------------------------------------------
-def test_ddp_two_gloo_processes_match_one(tmp_path, data):
+@pytest.mark.parametrize("distilled", [False, True], ids=["labels", "teacher"])
+def test_ddp_two_gloo_processes_match_one(tmp_path, data, distilled):
+    """Two processes train what one does; with --teacher each process runs its own teacher on its
+    half of the same global batch."""
     make_model(tmp_path / "m.onnx", bn=False)  # BN would use per-process batch statistics
-    one = run(*train_args(tmp_path / "m.onnx", data, tmp_path / "one.onnx", "--epochs", 2,
-                          "--report", tmp_path / "one.json"))
+    extra = ["--epochs", 2]
+    if distilled:
+        make_model(tmp_path / "teacher.onnx", bn=False, density=None, seed=1)
+        extra += ["--teacher", tmp_path / "teacher.onnx"]
+    one = run(*train_args(tmp_path / "m.onnx", data, tmp_path / "one.onnx", *extra, "--report", tmp_path / "one.json"))
     assert one.exit_code == 0, one.output
-    args = [str(a) for a in train_args(tmp_path / "m.onnx", data, tmp_path / "two.onnx", "--epochs", 2,
+    args = [str(a) for a in train_args(tmp_path / "m.onnx", data, tmp_path / "two.onnx", *extra,
                                        "--report", tmp_path / "two.json")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -244,6 +250,7 @@ def test_ddp_two_gloo_processes_match_one(tmp_path, data):
         np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-5, err_msg=name)
     r1, r2 = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
     assert (r1["processes"], r2["processes"]) == (1, 2)
+    assert bool(r1["teacher"]) == bool(r2["teacher"]) == distilled
     r1, r2 = r1["epochs"], r2["epochs"]
     for e1, e2 in zip(r1, r2):
         assert e1["test_accuracy"] == e2["test_accuracy"]
