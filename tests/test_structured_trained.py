@@ -144,3 +144,22 @@ def test_latency_errors_are_one_line(planted, tmp_path, args, words):
     done = onnxprune("prune", planted / "net.onnx", "--structure", "channel", *args, "-o", out)
     assert done.returncode == 2 and not out.exists()
     assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
+
+
+def test_taylor_on_a_batch_past_the_memory_budget_runs_in_chunks(planted, monkeypatch):
+    """A batch whose activations would pass importance.ACTIVATION_BUDGET is scored in row chunks
+    (the per-direction sums add up before squaring): the planted channels still go."""
+    import importlib
+
+    from onnxprune.structured import analyze, prune_channels
+
+    importance = importlib.import_module("onnxprune.structured.importance")  # the module, not its function
+    model = onnx.load(str(planted / "net.onnx"))
+    whole = importance._chunk_rows(analyze(model), 8)
+    assert whole >= 64  # this tiny net scores a 64-row batch in one pass
+    monkeypatch.setattr(importance, "ACTIVATION_BUDGET", importance.ACTIVATION_BUDGET * 4.5 / whole)
+    assert importance._chunk_rows(analyze(model), 8) == 4
+    x = torch.from_numpy(np.load(planted / "inputs.npz")["x_train"])
+    result = prune_channels(model, macs=0.751, method="taylor", batches=[(x, None)])
+    conv = next(k for k in result.report["kept_indices"] if k.endswith(":0") and "0.weight" in k)
+    assert sorted(set(range(8)) - set(result.report["kept_indices"][conv])) == PLANTED["taylor"]
