@@ -108,10 +108,10 @@ class Analysis:
         self.fixed_sources: set[str] = set()
         self.scaled: list[tuple[str, float, np.ndarray]] = []  # (node, MACs, ids): MACs scale with kept ids
         self.evaluated: tuple[dict, dict] = ({}, {})  # _evaluate's cache, per probe
-        # rules._factor_fix: product tensor -> [Reshapes that rewrote its factor, Reshapes that read it]
+        # rules_views._factor_fix: product tensor -> [Reshapes that rewrote its factor, Reshapes that read it]
         self.factors: dict[str, list[set[int]]] = {}
-        # rules.shape: Reshape entries that are a channel count read at run time -> those channels; the
-        # Shapes' uses, and the entries rules._reshape_fix found holding the same channels
+        # rules_views.shape: Reshape entries that are a channel count read at run time -> those channels; the
+        # Shapes' uses, and the entries rules_views._reshape_fix found holding the same channels
         self.counts: dict[tuple[int, int], list[np.ndarray]] = {}
         self.pending_counts: list[tuple[set, np.ndarray, list, str]] = []
         self.accepted_counts: set[tuple[int, int]] = set()
@@ -228,7 +228,7 @@ class Analysis:
         """Shape arithmetic that comes out the same in both probes (torch computes Slice bounds as
         Mod(2, 3) + 1, and E from x.size(-1)): it depends on no symbolic input dim, so it is a constant.
         Sound because a tensor without a channel label never changes size, and Shape of a channel
-        tensor freezes the channels whose count it reads (rules.shape)."""
+        tensor freezes the channels whose count it reads (rules_views.shape)."""
         if self.second is None:
             return None
         first, second = self._evaluate(name, 0), self._evaluate(name, 1)

@@ -1,0 +1,79 @@
+"""Channel rules for elementwise ops with broadcasting: Add/Sub/Mul/Where tie their operands'
+channels, Div and Pow keep the first operand's (registry: rules.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Analysis, Label
+from .rules_per_channel import Rule
+
+
+# ----- elementwise with broadcasting ------------------------------------------------------------------
+def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
+    """Operands share the output's channel positions: labeled operands are tied position by position,
+    a constant with the channel axis is sliced (a parameter of the channel), a size-1 operand
+    broadcasts. zero_rule: "all" (Add), "any" (Mul), "first" (Div: the numerator's)."""
+    node = a.nodes[i]
+    out = node.output[0]
+    rank = len(a.shapes[out])
+    labeled = [(s, a.labels[n]) for s, n in enumerate(node.input) if n in a.labels]
+    if not labeled:
+        return
+    axes = {lab.axis + rank - len(a.shapes[node.input[s]]) for s, lab in labeled}
+    size = len(labeled[0][1].ids)
+    if len(axes) != 1 or any(len(lab.ids) != size for _, lab in labeled) or a.shapes[out][next(iter(axes))] != size:
+        a.freeze_inputs(node, "operands carry channels on different axes")
+        return
+    axis = axes.pop()
+    ids = labeled[0][1].ids
+    for _, lab in labeled[1:]:
+        a.union(ids, lab.ids)
+    zeros = [lab.zero for s, lab in labeled]
+    zero = np.logical_and.reduce(zeros) if zero_rule == "all" else np.logical_or.reduce(zeros)
+    if zero_rule == "first":
+        zero = labeled[0][1].zero if labeled[0][0] == 0 else np.zeros(size, bool)
+    for s, name in enumerate(node.input):
+        if not name or name in a.labels:
+            continue
+        shape = a.shapes[name]
+        own = axis - (rank - len(shape))
+        if own < 0 or shape[own] == 1:  # broadcasts across channels
+            value = a.value(name)
+            if zero_rule == "all" and (value is None or value.any()):
+                zero = np.zeros(size, bool)
+            continue
+        role = "stat" if zero_rule == "first" or node.op_type == "PRelu" else "param"
+        if not a.slice(i, s, own, ids, role):
+            a.freeze_inputs(node, f"operand '{name}' spans the channels and is computed")
+            return
+        if zero_rule == "any" and role == "param":
+            zero = np.ones(size, bool)  # the zeroed per-channel factor makes the channel 0
+    a.labels[out] = Label(axis, ids, zero)
+
+
+def elementwise(zero_rule: str) -> Rule:
+    return lambda a, i: tie_elementwise(a, i, zero_rule)
+
+
+def div(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    if node.input[1] in a.labels:  # 1/0 at a removed channel
+        a.freeze_inputs(node, "division by a channel tensor")
+        return
+    if node.input[0] in a.labels:
+        tie_elementwise(a, i, "first")
+
+
+def power(a: Analysis, i: int) -> None:
+    node = a.nodes[i]
+    exponent = a.value(node.input[1])
+    if node.input[1] in a.labels or exponent is None or exponent.size != 1 or float(exponent) <= 0:
+        a.freeze_inputs(node, "Pow with a non-constant or non-positive exponent")
+        return
+    lab = a.labels.get(node.input[0])
+    if lab is not None:
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+
+
+# The ops that read a packed tensor (Label.part): moving its axes, or selecting one part.

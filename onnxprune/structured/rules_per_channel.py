@@ -1,0 +1,167 @@
+"""Channel rules for ops that act per channel: norms, activations, pooling, padding, transposes,
+row selection, reductions and the softmax family (registry: rules.py); `labeled`, the wrapper of a
+rule about input 0's channels, is shared by every family."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .graph import Analysis, Label
+from .util import attr, input_at as _input
+
+Rule = Callable[[Analysis, int], None]
+
+
+def labeled(rule: Callable[[Analysis, int, onnx.NodeProto, Label], None]) -> Rule:
+    """A rule about the channels of input 0: skipped when that input carries none. Channels reaching
+    any other input (a bound, a scale, a shape) are frozen: the rule does not track them."""
+    def run(a: Analysis, i: int) -> None:
+        node = a.nodes[i]
+        for name in node.input[1:]:
+            if name in a.labels:
+                a.freeze(a.labels[name].ids, f"{node.op_type} '{node.name}' reads channels as a parameter")
+        lab = a.labels.get(node.input[0])
+        if lab is not None:
+            rule(a, i, node, lab)
+    return run
+
+
+# ----- per-channel ops ------------------------------------------------------------------------------
+def norm(first_param: int, params: int, stats: int) -> Rule:
+    """BatchNormalization / InstanceNormalization: scale and shift zeroed give 0 whatever the input."""
+    @labeled
+    def rule(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+        if lab.axis != 1 or any(len(node.output) > 1 and o for o in node.output[1:]):
+            a.freeze(lab.ids, f"{node.op_type} '{node.name}': channels not on axis 1, or training outputs")
+            return
+        ok = all(a.slice(i, s, 0, lab.ids, "param") for s in range(first_param, first_param + params))
+        ok &= all(a.slice(i, s, 0, lab.ids, "stat") for s in range(first_param + params, first_param + params + stats))
+        if not ok:
+            a.freeze(lab.ids, f"{node.op_type} '{node.name}': computed parameters")
+            return
+        a.labels[node.output[0]] = Label(1, lab.ids, np.ones(len(lab.ids), bool))
+    return rule
+
+
+def unary(keeps_zero: bool) -> Rule:
+    @labeled
+    def rule(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+        zero = lab.zero if keeps_zero else np.zeros_like(lab.zero)
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, zero)
+    return rule
+
+
+@labeled
+def clip(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    lo, hi = attr(node, "min", -np.inf), attr(node, "max", np.inf)
+    for slot, name in ((1, "lo"), (2, "hi")):
+        if _input(node, slot):
+            value = a.value(node.input[slot])
+            if value is None:
+                lo = hi = np.nan  # unknown bounds: assume nothing about zero
+            elif name == "lo":
+                lo = float(value)
+            else:
+                hi = float(value)
+    keeps = bool(lo <= 0 <= hi)
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero & keeps)
+
+
+@labeled
+def pool(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    if lab.axis != 1 or (len(node.output) > 1 and node.output[1]):
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}': channels not on axis 1, or indices output")
+        return
+    a.labels[node.output[0]] = Label(1, lab.ids, lab.zero)
+
+
+@labeled
+def same_axis_size(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Resize / Upsample / spatial ops that keep the channel axis when its size is unchanged."""
+    sizes = _input(node, 3) if node.op_type == "Resize" else ""
+    if a.shapes[node.output[0]][lab.axis] != len(lab.ids) or sizes:
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' changes or names the channel count")
+        return
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+
+
+@labeled
+def pad(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    rank = len(a.shapes[node.input[0]])
+    pads = attr(node, "pads") if _input(node, 1) == "" else a.value(node.input[1])
+    axes = a.value(node.input[3]) if _input(node, 3) else np.arange(rank)
+    if pads is None or axes is None:
+        a.freeze(lab.ids, f"Pad '{node.name}': computed pads")
+        return
+    pads, axes = np.asarray(pads).reshape(2, -1), [int(x) % rank for x in np.asarray(axes).ravel()]
+    if lab.axis in axes and pads[:, axes.index(lab.axis)].any():
+        a.freeze(lab.ids, f"Pad '{node.name}' pads the channel axis")
+        return
+    value = a.value(node.input[2]) if _input(node, 2) else np.float32(attr(node, "value", 0.0))
+    constant = attr(node, "mode", b"constant") in (b"constant", "constant")
+    keeps = not constant or (value is not None and not np.any(value))  # reflect / edge copy zeros
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero & keeps)
+
+
+@labeled
+def transpose(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    perm = list(attr(node, "perm") or reversed(range(len(a.shapes[node.input[0]]))))
+    a.labels[node.output[0]] = Label(perm.index(lab.axis), lab.ids, lab.zero, perm.index(lab.part) if lab.part >= 0 else -1)
+
+
+@labeled
+def gather(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Gather with constant indices along an axis other than the channels' (ViT's class token x[:, 0]),
+    or one part of a packed tensor (a scalar index along its part axis: q = qkv[0])."""
+    rank = len(a.shapes[node.input[0]])
+    axis, index = attr(node, "axis", 0) % rank, a.value(node.input[1])
+    if index is None or axis == lab.axis or (axis == lab.part and index.ndim):
+        a.freeze(lab.ids, f"Gather '{node.name}' selects channels, or computed indices")
+        return
+    shift = index.ndim - 1  # the gathered axis becomes index.ndim axes
+
+    def moved(x: int) -> int:
+        return x if x < axis else x + shift
+    if axis == lab.part:
+        k = int(index) % lab.ids.shape[0]
+        a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids[k], lab.zero[k])
+        return
+    a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids, lab.zero, moved(lab.part) if lab.part >= 0 else -1)
+
+
+@labeled
+def reduce(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    rank = len(a.shapes[node.input[0]])
+    axes = attr(node, "axes")
+    if axes is None and _input(node, 1):
+        axes = a.value(node.input[1])
+        if axes is None:
+            a.freeze(lab.ids, f"{node.op_type} '{node.name}': computed axes")
+            return
+    axes = list(range(rank)) if axes is None or len(axes) == 0 else [int(x) % rank for x in np.ravel(axes)]
+    if lab.axis in axes:
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' reduces over channels")
+        return
+    axis = lab.axis if attr(node, "keepdims", 1) else lab.axis - sum(x < lab.axis for x in axes)
+    a.labels[node.output[0]] = Label(axis, lab.ids, lab.zero)
+
+
+@labeled
+def softmax_like(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Softmax / LayerNormalization: fine across other axes (the channel is independent), but not
+    zero-preserving for softmax; normalizing over the channel axis couples every channel."""
+    rank = len(a.shapes[node.input[0]])
+    axis = attr(node, "axis", -1) % rank
+    over = range(axis, rank) if node.op_type == "LayerNormalization" else [axis]
+    if lab.axis in over or any(len(node.output) > 1 and o for o in node.output[1:]):
+        a.freeze(lab.ids, f"{node.op_type} '{node.name}' normalizes over channels")
+        return
+    if node.op_type == "LayerNormalization" and any(_input(node, s) and a.shapes[node.input[s]] and
+                                                    len(a.shapes[node.input[s]]) > rank - axis for s in (1, 2)):
+        a.freeze(lab.ids, f"LayerNormalization '{node.name}': parameters span the channel axis")
+        return
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, np.zeros_like(lab.zero) if node.op_type != "LayerNormalization"
+                                     else lab.zero & (not _input(node, 2)))
