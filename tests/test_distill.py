@@ -179,3 +179,29 @@ def test_random_data_without_a_teacher_is_refused(tmp_path, extra, words):
     done = onnxprune("train", tmp_path / "m.onnx", "--dataset", "random", *extra, "--epochs", "1", "-o", tmp_path / "o.onnx")
     assert done.returncode == 2 and not (tmp_path / "o.onnx").exists(), done.stderr
     assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
+
+
+def test_a_saturated_sigmoid_map_still_learns(tmp_path):
+    """A Sigmoid output (a detector's map) is distilled as per-pixel Bernoulli distributions: a student
+    whose map is stuck near 1 (its head bias +12: squared error's gradient carries p(1-p) ~ 6e-6)
+    moves towards the teacher under plain SGD."""
+    import torch
+    from torch import nn
+
+    from models.torch_nets import export
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1), nn.Sigmoid())
+    onnx.save(export(net, (1, 3, 16, 16)), tmp_path / "teacher.onnx")
+    with torch.no_grad():
+        net[2].bias += 12.0
+    onnx.save(export(net, (1, 3, 16, 16)), tmp_path / "student.onnx")
+    before = agreement(tmp_path / "student.onnx", tmp_path / "teacher.onnx", "random", tmp_path)
+    done = onnxprune("train", tmp_path / "student.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "random",
+                     "--epochs", "1", "--optimizer", "sgd", "--lr", "0.1", "-o", tmp_path / "out.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    after = agreement(tmp_path / "out.onnx", tmp_path / "teacher.onnx", "random", tmp_path)
+    (name, b), = before["outputs"].items()
+    a = after["outputs"][name]
+    assert b["kind"] == a["kind"] == "values"
+    assert a["relative_l2"] < 0.5 * b["relative_l2"], (b, a)

@@ -29,3 +29,11 @@ def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
         node = facts.producer(value.name)
         kinds[value.name] = HEADS.get(node.op_type if node else "", "values") if classes >= 2 else "values"
     return kinds
+
+
+def sigmoid_outputs(model: onnx.ModelProto) -> set[str]:
+    """Float graph outputs made by a Sigmoid: independent probabilities per element (a detector's
+    text or object map, multi-label scores), which distillation compares as Bernoulli distributions."""
+    facts = GraphFacts(model.graph)
+    return {v.name for v in model.graph.output if v.type.tensor_type.elem_type in FLOATS
+            and (node := facts.producer(v.name)) is not None and node.op_type == "Sigmoid"}

@@ -5,6 +5,10 @@ under torchrun, on every process; both see the same batch. The loss is summed ov
 labelled objective, output by output (graph/outputs.py says what each output is):
 - class scores: T^2 * KL(teacher || student) of the softened distributions (Hinton et al. 2015),
   from logits, probabilities or log-probabilities alike;
+- an output made by a Sigmoid (a detector's map, multi-label scores): the mean per-element KL between
+  the teacher's and the student's Bernoulli distributions. Squared error there vanishes where the
+  student's Sigmoid saturates (its gradient carries p(1-p)); the KL's gradient at the Sigmoid's
+  input is p - q, so a saturated wrong pixel still learns;
 - any other float output: the per-sample mean squared error divided by the teacher output's variance
   over the batch, so outputs of different scales weigh alike.
 `weights` scales each output's term (`--loss-weights`; 1 each by default, 0 leaves an output out).
@@ -33,6 +37,13 @@ def _log_probs(x: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
     return F.log_softmax(x / temperature, dim=1)
 
 
+def _bernoulli_kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """Per element KL(Bernoulli(q) || Bernoulli(p)), probabilities clamped off 0 and 1 (float32)."""
+    eps = 1e-7
+    q, p = teacher.float().clamp(eps, 1 - eps), student.float().clamp(eps, 1 - eps)
+    return q * (q.log() - p.log()) + (1 - q) * ((1 - q).log() - (1 - p).log())
+
+
 @dataclass
 class Distillation:
     kinds: Sequence[str]  # per graph output, in order: "logits" | "probs" | "log_probs" | "values"
@@ -47,7 +58,9 @@ class Distillation:
         for s, t, kind, weight in zip(_as_tuple(student), _as_tuple(teacher), self.kinds, weights):
             if not s.is_floating_point() or weight == 0:
                 continue
-            if kind == "values":
+            if kind == "bernoulli":
+                term = _bernoulli_kl(t, s).reshape(s.shape[0], -1).mean(1).sum()
+            elif kind == "values":
                 per_sample = (s.float() - t.float()).pow(2).reshape(s.shape[0], -1).mean(1)
                 term = per_sample.sum() / (t.float().var() + 1e-12)
             else:

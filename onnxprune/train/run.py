@@ -146,14 +146,14 @@ def _objective(req: TrainRequest, twin: Twin):
     labelled = Objective(_output_kind(twin))
     if req.teacher is None:
         return labelled
-    from ..graph.outputs import output_kinds
+    from ..graph.outputs import output_kinds, sigmoid_outputs
     from .distill import Distillation
 
     unknown = sorted(set(req.loss_weights) - set(twin.output_names))
     if unknown:
         raise OnnxPruneError(f"{arg('loss_weights')} names no output of the model: {unknown} (its outputs: "
                              f"{twin.output_names})")
-    kinds = output_kinds(twin.model)
+    kinds = {**output_kinds(twin.model), **{name: "bernoulli" for name in sigmoid_outputs(twin.model)}}
     return Distillation([kinds.get(name, "values") for name in twin.output_names], req.temperature, req.alpha,
                         labelled, [req.loss_weights.get(name, 1.0) for name in twin.output_names])
 
