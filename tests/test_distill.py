@@ -198,10 +198,15 @@ def test_a_saturated_sigmoid_map_still_learns(tmp_path):
     onnx.save(export(net, (1, 3, 16, 16)), tmp_path / "student.onnx")
     before = agreement(tmp_path / "student.onnx", tmp_path / "teacher.onnx", "random", tmp_path)
     done = onnxprune("train", tmp_path / "student.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "random",
-                     "--epochs", "1", "--optimizer", "sgd", "--lr", "0.1", "-o", tmp_path / "out.onnx", "-q")
+                     "--epochs", "1", "--optimizer", "sgd", "--lr", "0.1", "-o", tmp_path / "out.onnx",
+                     "--report", tmp_path / "r.json")
     assert done.returncode == 0, done.stderr
     after = agreement(tmp_path / "out.onnx", tmp_path / "teacher.onnx", "random", tmp_path)
     (name, b), = before["outputs"].items()
     a = after["outputs"][name]
     assert b["kind"] == a["kind"] == "values"
     assert a["relative_l2"] < 0.5 * b["relative_l2"], (b, a)
+    # the per-epoch figure of a map is its cosine to the teacher, as compare measures it (other inputs)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["test_accuracy_means"] == "cosine to the teacher" and "test cosine to the teacher" in done.stdout
+    assert report["final"]["test_accuracy"] == pytest.approx(a["cosine"], abs=0.02)

@@ -142,6 +142,6 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
         last = result.history[-1]
         density = f"{100 * result.kept / result.total:.2f} %" if result.total else "n/a"
         click.echo(f"trained {len(result.history)} epochs (density {density}): "
-                   f"test {'agreement with the teacher' if teacher else 'accuracy'} "
+                   f"test {result.measure if teacher else 'accuracy'} "
                    f"{100 * last.test_accuracy:.2f} %, train loss {last.train_loss:.4f}")
     click.echo(f"wrote {', '.join(str(p) for p in [output, report_path, request.checkpoint] if p)}")

@@ -35,8 +35,8 @@ class ChannelGraph:
     reasons: dict[str, int]  # why channels are frozen -> how many
     shapes: dict[str, tuple[int, ...]]
     batch: int = 1  # the probe batch, when the first input's first dim is symbolic: MACs / batch per sample
-    # per channel, the activation elements that carry it (summed over every labelled tensor, at the
-    # probe's batch): the memory-bound work (activations, norms, depthwise, SE) its removal saves
+    # per channel, the activation elements memory-bound ops write for it (depthwise Convs, unfused
+    # activations, SE, residual Adds; at the probe's batch): the work its removal saves besides MACs
     traffic: np.ndarray | None = None
 
     @property

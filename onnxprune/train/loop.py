@@ -139,7 +139,7 @@ class Trainer:
             record = EpochRecord(epoch + 1, lr, train_loss, train_acc, test_loss, test_acc,
                                  time.perf_counter() - start)
             self.history.append(record)
-            what = "agreement with the teacher, " if self.teacher is not None else ""
+            what = f"{teacher_measure(self.objective)}, " if self.teacher is not None else ""
             self.reporter.line(f"epoch {epoch + 1}/{self.cfg.epochs}  loss {train_loss:.4f}  {what}"
                                f"train {100 * train_acc:.2f} %  test {100 * test_acc:.2f} %  lr {lr:.3g}  "
                                f"{record.seconds:.1f} s")
@@ -174,14 +174,19 @@ class Trainer:
         return s / max(n, 1), c / max(n, 1)
 
     def loss(self, raw, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed loss, top-1 hits): against the labels, or with a teacher against its outputs (hits:
-        the same top class as the teacher, i.e. top-1 agreement)."""
+        """(summed loss, hits): against the labels, or with a teacher against its outputs (hits: the
+        same top class as the teacher, or for other outputs the per-sample cosine: teacher_measure)."""
         out = first_output(raw)
         if self.teacher is None:
             return self.objective(out, y), (out.argmax(1) == y).sum()
         with torch.no_grad():
             target = call(self.teacher, x)
-        return self.objective(raw, target, y), (out.argmax(1) == first_output(target).argmax(1)).sum()
+        first = first_output(target)
+        if teacher_measure(self.objective).startswith("top-1"):
+            hits = (out.argmax(1) == first.argmax(1)).sum()
+        else:  # a map, boxes, an embedding: per-sample cosine, as `compare` measures it
+            hits = F.cosine_similarity(out.detach().flatten(1).double(), first.flatten(1).double(), dim=1).sum()
+        return self.objective(raw, target, y), hits
 
     @torch.no_grad()
     def test(self) -> tuple[float, float]:
@@ -199,6 +204,14 @@ class Trainer:
             totals[2] += len(y)
         s, c, n = self.dist.sum(totals, self.device)
         return s / max(n, 1), c / max(n, 1)
+
+
+def teacher_measure(objective) -> str:
+    """What the per-epoch figure is with a teacher: top-1 agreement where the first output holds class
+    scores, else the mean cosine similarity per sample (distill.Distillation.kinds)."""
+    kinds = getattr(objective, "kinds", None) or ["logits"]
+    return "top-1 agreement with the teacher" if kinds[0] in ("logits", "probs", "log_probs") else \
+        "cosine to the teacher"
 
 
 def check_classes(out: torch.Tensor, classes: int, name: str) -> None:

@@ -17,7 +17,8 @@ from ..twin.module import Twin
 from .checkpoint import Checkpoint, file_hash
 from .data import load_dataset, num_classes
 from .distributed import setup
-from .loop import EpochRecord, Objective, TrainConfig, Trainer, call, check_classes, first_output, to_device
+from .loop import (EpochRecord, Objective, TrainConfig, Trainer, call, check_classes, first_output, teacher_measure,
+                   to_device)
 from .params import freeze_constants, masks_from_zeros
 from .progress import Reporter
 from .untie import untie
@@ -66,6 +67,7 @@ class TrainResult:
     device: str
     world: int
     main: bool = True  # rank 0 (the process that writes and prints)
+    measure: str = "top-1 accuracy against the labels"  # what EpochRecord.test_accuracy is
 
 
 def _output_kind(twin: Twin) -> str:
@@ -291,11 +293,13 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     elif req.resume:
         reporter.line(f"no checkpoint at {req.checkpoint}: starting from epoch 1")
     history = trainer.fit()
+    measure = teacher_measure(trainer.objective) if teacher is not None else TrainResult.measure
     if info.main:
         _write_outputs(req, tied.model, twin, history, kept, total,
-                       {"device": str(device), "processes": info.world, "untied": tied.untied, "fixed": frozen})
+                       {"device": str(device), "processes": info.world, "untied": tied.untied, "fixed": frozen,
+                        "test_accuracy_means": measure})
     return TrainResult(history, kept, total, tied.untied, frozen, trainer.start_epoch if payload else 0,
-                       str(device), info.world, info.main)
+                       str(device), info.world, info.main, measure)
 
 
 def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, history, kept, total, extra) -> None:
@@ -308,8 +312,7 @@ def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, histor
         report = {
             "model": str(req.model), "dataset": req.dataset, "data_dir": str(req.data_dir) if req.data_dir else None,
             "teacher": str(req.teacher) if req.teacher else None, "temperature": req.temperature,
-            "alpha": req.alpha, "loss_weights": req.loss_weights, "test_accuracy_means": "top-1 agreement with the teacher" if req.teacher
-            else "top-1 accuracy against the labels",
+            "alpha": req.alpha, "loss_weights": req.loss_weights,
             "output": str(req.output) if req.output else None, "config": asdict(req.config),
             "prunable": total, "kept": kept, "density": kept / total if total else 1.0, **extra,
             "epochs": [asdict(r) for r in history],
