@@ -13,6 +13,7 @@ import onnx
 from .facts import GraphFacts
 
 HEADS = {"Gemm": "logits", "MatMul": "logits", "Add": "logits", "Softmax": "probs", "LogSoftmax": "log_probs"}
+CLASS_KINDS = frozenset(HEADS.values())  # the kinds that hold class scores; the rest is "values"
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 

@@ -34,7 +34,7 @@ from .latency import fit_latency
 from .record import record, recorded, removed_slices
 from .rewrite import check_runs, rewrite, zeroed
 from .score import channel_scores, masks
-from .select import cost, limits, local_scores, round_layers, select
+from .select import cost, layer_weights, limits, local_scores, round_layers, select
 
 # The defaults measured best on trained networks (scripts/trained_choice.py, README): taylor where
 # inputs are given, else the group L2 norm, both ranked within each layer.
@@ -45,7 +45,7 @@ DEFAULT_METHOD = {True: "taylor", False: "l2"}  # by whether data (batches) is g
 # 1.8x (scripts/bench_widths.py, README), and 8 suits GPU tensor cores. round_to=1: exact widths.
 ROUND_TO = 8
 # --scope local weighs each layer by its MACs against the memory-bound elements its channels carry
-# (select.local_scores), one element counted as this many MACs: at --macs 0.5, round-to 8, one thread,
+# (select.layer_weights), one element counted as this many MACs: at --macs 0.5, round-to 8, one thread,
 # efficientnet_b0 went from 1.53x to 1.87x, resnet18 1.76x to 1.77x, mobilenet_v2 and _v3_small moved
 # within noise (scripts/bench_widths.py); 20 and above slowed resnet18 (1.66-1.69x).
 TRAFFIC_MACS = 10.0
@@ -207,9 +207,10 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
     from ..twin import Twin
 
     dtype = PRECISIONS.get(precision, precision)
+    weights = layer_weights(cg, TRAFFIC_MACS) if scope == "local" else None
     if method in CHANNEL_METHODS:  # one pass: these scores do not depend on which channels went
         scores = importance(cg, method, batches=batches, seed=seed, precision=dtype)
-        scores = local_scores(cg, scores, TRAFFIC_MACS) if scope == "local" else scores
+        scores = local_scores(cg, scores, weights) if scope == "local" else scores
         removed = select(cg, scores, fraction, objective, min_fraction=min_layer_density)
         if progress is not None:
             progress(1, 1)
@@ -233,7 +234,7 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
                                   generator=generator, **options)
             scores = channel_scores(cg, {k_: v.double().cpu().numpy() for k_, v in weight_scores.items()})
         if scope == "local":
-            scores = local_scores(cg, scores, TRAFFIC_MACS)
+            scores = local_scores(cg, scores, weights)
         removed = select(cg, scores, step, objective, min_fraction=min_layer_density, removed=removed)
         if progress is not None:
             progress(k, n)

@@ -137,24 +137,36 @@ def channel_costs(cg: ChannelGraph, objective: str = "macs") -> np.ndarray:
     return out
 
 
-def local_scores(cg: ChannelGraph, scores: np.ndarray, traffic: float = 0.0) -> np.ndarray:
+def layer_weights(cg: ChannelGraph, traffic: float) -> np.ndarray | None:
+    """Per channel, its layer's macs / (macs + traffic * elements): the layer's MACs against the
+    activation elements its channels carry (cg.traffic). Per MAC kept in the budget, a layer whose
+    channels carry more memory-bound work (an inverted residual's expanded channels: activations,
+    depthwise, SE) saves more time, so scaling its rank fractions by this shrinks it further.
+    None when `traffic` is 0 or the analysis counted no elements. Depends on the graph only: computed
+    once per pruning, not per iteration."""
+    if traffic <= 0 or cg.traffic is None:
+        return None
+    home, macs = home_layers(cg), channel_costs(cg)
+    out = np.ones(cg.n_channels)
+    for layer in np.unique(home[home >= 0]):
+        members = np.flatnonzero(home == layer)
+        m = macs[members].sum()
+        if m > 0:
+            out[members] = m / (m + traffic * cg.traffic[members].sum())
+    return out
+
+
+def local_scores(cg: ChannelGraph, scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Scores replaced by their rank fraction within the channel's layer, in (0, 1]: a global
-    selection on these removes about the same fraction of every layer (--scope local). With
-    `traffic` > 0 each layer's fractions are scaled by macs / (macs + traffic * elements), its MACs
-    against the activation elements its channels carry (cg.traffic): per MAC kept in the budget, a
-    layer whose channels carry more memory-bound work (an inverted residual's expanded channels:
-    activations, depthwise, SE) saves more time, so it shrinks further."""
+    selection on these removes about the same fraction of every layer (--scope local); times
+    `weights` (layer_weights) where given."""
     home = home_layers(cg)
     out = np.zeros_like(scores, dtype=np.float64)
-    macs = channel_costs(cg) if traffic > 0 and cg.traffic is not None else None
     for layer in np.unique(home[home >= 0]):
         members = np.flatnonzero(home == layer)
         ranks = np.argsort(np.argsort(scores[members], kind="stable"), kind="stable")
         out[members] = (ranks + 1) / len(members)
-        if macs is not None and macs[members].sum() > 0:
-            m = macs[members].sum()
-            out[members] *= m / (m + traffic * cg.traffic[members].sum())
-    return out
+    return out if weights is None else out * weights
 
 
 def round_layers(cg: ChannelGraph, removed: np.ndarray, scores: np.ndarray, multiple: int, objective: str = "weights",

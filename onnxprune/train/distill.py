@@ -46,7 +46,7 @@ def _bernoulli_kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Distillation:
-    kinds: Sequence[str]  # per graph output, in order: "logits" | "probs" | "log_probs" | "values"
+    kinds: Sequence[str]  # per graph output, in order: "logits" | "probs" | "log_probs" | "bernoulli" | "values"
     temperature: float = 1.0
     alpha: float = 0.0
     labelled: Objective | None = None

@@ -182,7 +182,7 @@ class Trainer:
         with torch.no_grad():
             target = call(self.teacher, x)
         first = first_output(target)
-        if teacher_measure(self.objective).startswith("top-1"):
+        if class_scores(self.objective):
             hits = (out.argmax(1) == first.argmax(1)).sum()
         else:  # a map, boxes, an embedding: per-sample cosine, as `compare` measures it
             hits = F.cosine_similarity(out.detach().flatten(1).double(), first.flatten(1).double(), dim=1).sum()
@@ -206,12 +206,18 @@ class Trainer:
         return s / max(n, 1), c / max(n, 1)
 
 
+def class_scores(objective) -> bool:
+    """Whether the first output holds class scores (distill.Distillation.kinds; labels: always)."""
+    from ..graph.outputs import CLASS_KINDS
+
+    kinds = getattr(objective, "kinds", None)
+    return not kinds or kinds[0] in CLASS_KINDS
+
+
 def teacher_measure(objective) -> str:
     """What the per-epoch figure is with a teacher: top-1 agreement where the first output holds class
-    scores, else the mean cosine similarity per sample (distill.Distillation.kinds)."""
-    kinds = getattr(objective, "kinds", None) or ["logits"]
-    return "top-1 agreement with the teacher" if kinds[0] in ("logits", "probs", "log_probs") else \
-        "cosine to the teacher"
+    scores, else the mean cosine similarity per sample."""
+    return "top-1 agreement with the teacher" if class_scores(objective) else "cosine to the teacher"
 
 
 def check_classes(out: torch.Tensor, classes: int, name: str) -> None:
