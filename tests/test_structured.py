@@ -198,14 +198,77 @@ def test_residual_add_ties_both_branches():
 
 
 def test_sigmoid_before_a_consumer_freezes():
-    """Sigmoid(0) = 0.5: a removed channel would feed 0.5 to the next conv, so it must stay."""
-    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Sigmoid(), nn.Conv2d(6, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    """Sigmoid(0) = 0.5: a removed channel would feed 0.5 to the next conv, and a padded conv sees 0.5
+    inside and 0 on its border, which no bias can stand for: the channel must stay."""
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Sigmoid(), nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
     cg = analyze(export(net, (1, 3, 9, 9)))
     keys = cg.keys()
     first = next(ch for (t, ax), ch in keys.items() if t.startswith("0.") and ax == 0)
     second = next(ch for (t, ax), ch in keys.items() if t.startswith("2.") and ax == 0)
     assert cg.frozen[first].all() and not cg.frozen[second].any()
     assert any("not 0" in reason for reason in cg.reasons)
+
+
+class Affine(nn.Module):
+    """PP-LCNet's learnable affine block: one scalar scale and one scalar offset for every channel."""
+
+    def __init__(self, scale: float, offset: float):
+        super().__init__()
+        self.scale, self.offset = nn.Parameter(torch.tensor([scale])), nn.Parameter(torch.tensor([offset]))
+
+    def forward(self, x):
+        return self.scale * x + self.offset
+
+
+class OffsetNet(nn.Module):
+    """Every removed channel reaches its consumers as a nonzero constant: an unpadded 1x1 conv with a
+    bias, one without, a Linear after pooling; and a padded 3x3 conv, which cannot fold it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), Affine(0.9, 0.5), nn.Hardswish(),
+                                  Affine(1.1, -0.3))
+        self.point = nn.Conv2d(8, 12, 1)
+        self.nobias = nn.Conv2d(8, 12, 1, bias=False)
+        self.mid = nn.Sequential(nn.ReLU(), Affine(1.0, 0.7))
+        self.padded = nn.Conv2d(12, 6, 3, padding=1)
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x):
+        s = self.stem(x)
+        m = self.mid(self.point(s) + self.nobias(s))
+        return self.head(m.mean((2, 3))), self.padded(torch.sigmoid(self.point(s)))
+
+
+def test_constant_offsets_fold_into_the_next_layers_bias(tmp_path):
+    """A removed channel that is a constant k where a consumer reads it (scalar offsets after every
+    activation, as PP-OCR's backbone writes) goes anyway: an unpadded conv or Gemm adds its weights
+    times k into its bias (one is added where there was none), exactly; a padded conv keeps them."""
+    torch.manual_seed(0)
+    net = OffsetNet().eval()
+    for bn in net.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    model = export(net, (1, 3, 10, 10))
+    cg = analyze(model)
+    keys = cg.keys()
+    stem = next(ch for (t, ax), ch in keys.items() if t.startswith("stem.0") and ax == 0)
+    point = next(ch for (t, ax), ch in keys.items() if t.startswith("point") and ax == 0)
+    assert not cg.frozen[stem].any()  # 1x1 convs read them: folded
+    assert cg.frozen[point].all()  # the padded conv reads them through a Sigmoid
+    assert sum(f.bias == "" for f in cg.folds) == 1 and len(cg.folds) == 3  # nobias, point, head
+    cg, removed = check_exact(model, fraction=0.6)
+    assert removed[stem].any()
+    path, out = tmp_path / "offsets.onnx", tmp_path / "pruned.onnx"
+    onnx.save(model, path)
+    cli = [sys.executable, "-m", "onnxprune"]
+    subprocess.run(cli + ["prune", str(path), "--structure", "channel", "--macs", "0.7", "-m", "l2", "-o", str(out)],
+                   check=True, capture_output=True)
+    done = subprocess.run(cli + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "verified" in done.stdout, done.stdout + done.stderr
+    pruned = onnx.load(out)
+    record = json.loads(next(p.value for p in pruned.metadata_props if p.key == "onnxprune.removed_channels"))
+    assert record["folded"] and all(name in {t.name for t in pruned.graph.initializer} for name in record["folded"])
 
 
 def _shared_zero_bias() -> onnx.ModelProto:

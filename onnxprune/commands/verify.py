@@ -264,7 +264,10 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     from ..api import example_feeds
     from ..io import ort_session
     from ..pruning.inputs import resolve_shapes
-    from ..structured.record import KEY, recorded
+    from ..graph import GraphFacts
+    from ..graph.constants import stored_tensors
+    from ..structured.record import KEY, folded_biases, recorded
+    from ..structured.tensors import resizable
     from ..twin import Twin
 
     before = recorded(original)
@@ -274,9 +277,12 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     if len(steps) == len(before):  # no channel step since the reference: weight pruning at most
         return compare_with_reference(pruned, original)
 
+    theirs = {n for n, _ in stored_tensors(original.graph).items()} | set(resizable(original.graph))
+    added = set(folded_biases(pruned)) - theirs  # a bias the rewrite gave a consumer to fold a constant into
+
     def node_ids(graph):  # a shape constant shared by layers that shrink differently is copied per reader
-        return [(n.name, n.op_type, tuple(re.sub(r"_pruned\d+$", "", i) for i in n.input), tuple(n.output))
-                for n in graph.node]
+        return [(n.name, n.op_type, tuple(re.sub(r"_pruned\d+$", "", i) for i in n.input if i not in added),
+                 tuple(n.output)) for n in graph.node]
 
     def others(model):
         return _ser(p for p in model.metadata_props if p.key != KEY)
@@ -301,8 +307,13 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     feeds = {n: v.numpy() for n, v in example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed).items()}
     got = ort_session(pruned_path, log_level=4).run(None, feeds)
     want = ort_session(reference.SerializeToString(), log_level=4).run(None, feeds)
-    gaps = [_gap(np.asarray(g), np.asarray(w)) / max(float(np.abs(w).max(initial=0)), 1e-30)
-            if np.shape(g) == np.shape(w) else float("inf") for g, w in zip(got, want)]
+    # relative to the output's scale: its largest value, or 1 for a Sigmoid / Softmax, whose saturated
+    # tails (a detector's map on noise: 1e-6 everywhere) would otherwise turn rounding into a mismatch
+    facts = GraphFacts(original.graph)
+    scales = [max(float(np.abs(w).max(initial=0)), 1.0 if _unit_range(facts, o.name) else 1e-30)
+              for w, o in zip(want, original.graph.output)]
+    gaps = [_gap(np.asarray(g), np.asarray(w)) / scale if np.shape(g) == np.shape(w) else float("inf")
+            for g, w, scale in zip(got, want, scales)]
     check.max_rel_diff = max(gaps, default=0.0)
     if check.max_rel_diff > CHANNEL_RTOL:
         check.problems.append(f"outputs differ from the reference with the removed channels zeroed "
@@ -317,7 +328,7 @@ def _channel_reference(check: ReferenceCheck, pruned: onnx.ModelProto, original:
     or zeros that weight pruning may write."""
     from ..graph import weight_uses
     from ..graph.constants import stored_tensors
-    from ..structured.record import compose, kept_index, with_values, zeroed_values
+    from ..structured.record import compose, folded_biases, kept_index, with_values, zeroed_values
     from ..structured.tensors import resizable
 
     # the pruned side as stored (weight pruning may have written sparse initializers), and the
@@ -339,6 +350,7 @@ def _channel_reference(check: ReferenceCheck, pruned: onnx.ModelProto, original:
     # A record from before steps lists parameters only, not the consumers' sliced inputs: the tensors it
     # does not describe are left to the onnxruntime comparison, as they were then.
     legacy = all(e["zero"] for e in entries)
+    folded = set(folded_biases(pruned))
     arrays = zeroed_values(original, entries)
     prunable = {u.source for u in weight_uses(original.graph)}
     by_tensor: dict[str, list[dict]] = {}
@@ -353,7 +365,7 @@ def _channel_reference(check: ReferenceCheck, pruned: onnx.ModelProto, original:
                 check.problems.append(f"tensor '{name}' is not the reference's with the recorded channels removed")
             continue
         differ = reference[index] != after
-        if not differ.any():
+        if not differ.any() or name in folded:  # a folded bias: the outputs comparison judges it
             continue
         if name in prunable and (after[differ] == 0).all():  # zeros weight pruning added
             arrays[name] = reference = reference.copy()

@@ -12,7 +12,11 @@ holding any of its elements). An element that reaches something the analysis can
 channel's parameters are zeroed (producer filter and bias, norm scale and shift, per-channel constants
 of Add/Mul). A consumer (Conv/Gemm/MatMul input) may only drop positions that are exactly 0: that is
 what makes removal exact. Sigmoid(0) = 0.5 is not; BatchNorm with zero scale and shift gives 0 again
-whatever its running mean.
+whatever its running mean. `const` records the wider fact that the value there is a constant: the same
+for every input and at every index of the other axes (PP-LCNet's learnable affine adds a scalar
+offset after every activation: a removed channel is b, not 0). A consumer whose every output reads a
+whole channel (an unpadded Conv, a Gemm) drops such a position by folding its weights times that
+constant into its bias (`folds`, applied by rewrite.py): exact too.
 """
 
 from __future__ import annotations
@@ -43,6 +47,29 @@ class Label:
     # A packed tensor (torch's fused Q/K/V projection viewed as [..., 3, E]): the axis of its parts, and
     # ids / zero have one row per part. Only PART_RULES ops read it; any other op freezes it.
     part: int = -1
+    # bool, the value there is a constant once its channel's parameters are zeroed (see the module
+    # docstring); implied by zero. None: exactly where zero.
+    const: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.const = self.zero.copy() if self.const is None else (np.asarray(self.const) | self.zero)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Input `tensor` of the dense node `index` may lose positions that hold a nonzero constant: the
+    rewrite adds weight `weight` (its input axis `in_axis`, summed over every other axis but
+    `out_axis`) times that constant into bias `bias` ("" when the node has none: one is added at
+    input slot `bias_slot`), times `scale` (Gemm's alpha over beta)."""
+
+    index: int
+    tensor: str
+    weight: str
+    in_axis: int
+    out_axis: int
+    bias: str
+    bias_slot: int
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +130,7 @@ class Analysis:
         self.frozen: dict[int, str] = {}  # element -> reason
         self.slices: list[Slice] = []
         self.fixes: list[DimFix] = []
+        self.folds: list[Fold] = []
         self.terms: list[Term] = []
         self.uses: dict[str, set[tuple[int, int]]] = {}  # source -> registered (node, slot) reads
         self.fixed_sources: set[str] = set()
@@ -144,10 +172,15 @@ class Analysis:
             if name in self.labels:
                 self.freeze(self.labels[name].ids, f"{_who(node)}: {reason}")
 
-    def require_zero(self, label: Label, node: onnx.NodeProto) -> None:
-        """A consumer drops positions: those not exactly 0 when removed cannot go."""
-        if not label.zero.all():
-            self.freeze(label.ids[~label.zero], f"{_who(node)}: its input is not 0 where a channel is removed")
+    def require_zero(self, label: Label, node: onnx.NodeProto, fold: Fold | None = None) -> None:
+        """A consumer drops positions: those not exactly 0 when removed cannot go, unless they are a
+        constant and `fold` says how the consumer absorbs it."""
+        loose = ~label.zero
+        if fold is not None and (loose & label.const).any():
+            self.folds.append(fold)
+            loose &= ~label.const
+        if loose.any():
+            self.freeze(label.ids[loose], f"{_who(node)}: its input is not 0 where a channel is removed")
 
     # ----- constants -----------------------------------------------------------------------------
     def source(self, name: str) -> tuple[str, list[int | None] | None] | None:

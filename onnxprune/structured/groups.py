@@ -8,14 +8,14 @@ Channels that reach anything unproven are frozen, with the first reason seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 import onnx
 
 from ..errors import OnnxPruneError
-from .graph import Analysis, DimFix, Slice, Term
+from .graph import Analysis, DimFix, Fold, Slice, Term
 from .rules import PART_RULES, RULES
 from .shapes import shape_values, value_shapes
 
@@ -38,6 +38,7 @@ class ChannelGraph:
     # per channel, the activation elements memory-bound ops write for it (depthwise Convs, unfused
     # activations, SE, residual Adds; at the probe's batch): the work its removal saves besides MACs
     traffic: np.ndarray | None = None
+    folds: list[Fold] = field(default_factory=list)  # consumers that absorb a removed constant channel
 
     @property
     def n_channels(self) -> int:
@@ -99,7 +100,7 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
             frozen[c] = True
             reasons[why] = reasons.get(why, 0) + 1
     return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
-                        _traffic(a, channel, len(unique)))
+                        _traffic(a, channel, len(unique)), a.folds)
 
 
 # Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their

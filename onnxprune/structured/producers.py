@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Analysis, Label, Term
+from .graph import Analysis, Fold, Label, Term
 from .util import attr, input_at as _input
 
 
@@ -41,7 +41,9 @@ def conv(a: Analysis, i: int) -> None:
         a.freeze(lab.ids, f"Conv '{node.name}': channels not on axis 1")
         lab = None
     if group == 1:
-        ids = _dense(a, i, lab, in_axis=1, out_axis=0, n_out=c_out, macs=macs, bias_slot=2)
+        unpadded = not any(attr(node, "pads") or ()) and attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
+        fold = _fold(a, i, 1, 0, 2) if unpadded else None  # a padded border sees 0, not the constant
+        ids = _dense(a, i, lab, in_axis=1, out_axis=0, n_out=c_out, macs=macs, bias_slot=2, fold=fold)
         a.labels[out] = Label(1, ids, np.ones(c_out, bool))
     elif lab is not None and c_in % group == 0 and c_out % group == 0:
         # grouped (depthwise when c_in == group): group g's outputs read only group g's inputs, so a
@@ -92,7 +94,10 @@ def gemm(a: Analysis, i: int) -> None:
     if lab is not None and lab.axis != 1:
         a.freeze(lab.ids, f"Gemm '{node.name}': channels not on the feature axis")
         lab = None
-    ids = _dense(a, i, lab, in_axis=in_axis, out_axis=out_axis, n_out=n, macs=float(m) * k * n, bias_slot=None)
+    beta = attr(node, "beta", 1.0)
+    fold = _fold(a, i, in_axis, out_axis, 2, attr(node, "alpha", 1.0) / beta) if beta else None
+    ids = _dense(a, i, lab, in_axis=in_axis, out_axis=out_axis, n_out=n, macs=float(m) * k * n, bias_slot=None,
+                 fold=fold)
     zero = np.ones(n, bool)
     c = _input(node, 2)
     if c:
@@ -135,12 +140,12 @@ def _weight_matmul(a: Analysis, i: int) -> None:
 
 
 def _dense(a: Analysis, i: int, lab: Label | None, *, in_axis: int, out_axis: int, n_out: int, macs: float,
-           bias_slot: int | None) -> np.ndarray:
+           bias_slot: int | None, fold: Fold | None = None) -> np.ndarray:
     """The shared part of every dense producer: consume the input's channels along the weight's
-    `in_axis`, make `n_out` new ones along `out_axis` (filter and bias their parameters), and add the
-    MAC term; returns the new elements."""
+    `in_axis` (constants where `fold` says how), make `n_out` new ones along `out_axis` (filter and
+    bias their parameters), and add the MAC term; returns the new elements."""
     if lab is not None:
-        a.require_zero(lab, node=a.nodes[i])
+        a.require_zero(lab, a.nodes[i], fold)
         a.slice(i, 1, in_axis, lab.ids, "input")
     ids = a.new(n_out)
     a.slice(i, 1, out_axis, ids, "param")
@@ -150,6 +155,22 @@ def _dense(a: Analysis, i: int, lab: Label | None, *, in_axis: int, out_axis: in
     n_in = len(lab.ids) if lab is not None else 1
     a.terms.append(Term(a.nodes[i].name, macs / (n_out * n_in), keys, "macs"))
     return ids
+
+
+def _fold(a: Analysis, i: int, in_axis: int, out_axis: int, bias_slot: int, scale: float = 1.0) -> Fold | None:
+    """How node i absorbs a constant input channel (graph.Fold): its weight and bias stored as they
+    are read (no Transpose between), the bias a vector read by this node alone; else None."""
+    node = a.nodes[i]
+    weight, bias = a.source(node.input[1]), _input(node, bias_slot)
+    if weight is None or weight[1] is not None or len(a.shapes[node.input[1]]) <= max(in_axis, out_axis):
+        return None
+    if bias:
+        found = a.source(bias)
+        if found is None or found[1] is not None or a.consts[found[0]].shape != (a.shapes[node.input[1]][out_axis],) \
+                or a.terminal_reads(found[0]) != {(i, bias_slot)}:
+            return None
+        bias = found[0]
+    return Fold(i, node.input[0], weight[0], in_axis, out_axis, bias, bias_slot, float(scale))
 
 
 def _bias(a: Analysis, i: int, slot: int, ids: np.ndarray) -> None:

@@ -7,7 +7,9 @@ shift, per-channel constants set to zero). So the pruned model keeps one metadat
 {"tensor", "axis", "removed", "zero"}: indices along that axis of the step's input tensor, and whether
 the reference zeroes them (a parameter) or they are only sliced (a consumer's input side, a norm's
 running statistics). Weight pruning keeps the steps as they are: its zeros need no record. A file
-from before steps holds one bare list of parameter entries, read as one step.
+from before steps holds one bare list of parameter entries, read as one step. "folded" lists the
+biases a rewrite changed (or added) to absorb removed channels that were constants (graph.Fold): the
+reference keeps its own values there, and only the outputs can judge them.
 """
 
 from __future__ import annotations
@@ -35,12 +37,24 @@ def removed_slices(cg, removed: np.ndarray) -> list[dict]:
     return list(entries.values())
 
 
-def record(model: onnx.ModelProto, steps: list[list[dict]]) -> None:
-    """Set KEY in the model's metadata to `steps`, in place."""
+def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = ()) -> None:
+    """Set KEY in the model's metadata to `steps`, and the folded biases it held plus `folded`, in place."""
+    names = sorted(set(folded_biases(model)) | set(folded))
     props = [p for p in model.metadata_props if p.key != KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
-    model.metadata_props.add(key=KEY, value=json.dumps({"steps": steps}, separators=(",", ":")))
+    model.metadata_props.add(key=KEY, value=json.dumps({"steps": steps, **({"folded": names} if names else {})},
+                                                       separators=(",", ":")))
+
+
+def folded_biases(model: onnx.ModelProto) -> list[str]:
+    """The biases any channel pruning of this file's history folded constants into."""
+    value = next((p.value for p in model.metadata_props if p.key == KEY), None)
+    try:
+        data = json.loads(value) if value is not None else {}
+        return [str(n) for n in data.get("folded", [])] if isinstance(data, dict) else []
+    except (ValueError, TypeError, AttributeError) as error:
+        raise InvalidModelError(f"metadata '{KEY}' is not a record of removed channels: {error}") from None
 
 
 def recorded(model: onnx.ModelProto) -> list[list[dict]]:

@@ -5,16 +5,19 @@ sizes (Conv group, Reshape shape entries, Split sizes) and the now stale value_i
 constant shared by readers that need different sizes gives each such reader its own copy ("<name>_prunedK").
 `zeroed()` builds the reference the rewrite must equal: the original graph with the removed channels'
 parameters (producer filters and biases, norm scale and shift, per-channel Add/Mul constants) zero.
+Where such a channel is a nonzero constant at a consumer's input (graph.Fold), the consumer's bias
+takes its weights times that constant, read from one onnxruntime run of that reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from ..errors import OnnxPruneError
 from .groups import ChannelGraph
+from .record import record, recorded
 from .tensors import add_copy, names, resizable, store
 
 
@@ -34,6 +37,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     kept = kept_positions(cg, removed)
     arrays: dict[str, np.ndarray] = {}
     consts = resizable(cg.model.graph)
+    added, changed = _fold_biases(cg, removed, kept, consts, arrays)
     for (name, axis), keep in sorted(kept.items()):
         arrays[name] = np.compress(keep, arrays.get(name, consts[name]), axis=axis)
     copies: dict[tuple[str, tuple], np.ndarray] = {}  # (shared constant, its reader) -> that reader's copy
@@ -49,6 +53,9 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     model.CopyFrom(cg.model)
     store(model.graph, arrays)
     _store_copies(model.graph, copies, consts)
+    folded = _add_biases(model.graph, added, kept) + changed
+    if folded:
+        record(model, recorded(model), folded)  # verify --reference judges these by the outputs
     for fix in cg.fixes:
         if fix.kind == "attr":
             _set_attr(model.graph.node[fix.index], fix.attr, int((~removed[cg.channel[fix.ids]]).sum()), fix.pos)
@@ -80,6 +87,66 @@ def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     from .record import removed_slices, zero_removed
 
     return zero_removed(cg.model, removed_slices(cg, removed))
+
+
+def _fold_biases(cg: ChannelGraph, removed: np.ndarray, kept: dict, consts: dict, arrays: dict
+                 ) -> tuple[list, list[str]]:
+    """Each removed input channel that is a constant k at a folding consumer: bias += scale * k * (its
+    weights summed over the kernel). Existing biases are updated in `consts` and `arrays` (sliced
+    afterwards like any bias); returns (fold, full bias) for consumers that had none, and the names
+    of those updated."""
+    todo = [f for f in cg.folds if not kept.get((f.weight, f.in_axis), np.ones(1, bool)).all()]
+    if not todo:
+        return [], []
+    values = _removed_values(cg, removed, sorted({f.tensor for f in todo}))
+    added, changed = [], []
+    for f in todo:
+        gone = np.flatnonzero(~kept[(f.weight, f.in_axis)])
+        rows = np.moveaxis(values[f.tensor], 1, 0).reshape(values[f.tensor].shape[1], -1)[gone].astype(np.float64)
+        k = rows[:, 0]
+        if not np.allclose(rows, k[:, None], rtol=1e-5, atol=1e-6):
+            raise RuntimeError(f"channel analysis: a removed channel of '{f.tensor}' is not a constant")
+        weight = np.moveaxis(consts[f.weight], (f.out_axis, f.in_axis), (0, 1))[:, gone].astype(np.float64)
+        delta = f.scale * (weight.reshape(len(weight), len(gone), -1).sum(axis=2) @ k)
+        if f.bias:
+            arrays[f.bias] = consts[f.bias] = (consts[f.bias] + delta).astype(consts[f.bias].dtype)
+            changed.append(f.bias)
+        else:
+            added.append((f, delta.astype(consts[f.weight].dtype)))
+    return added, changed
+
+
+def _removed_values(cg: ChannelGraph, removed: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
+    """`tensors` in the zeroed reference at the probe's shapes (any input: what is read is constant)."""
+    import onnxruntime as ort
+
+    from .shapes import input_feeds
+
+    probe = zeroed(cg, removed)
+    del probe.graph.value_info[:], probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors)
+    inputs = [v.name for v in probe.graph.input if v.name in cg.shapes]
+    feeds = input_feeds(probe, {name: cg.shapes[name] for name in inputs}, seed=0)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip(tensors, session.run(None, feeds)))
+
+
+def _add_biases(graph: onnx.GraphProto, added: list, kept: dict) -> list[str]:
+    """A folding consumer without a bias gets one (sliced like its output channels); their names."""
+    taken, out = names(graph), []
+    for fold, bias in added:
+        keep = kept.get((fold.weight, fold.out_axis))
+        name = f"{fold.weight}_folded_bias"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        graph.initializer.append(numpy_helper.from_array(bias if keep is None else bias[keep], name))
+        node = graph.node[fold.index]
+        while len(node.input) < fold.bias_slot:
+            node.input.append("")
+        node.input.append(name)
+        out.append(name)
+    return out
 
 
 def _store_copies(graph: onnx.GraphProto, copies: dict, consts: dict) -> None:

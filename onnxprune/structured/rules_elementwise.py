@@ -33,6 +33,7 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
     zero = np.logical_and.reduce(zeros) if zero_rule == "all" else np.logical_or.reduce(zeros)
     if zero_rule == "first":
         zero = labeled[0][1].zero if labeled[0][0] == 0 else np.zeros(size, bool)
+    const = np.logical_and.reduce([lab.const for s, lab in labeled])  # a constant with constants
     for s, name in enumerate(node.input):
         if not name or name in a.labels:
             continue
@@ -42,6 +43,8 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
             value = a.value(name)
             if zero_rule == "all" and (value is None or value.any()):
                 zero = np.zeros(size, bool)
+            if value is None:
+                const = np.zeros(size, bool)
             continue
         role = "stat" if zero_rule == "first" or node.op_type == "PRelu" else "param"
         if not a.slice(i, s, own, ids, role):
@@ -49,7 +52,7 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
             return
         if zero_rule == "any" and role == "param":
             zero = np.ones(size, bool)  # the zeroed per-channel factor makes the channel 0
-    a.labels[out] = Label(axis, ids, zero)
+    a.labels[out] = Label(axis, ids, zero, const=const)
 
 
 def elementwise(zero_rule: str) -> Rule:
@@ -73,7 +76,7 @@ def power(a: Analysis, i: int) -> None:
         return
     lab = a.labels.get(node.input[0])
     if lab is not None:
-        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero, const=lab.const)
 
 
 # The ops that read a packed tensor (Label.part): moving its axes, or selecting one part.

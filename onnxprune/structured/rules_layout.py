@@ -28,9 +28,12 @@ def concat(a: Analysis, i: int) -> None:
                 lab = Label(axis, ids, np.zeros(len(ids), bool))
             parts.append(lab)
         a.labels[node.output[0]] = Label(axis, np.concatenate([p.ids for p in parts]),
-                                         np.concatenate([p.zero for p in parts]))
+                                         np.concatenate([p.zero for p in parts]), const=np.concatenate([p.const for p in parts]))
         return
     tie_elementwise(a, i, "all")
+    if node.output[0] in a.labels:  # two constants side by side are not one constant
+        lab = a.labels[node.output[0]]
+        lab.const = lab.zero.copy()
 
 
 @labeled
@@ -43,12 +46,12 @@ def split(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
             return
         for k, out in enumerate(node.output):
             if out:
-                a.labels[out] = Label(lab.axis, lab.ids[k], lab.zero[k])
+                a.labels[out] = Label(lab.axis, lab.ids[k], lab.zero[k], const=lab.const[k])
         return
     if axis != lab.axis:
         for out in node.output:
             if out:
-                a.labels[out] = Label(lab.axis, lab.ids, lab.zero)
+                a.labels[out] = Label(lab.axis, lab.ids, lab.zero, const=lab.const)
         return
     sizes = [a.shapes[o][axis] for o in node.output]
     if _input(node, 1):
@@ -60,14 +63,14 @@ def split(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         return
     start = 0
     for k, (out, size) in enumerate(zip(node.output, sizes)):
-        ids, zero = lab.ids[start:start + size], lab.zero[start:start + size]
+        ids, zero, const = lab.ids[start:start + size], lab.zero[start:start + size], lab.const[start:start + size]
         if _input(node, 1):
             if not a.fix_const(i, 1, k, ids):
                 a.freeze(lab.ids, f"Split '{node.name}': sizes not a constant")
                 return
         else:
             a.fix_attr(i, "split", ids, pos=k)
-        a.labels[out] = Label(axis, ids, zero)
+        a.labels[out] = Label(axis, ids, zero, const=const)
         start += size
 
 
@@ -84,7 +87,7 @@ def slice_op(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     axes = [int(x) % rank for x in (np.ravel(axes) if axes is not None else range(len(np.ravel(starts))))]
     steps = np.ones(len(axes), np.int64) if steps is None else np.ravel(steps)
     if lab.axis not in axes:
-        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero, const=lab.const)
         return
     k = axes.index(lab.axis)
     if steps[k] != 1:
@@ -96,4 +99,4 @@ def slice_op(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
             (end < len(lab.ids) and not a.fix_const(i, 2, k, lab.ids[:end])):
         a.freeze(lab.ids, f"Slice '{node.name}': its bounds cannot be rewritten")
         return
-    a.labels[node.output[0]] = Label(lab.axis, lab.ids[start:end], lab.zero[start:end])
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids[start:end], lab.zero[start:end], const=lab.const[start:end])

@@ -50,7 +50,7 @@ def unary(keeps_zero: bool) -> Rule:
     @labeled
     def rule(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         zero = lab.zero if keeps_zero else np.zeros_like(lab.zero)
-        a.labels[node.output[0]] = Label(lab.axis, lab.ids, zero)
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, zero, const=lab.const)
     return rule
 
 
@@ -67,7 +67,7 @@ def clip(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
             else:
                 hi = float(value)
     keeps = bool(lo <= 0 <= hi)
-    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero & keeps)
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero & keeps, const=lab.const & (not np.isnan(lo)))
 
 
 @labeled
@@ -75,7 +75,10 @@ def pool(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     if lab.axis != 1 or (len(node.output) > 1 and node.output[1]):
         a.freeze(lab.ids, f"{node.op_type} '{node.name}': channels not on axis 1, or indices output")
         return
-    a.labels[node.output[0]] = Label(1, lab.ids, lab.zero)
+    # a constant stays one unless the window averages in a padded border
+    uniform = node.op_type in ("MaxPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool") or \
+        not (any(attr(node, "pads") or ()) or attr(node, "auto_pad", b"NOTSET") in (b"SAME_UPPER", b"SAME_LOWER"))
+    a.labels[node.output[0]] = Label(1, lab.ids, lab.zero, const=lab.const & uniform)
 
 
 @labeled
@@ -85,7 +88,7 @@ def same_axis_size(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> Non
     if a.shapes[node.output[0]][lab.axis] != len(lab.ids) or sizes:
         a.freeze(lab.ids, f"{node.op_type} '{node.name}' changes or names the channel count")
         return
-    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero)
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero, const=lab.const)
 
 
 @labeled
@@ -109,7 +112,8 @@ def pad(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
 @labeled
 def transpose(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     perm = list(attr(node, "perm") or reversed(range(len(a.shapes[node.input[0]]))))
-    a.labels[node.output[0]] = Label(perm.index(lab.axis), lab.ids, lab.zero, perm.index(lab.part) if lab.part >= 0 else -1)
+    a.labels[node.output[0]] = Label(perm.index(lab.axis), lab.ids, lab.zero, perm.index(lab.part) if lab.part >= 0 else -1,
+                                     lab.const)
 
 
 @labeled
@@ -127,9 +131,10 @@ def gather(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         return x if x < axis else x + shift
     if axis == lab.part:
         k = int(index) % lab.ids.shape[0]
-        a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids[k], lab.zero[k])
+        a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids[k], lab.zero[k], const=lab.const[k])
         return
-    a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids, lab.zero, moved(lab.part) if lab.part >= 0 else -1)
+    a.labels[node.output[0]] = Label(moved(lab.axis), lab.ids, lab.zero, moved(lab.part) if lab.part >= 0 else -1,
+                                     lab.const)
 
 
 @labeled
@@ -146,7 +151,7 @@ def reduce(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         a.freeze(lab.ids, f"{node.op_type} '{node.name}' reduces over channels")
         return
     axis = lab.axis if attr(node, "keepdims", 1) else lab.axis - sum(x < lab.axis for x in axes)
-    a.labels[node.output[0]] = Label(axis, lab.ids, lab.zero)
+    a.labels[node.output[0]] = Label(axis, lab.ids, lab.zero, const=lab.const)
 
 
 @labeled

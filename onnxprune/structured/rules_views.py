@@ -32,11 +32,11 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     b, s, e = found
     inner, c = int(np.prod(src[lab.axis + 1:e])), src[lab.axis]
     index = (np.arange(dst[b]) // inner) % c
-    ids, zero = lab.ids[index], lab.zero[index]
+    ids, zero, const = lab.ids[index], lab.zero[index], lab.const[index]
     if node.op_type == "Reshape" and not _reshape_fix(a, i, b, ids, merged_single=(s == lab.axis == e - 1)):
         a.freeze(lab.ids, f"Reshape '{node.name}': its shape names the channel size and cannot be rewritten")
         return
-    a.labels[node.output[0]] = Label(b, ids, zero)
+    a.labels[node.output[0]] = Label(b, ids, zero, const=const)
 
 
 def _move_unit_axes(a: Analysis, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> None:
