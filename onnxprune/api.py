@@ -191,7 +191,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
           exclude: Iterable[str] = (), min_layer_density: float = 0.0,
           progress: Callable[[int, int], None] | None = None, structure: str | None = None,
           macs: float | None = None, latency: float | None = None, round_to: int | None = None,
-          best_effort: bool = False, images: Any = None) -> Pruned:
+          best_effort: bool = False, images: Any = None, approximate: bool = False) -> Pruned:
     """Prune a model; returns the pruned ModelProto and its report (`Pruned`). Nothing is written:
     call `.save(path)` on the result.
 
@@ -201,7 +201,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     the target is `macs`, `latency` or a weight density; `.kept` gives the indices kept per tensor
     axis (see onnxprune.structured.prune_channels for its options). Its label-free criterion (taylor)
     also reads `data` as a folder of images (`images`: fidelity.images.ImageOptions), "random", or an
-    npz with one array per input.
+    npz with one array per input. `approximate` (channel only) also removes channels whose removal
+    changes the computation (onnxprune.structured: normalization statistics, padded folds), for
+    recovery by `train --teacher`.
     """
     structure = structure or ("channel" if macs is not None or latency is not None else "weight")
     if structure == "channel":
@@ -210,10 +212,12 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
                                prune_bias=prune_bias, input_shapes=input_shapes, data=data, batch_size=batch_size,
                                data_batches=data_batches, format=format, precision=precision, device=device,
                                seed=seed, exclude=exclude, min_layer_density=min_layer_density, progress=progress,
-                               macs=macs, latency=latency, round_to=round_to, best_effort=best_effort, images=images)
+                               macs=macs, latency=latency, round_to=round_to, best_effort=best_effort, images=images,
+                               approximate=approximate)
     if structure != "weight":
         raise OnnxPruneError(f"{arg('structure')} must be one of weight, channel, not {structure!r}")
-    for name, value in (("round_to", round_to), ("best_effort", best_effort or None), ("image_size", images)):
+    for name, value in (("round_to", round_to), ("best_effort", best_effort or None), ("image_size", images),
+                        ("approximate", approximate or None)):
         if value is not None:
             raise OnnxPruneError(f"{arg(name)} applies to {arg('structure')} channel only")
     method, scope = method or "synflow", scope or "global"

@@ -157,6 +157,32 @@ def test_bad_loss_weights_are_one_line_exit_2(tmp_path, extra, words):
     assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
 
 
+def test_approximate_removal_of_the_hidden_size_recovers(tmp_path):
+    """`prune --approximate` shrinks the residual stream (LayerNorms then normalize over the kept
+    channels, which moves the output before any training); label-free distillation brings the pruned
+    model back toward the original: lower KL and at least the agreement it had right after pruning."""
+    import torch
+
+    from models.torch_nets import AttentionStack, export
+
+    torch.manual_seed(0)
+    onnx.save(export(AttentionStack(layers=1, d=32, inputs=8, heads=4), (1, 6, 8), dynamo=True), tmp_path / "b.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", input=rng.standard_normal((400, 6, 8)).astype(np.float32))
+    np.savez(tmp_path / "heldout.npz", input=rng.standard_normal((200, 6, 8)).astype(np.float32))
+    pruned, recovered = tmp_path / "pruned.onnx", tmp_path / "recovered.onnx"
+    done = onnxprune("prune", tmp_path / "b.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
+                     "--approximate", "--report", tmp_path / "p.json", "-o", pruned, "-q")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["approximate"]["channels"]
+    before = agreement(pruned, tmp_path / "b.onnx", tmp_path / "heldout.npz", tmp_path)["outputs"]["logits"]
+    done = onnxprune("train", pruned, "--teacher", tmp_path / "b.onnx", "--dataset", "npz", "--data-dir",
+                     tmp_path / "train.npz", "--epochs", "2", "--batch-size", "1", "-o", recovered, "-q")
+    assert done.returncode == 0, done.stderr  # torch.export fixes the batch at 1
+    after = agreement(recovered, tmp_path / "b.onnx", tmp_path / "heldout.npz", tmp_path)["outputs"]["logits"]
+    assert after["kl"] < 0.5 * before["kl"] and after["top1_agreement"] >= before["top1_agreement"]
+
+
 def test_random_inputs_recover_without_any_data(tmp_path):
     """`--dataset random` draws inputs from each input's type (no file at all); agreement on other
     random inputs (`compare --data random`, another seed) rises above the student's own."""

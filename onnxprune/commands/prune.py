@@ -89,6 +89,10 @@ def progress_bar(console, enabled: bool):
 @click.option("--best-effort", is_flag=True,
               help="With --structure channel: when the target cannot be reached, prune as far as possible "
                    "(the report says target_reached: false) instead of exit 2.")
+@click.option("--approximate", is_flag=True,
+              help="With --structure channel: also remove channels whose removal changes the computation "
+                   "(LayerNorm statistics over the kept channels: a transformer's hidden size; a constant "
+                   "folded into a padded Conv); the report measures the change. Recover with train --teacher.")
 @click.option("--benchmark", is_flag=True,
               help="With --structure channel: time onnxruntime (CPU, batch 1) on the dense and pruned model.")
 @image_options
@@ -96,7 +100,7 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
           min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=None,
           benchmark=False, latency=None, best_effort=False, image_size=None, mean=None, std=None, layout=None,
-          color=None) -> None:
+          color=None, approximate=False) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 
     Only the pruned initializers change: graph, opset, IR version, names and metadata are the input's.
@@ -112,6 +116,8 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
 
     if benchmark:  # a weight-pruned graph runs the dense kernels: nothing to time
         raise OnnxPruneError("--benchmark applies to --structure channel only")
+    if approximate:
+        raise OnnxPruneError("--approximate applies to --structure channel only")
     if any(v is not None for v in (image_size, mean, std, layout, color)):
         raise OnnxPruneError("--image-size/--mean/--std/--layout/--color apply to --structure channel "
                              "(taylor on a folder of images) only")

@@ -16,7 +16,8 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
                         schedule, scope, input_shapes, data, batch_size, data_batches, precision, seed, exclude,
                         min_layer_density, report_path, quiet, macs, round_to=None, benchmark=False, latency=None,
                         best_effort=False, fmt="auto", device="auto", plot_path=None, prune_bias=False,
-                        image_size=None, mean=None, std=None, layout=None, color=None, **ignored) -> None:
+                        image_size=None, mean=None, std=None, layout=None, color=None, approximate=False,
+                        **ignored) -> None:
     """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured)."""
     from .. import io
     from ..api import prune
@@ -35,7 +36,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
                    schedule=schedule, scope=scope, min_layer_density=min_layer_density, round_to=round_to,
                    exclude=exclude, input_shapes=shapes or None, data=data, batch_size=batch_size,
                    data_batches=data_batches, precision=precision, seed=seed, format=fmt, prune_bias=prune_bias,
-                   device=device, images=images)
+                   device=device, images=images, approximate=approximate)
     if benchmark:  # in the report too, so a pipeline can read the measured speed-up
         result.report["latency"] = compare(loaded, result.model, input_shapes=shapes or None)
     if "latency_fit" in result.report:  # measured again, apart from the search, at its settings

@@ -29,6 +29,11 @@ def run_all(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], batch_size:
     sess = session(model)
     names = [o.name for o in sess.get_outputs()]
     rows = len(next(iter(feeds.values()))) if feeds else 0
+    fixed = {i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.name in feeds}
+    if fixed:  # an export with a fixed batch (torch.export's 1): run it at that batch
+        batch_size = min(fixed)
+        if rows % batch_size:
+            raise DataError(f"the model takes batches of exactly {batch_size}; give a multiple of {batch_size} inputs")
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for start in range(0, rows, batch_size):
         out = sess.run(names, {k: v[start:start + batch_size] for k, v in feeds.items()})

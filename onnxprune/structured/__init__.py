@@ -11,7 +11,10 @@ magnitude, normalization scale, Taylor), score.py (channel scores from the per-w
 pruning at initialization), select.py (budget and greedy removal), rewrite.py (the slicing rewrite and the zeroed reference).
 Exactness contract: in onnxruntime, the result equals `zeroed(...)` of the input — the original
 graph with the removed channels' parameters (filters, biases, norm scale and shift, per-channel
-Add/Mul constants) set to zero; tests/test_structured.py checks it to 1e-5.
+Add/Mul constants) set to zero; tests/test_structured.py checks it to 1e-5. `approximate=True` also
+removes channels where that contract cannot hold (LayerNorm statistics over the kept channels, a
+constant folded into a padded Conv): the report's "approximate" names the rules used and measures how
+far the outputs moved, and `train --teacher` recovers the rest.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .groups import ChannelGraph, analyze
 from .importance import importance
 from .latency import fit_latency
 from .record import record, recorded, removed_slices
-from .rewrite import check_runs, rewrite, zeroed
+from .rewrite import check_runs, deviation, rewrite, zeroed
 from .score import channel_scores, masks
 from .select import cost, layer_weights, limits, local_scores, round_layers, select
 
@@ -71,7 +74,8 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                    round_to: int = ROUND_TO, min_layer_density: float = 0.0,
                    exclude: Iterable[str] = (), input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    batches: Iterable[Any] | None = None, precision: str = "float64", seed: int = 0,
-                   best_effort: bool = False, progress: Callable[[int, int], None] | None = None) -> Structured:
+                   best_effort: bool = False, progress: Callable[[int, int], None] | None = None,
+                   approximate: bool = False) -> Structured:
     """Remove channels until the prunable weights keep `density` (or 10**-compression, 1 - sparsity), or the
     Conv/Gemm/MatMul MACs keep `macs`, or the measured onnxruntime latency keeps `latency`. `method` is
     a channel criterion for trained weights (CHANNEL_METHODS, importance.py; default taylor with
@@ -79,7 +83,8 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     per channel and recomputed each of `iterations` rounds (SynFlow: 100) on the schedule. `scope` "global" ranks scores across layers; "local" ranks within each layer, so
     layers shrink alike (the default for channel criteria; global for weight scorers). `round_to` rounds
     each layer's kept channels to a multiple (default 8, which CPU kernels run fastest; 1: exact
-    widths) after selection, the budget still kept (select.round_layers)."""
+    widths) after selection, the budget still kept (select.round_layers). `approximate`: see the module
+    docstring."""
     from ..io import load_model
 
     start = time.perf_counter()
@@ -89,7 +94,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     if scope not in SCOPES:
         raise OnnxPruneError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
     objective, fraction = _target(density, compression, sparsity, macs, latency, method)
-    cg = analyze(model, input_shapes)
+    cg = analyze(model, input_shapes, approximate)
     _exclude(cg, exclude)
     removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
                                min_layer_density, input_shapes, batches, precision, seed, progress)
@@ -102,8 +107,11 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                else fitted["predicted"] <= latency)  # --latency: the search judged it on measured latency
     pruned = rewrite(cg, removed)
     check_runs(pruned, cg)
-    record(pruned, recorded(model) + [removed_slices(cg, removed)])  # for `verify --reference`
+    rules = {rule: int(removed[channels].sum()) for rule, channels in cg.approximate.items() if removed[channels].any()}
+    record(pruned, recorded(model) + [removed_slices(cg, removed)], approximate=list(rules))  # for `verify --reference`
     report = summary(cg, removed, min_layer_density)
+    if approximate:  # what the approximate rules removed, and how far that moved the outputs before recovery
+        report["approximate"] = {"channels": rules, "deviation": deviation(pruned, cg, removed) if rules else {}}
     report.update(method=method, scope=scope, objective=objective, target=fraction, target_reached=reached,
                   seconds=time.perf_counter() - start)
     if fitted is not None:

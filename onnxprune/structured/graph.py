@@ -118,8 +118,11 @@ class Analysis:
     """Mutable state of one pass over a graph; op handlers (rules.py) call these methods."""
 
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                 second: dict[str, np.ndarray] | None = None):
+                 second: dict[str, np.ndarray] | None = None, loose: bool = False, refused: frozenset = frozenset()):
         self.model, self.graph, self.shapes = model, model.graph, shapes
+        self.loose = loose  # approximate mode: the rules that change the computation apply (`approximate`)
+        self.refused = refused  # nodes (by first output) where they gained nothing in an earlier pass
+        self.approximations: list[tuple[np.ndarray, str, str]] = []  # (elements, the rule's name, the node)
         self.second = second  # Shape node output -> value with every symbolic input dim doubled (None: not measured)
         self.facts = GraphFacts(self.graph)
         self.nodes, self.readers = self.facts.nodes, self.facts.readers
@@ -171,6 +174,17 @@ class Analysis:
         for name in node.input:
             if name in self.labels:
                 self.freeze(self.labels[name].ids, f"{_who(node)}: {reason}")
+
+    def approximate(self, ids: np.ndarray, rule: str, reason: str, node: onnx.NodeProto) -> bool:
+        """A rule that changes what the model computes where these channels go (approximate mode,
+        recovered by distillation): records them under `rule` and says True in that mode; else
+        freezes them with `reason`, naming the flag that would remove them."""
+        if self.loose and node.output[0] not in self.refused:
+            self.approximations.append((np.asarray(ids).ravel().copy(), rule, node.output[0]))
+            return True
+        hint = "--approximate cannot: they are frozen elsewhere too" if self.loose else f"--approximate: {rule}"
+        self.freeze(ids, f"{reason} ({hint})")
+        return False
 
     def require_zero(self, label: Label, node: onnx.NodeProto, fold: Fold | None = None) -> None:
         """A consumer drops positions: those not exactly 0 when removed cannot go, unless they are a

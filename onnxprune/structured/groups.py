@@ -39,6 +39,7 @@ class ChannelGraph:
     # activations, SE, residual Adds; at the probe's batch): the work its removal saves besides MACs
     traffic: np.ndarray | None = None
     folds: list[Fold] = field(default_factory=list)  # consumers that absorb a removed constant channel
+    approximate: dict[str, np.ndarray] = field(default_factory=dict)  # rule -> channels it changes when removed
 
     @property
     def n_channels(self) -> int:
@@ -67,11 +68,25 @@ class ChannelGraph:
         return covered / total if total else 0.0
 
 
-def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ChannelGraph:
-    """Channel groups of `model` (main graph; inputs' symbolic dims probed at batch 2)."""
+def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+            approximate: bool = False) -> ChannelGraph:
+    """Channel groups of `model` (main graph; inputs' symbolic dims probed at batch 2). `approximate`:
+    the rules that change the computation where a channel goes apply too (graph.Analysis.approximate)."""
     probe = dict(input_shapes or _probe_shapes(model))
-    shapes = value_shapes(model, probe)
-    a = Analysis(model, shapes, _second_probe(model, probe))
+    shapes, second = value_shapes(model, probe), _second_probe(model, probe)
+    refused: frozenset = frozenset()
+    while True:  # an approximation whose channels end up frozen anyway only labels more: undo it, again
+        cg, sites = _analyze_once(model, probe, shapes, second, approximate, refused)
+        stuck = {site for site, channels in sites.items() if cg.frozen[channels].all()}
+        if stuck <= refused:
+            return cg
+        refused |= stuck
+
+
+def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, approximate: bool, refused: frozenset
+                  ) -> tuple[ChannelGraph, dict[str, np.ndarray]]:
+    """One pass of the analysis; also, per node where an approximate rule applied, its channels."""
+    a = Analysis(model, shapes, second, loose=approximate, refused=refused)
     inner = _subgraph_names(model.graph)
     for i, node in enumerate(a.nodes):
         rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
@@ -99,8 +114,11 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
         if not frozen[c]:
             frozen[c] = True
             reasons[why] = reasons.get(why, 0) + 1
+    approximate = {rule: np.unique(np.concatenate([channel[ids] for ids, r, _ in a.approximations if r == rule]))
+                   for rule in {r for _, r, _ in a.approximations}}
+    sites = {site: channel[ids] for ids, _, site in a.approximations}
     return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
-                        _traffic(a, channel, len(unique)), a.folds)
+                        _traffic(a, channel, len(unique)), a.folds, approximate), sites
 
 
 # Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their

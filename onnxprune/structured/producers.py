@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Analysis, Fold, Label, Term
+
+PADDED_FOLD = "constant folded into a padded Conv's bias (its border differs)"
 from .util import attr, input_at as _input
 
 
@@ -41,8 +43,12 @@ def conv(a: Analysis, i: int) -> None:
         a.freeze(lab.ids, f"Conv '{node.name}': channels not on axis 1")
         lab = None
     if group == 1:
-        unpadded = not any(attr(node, "pads") or ()) and attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID")
-        fold = _fold(a, i, 1, 0, 2) if unpadded else None  # a padded border sees 0, not the constant
+        fold = _fold(a, i, 1, 0, 2)
+        padded = any(attr(node, "pads") or ()) or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
+        loose = lab.const & ~lab.zero if lab is not None else np.zeros(0, bool)
+        if padded and fold is not None and loose.any() and not a.approximate(
+                lab.ids[loose], PADDED_FOLD, f"Conv '{node.name}': its input is not 0 where a channel is removed", node):
+            fold = None  # a padded border sees 0, not the constant
         ids = _dense(a, i, lab, in_axis=1, out_axis=0, n_out=c_out, macs=macs, bias_slot=2, fold=fold)
         a.labels[out] = Label(1, ids, np.ones(c_out, bool))
     elif lab is not None and c_in % group == 0 and c_out % group == 0:

@@ -9,7 +9,9 @@ the reference zeroes them (a parameter) or they are only sliced (a consumer's in
 running statistics). Weight pruning keeps the steps as they are: its zeros need no record. A file
 from before steps holds one bare list of parameter entries, read as one step. "folded" lists the
 biases a rewrite changed (or added) to absorb removed channels that were constants (graph.Fold): the
-reference keeps its own values there, and only the outputs can judge them.
+reference keeps its own values there, and only the outputs can judge them. "approximate" names the
+approximate-mode rules (prune --approximate) whose removals change what the model computes: the
+zeroed original is then not the pruned model's equal, and verify reports the deviation instead.
 """
 
 from __future__ import annotations
@@ -37,22 +39,34 @@ def removed_slices(cg, removed: np.ndarray) -> list[dict]:
     return list(entries.values())
 
 
-def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = ()) -> None:
-    """Set KEY in the model's metadata to `steps`, and the folded biases it held plus `folded`, in place."""
-    names = sorted(set(folded_biases(model)) | set(folded))
+def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = (), approximate: list[str] = ()
+           ) -> None:
+    """Set KEY in the model's metadata to `steps`, and the folded biases and approximate rules it held
+    plus `folded` and `approximate`, in place."""
+    lists = {"folded": sorted(set(folded_biases(model)) | set(folded)),
+             "approximate": sorted(set(approximate_rules(model)) | set(approximate))}
     props = [p for p in model.metadata_props if p.key != KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
-    model.metadata_props.add(key=KEY, value=json.dumps({"steps": steps, **({"folded": names} if names else {})},
+    model.metadata_props.add(key=KEY, value=json.dumps({"steps": steps, **{k: v for k, v in lists.items() if v}},
                                                        separators=(",", ":")))
 
 
 def folded_biases(model: onnx.ModelProto) -> list[str]:
     """The biases any channel pruning of this file's history folded constants into."""
+    return _listed(model, "folded")
+
+
+def approximate_rules(model: onnx.ModelProto) -> list[str]:
+    """The approximate rules any channel pruning of this file's history removed channels by."""
+    return _listed(model, "approximate")
+
+
+def _listed(model: onnx.ModelProto, key: str) -> list[str]:
     value = next((p.value for p in model.metadata_props if p.key == KEY), None)
     try:
         data = json.loads(value) if value is not None else {}
-        return [str(n) for n in data.get("folded", [])] if isinstance(data, dict) else []
+        return [str(n) for n in data.get(key, [])] if isinstance(data, dict) else []
     except (ValueError, TypeError, AttributeError) as error:
         raise InvalidModelError(f"metadata '{KEY}' is not a record of removed channels: {error}") from None
 

@@ -40,6 +40,16 @@ def summary_lines(report: Report) -> list[str]:
              f"MACs in prunable layers: {report['coverage']:.3f}"]
     for reason, n in sorted(report["frozen_reasons"].items(), key=lambda kv: -kv[1])[:5]:
         lines.append(f"frozen: {n} channel(s): {reason}")
+    if "approximate" in report:
+        approx = report["approximate"]
+        for rule, n in approx["channels"].items():
+            lines.append(f"approximate: {n} channel(s) removed by {rule}")
+        if approx["deviation"]:
+            worst = max(approx["deviation"].items(), key=lambda kv: kv[1])
+            lines.append(f"approximate: output '{worst[0]}' moved by {worst[1]:.3g} (relative L2 to the original with "
+                         "the removed channels zeroed, random inputs, before recovery: train --teacher recovers it)")
+        else:
+            lines.append("approximate: no channel needed an approximate rule; the result is exact")
     if "latency" in report:
         t = report["latency"]
         lines.append(f"onnxruntime CPU, batch {t['batch']}, median of {t['runs']}: {t['dense_ms']:.2f} ms dense, "

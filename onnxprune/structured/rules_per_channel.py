@@ -14,6 +14,10 @@ from .util import attr, input_at as _input
 
 Rule = Callable[[Analysis, int], None]
 
+# The approximate rules' names (graph.Analysis.approximate), as the report and the record list them.
+NORM_STATISTICS = "LayerNormalization statistics over the kept channels"
+MEAN_STATISTICS = "ReduceMean over the kept channels"
+
 
 def labeled(rule: Callable[[Analysis, int, onnx.NodeProto, Label], None]) -> Rule:
     """A rule about the channels of input 0: skipped when that input carries none. Channels reaching
@@ -147,8 +151,11 @@ def reduce(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
             a.freeze(lab.ids, f"{node.op_type} '{node.name}': computed axes")
             return
     axes = list(range(rank)) if axes is None or len(axes) == 0 else [int(x) % rank for x in np.ravel(axes)]
-    if lab.axis in axes:
-        a.freeze(lab.ids, f"{node.op_type} '{node.name}' reduces over channels")
+    if lab.axis in axes:  # a mean over the kept channels only: a hand-written norm's statistics
+        if node.op_type == "ReduceMean" and lab.part < 0:
+            a.approximate(lab.ids, MEAN_STATISTICS, f"{node.op_type} '{node.name}' reduces over channels", node)
+        else:
+            a.freeze(lab.ids, f"{node.op_type} '{node.name}' reduces over channels")
         return
     axis = lab.axis if attr(node, "keepdims", 1) else lab.axis - sum(x < lab.axis for x in axes)
     a.labels[node.output[0]] = Label(axis, lab.ids, lab.zero, const=lab.const)
@@ -161,6 +168,10 @@ def softmax_like(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     rank = len(a.shapes[node.input[0]])
     axis = attr(node, "axis", -1) % rank
     over = range(axis, rank) if node.op_type == "LayerNormalization" else [axis]
+    if node.op_type == "LayerNormalization" and list(over) == [lab.axis] and lab.part < 0 and \
+            not any(len(node.output) > 1 and o for o in node.output[1:]):
+        _layer_norm_over_channels(a, i, node, lab)
+        return
     if lab.axis in over or any(len(node.output) > 1 and o for o in node.output[1:]):
         a.freeze(lab.ids, f"{node.op_type} '{node.name}' normalizes over channels")
         return
@@ -170,3 +181,15 @@ def softmax_like(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         return
     a.labels[node.output[0]] = Label(lab.axis, lab.ids, np.zeros_like(lab.zero) if node.op_type != "LayerNormalization"
                                      else lab.zero & (not _input(node, 2)))
+
+
+def _layer_norm_over_channels(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """LayerNormalization over the channel axis (a transformer's residual stream): in approximate mode
+    the channel goes with its scale and shift (so the output is 0 there) and the mean and variance
+    are taken over the kept channels."""
+    if not a.approximate(lab.ids, NORM_STATISTICS, f"LayerNormalization '{node.name}' normalizes over channels", node):
+        return
+    if not all(a.slice(i, s, 0, lab.ids, "param") for s in (1, 2) if _input(node, s)):
+        a.freeze(lab.ids, f"LayerNormalization '{node.name}': computed or broadcast scale or shift")
+        return
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, np.full(len(lab.ids), bool(_input(node, 2))))

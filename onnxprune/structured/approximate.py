@@ -1,0 +1,65 @@
+"""The reference an approximate file is judged against (`verify --reference` of `prune --approximate`).
+
+Exact removals equal the original with the removed channels' parameters zeroed (record.zero_removed).
+A LayerNormalization that lost channels normalizes over the kept ones only, which no zeroing
+reproduces: here it becomes the same normalization written out with a 0/1 mask over its channels
+(mean and variance summed over kept channels, divided by their count), so the reference computes
+what the pruned file should, in the original's shapes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..graph import attr
+from .rules_per_channel import NORM_STATISTICS
+from .tensors import resizable
+
+JUDGED = {NORM_STATISTICS}  # the approximate rules whose reference this module builds
+
+
+def masked_norms(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto:
+    """A copy of `model` where each LayerNormalization over its last axis whose scale lost entries
+    normalizes over the kept entries only."""
+    removed = {e["tensor"]: e["removed"] for e in entries if e["axis"] == 0}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    for node in out.graph.node:
+        scale = node.input[1] if node.op_type == "LayerNormalization" and len(node.input) > 1 else ""
+        if scale in removed and attr(node, "axis", -1) == -1:
+            nodes.extend(_masked(out.graph, node, removed[scale]))
+        else:
+            nodes.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
+
+
+def _masked(graph: onnx.GraphProto, node: onnx.NodeProto, gone: list[int]) -> list[onnx.NodeProto]:
+    """LayerNormalization(x) over kept channels: d = (x - sum(x m) / k) m, y = d / sqrt(sum(d d) / k + eps)
+    * scale + bias, with m the 0/1 mask and k the kept count."""
+    width = resizable(graph)[node.input[1]].shape[0]
+    mask = np.ones(width, np.float32)
+    mask[gone] = 0
+    p = f"{node.name or node.output[0]}_masked"
+    constants = {f"{p}_mask": mask, f"{p}_count": np.float32(mask.sum()), f"{p}_axes": np.array([-1], np.int64),
+                 f"{p}_eps": np.float32(attr(node, "epsilon", 1e-5))}
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
+    x, scale = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 else ""
+    steps = [("Mul", [x, f"{p}_mask"], "xm"), ("ReduceSum", [f"{p}_xm", f"{p}_axes"], "sum"),
+             ("Div", [f"{p}_sum", f"{p}_count"], "mean"), ("Sub", [x, f"{p}_mean"], "centred"),
+             ("Mul", [f"{p}_centred", f"{p}_mask"], "d"), ("Mul", [f"{p}_d", f"{p}_d"], "squares"),
+             ("ReduceSum", [f"{p}_squares", f"{p}_axes"], "total"), ("Div", [f"{p}_total", f"{p}_count"], "var"),
+             ("Add", [f"{p}_var", f"{p}_eps"], "vareps"), ("Sqrt", [f"{p}_vareps"], "std"),
+             ("Div", [f"{p}_d", f"{p}_std"], "normed"), ("Mul", [f"{p}_normed", scale], "scaled")]
+    made = [helper.make_node(op, inputs, [f"{p}_{out}"]) for op, inputs, out in steps]
+    last = f"{p}_scaled"
+    if bias:
+        made.append(helper.make_node("Add", [last, bias], [f"{p}_shifted"]))
+        last = f"{p}_shifted"
+    made.append(helper.make_node("Identity", [last], [node.output[0]]))
+    return made

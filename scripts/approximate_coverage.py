@@ -1,0 +1,109 @@
+"""What `--approximate` opens (issue 23): MACs in prunable channels, exact mode vs approximate mode,
+and the onnxruntime speed-up of each at --macs 0.5, on transformers and a LayerNorm model from a wheel.
+
+Per model: coverage (fraction of Conv/Gemm/MatMul MACs in layers with a prunable channel) in both
+modes; then each mode pruned to --macs (default criterion, --best-effort: exact mode may not reach
+it), the MACs it kept, the relative L2 deviation approximate mode's report measured before any
+recovery, and the speed-up (CPU, batch 1, one thread, median of 15).
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/approximate_coverage.py [--models vit_tiny-dynamo ...]
+
+Models: the zoo ViT (torchvision VisionTransformer, tests/zoo.py) by both exporters, the BERT-style
+encoder of bench_widths.py by torch.export, the committed Keras and Flax transformers, a torch.export
+AttentionStack, and magika 1.0.3's jax2tf file-type classifier (scripts/real_models.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from onnxprune.structured import analyze, prune_channels  # noqa: E402
+from onnxprune.structured.latency import compare  # noqa: E402
+
+
+def _zoo(name: str):
+    import zoo
+
+    return lambda: (zoo.zoo_model(name), None)
+
+
+def _bert():
+    import torch
+
+    from bench_widths import bert_encoder
+    from models.torch_nets import export  # noqa: F401  (same warnings filter as the zoo)
+
+    torch.manual_seed(0)
+    net, example = bert_encoder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(net.eval(), (example,), dynamo=True, verbose=False)
+    return program.model_proto, None
+
+
+def _stack():
+    import torch
+
+    from models.torch_nets import AttentionStack, export
+
+    torch.manual_seed(0)
+    return export(AttentionStack(layers=4, d=64, inputs=16, heads=4), (1, 16, 16), dynamo=True), None
+
+
+def _committed(name: str):
+    return lambda: (onnx.load(str(ROOT / "models" / "zoo" / f"{name}.onnx")), None)
+
+
+def _magika():
+    import real_models
+
+    [path] = real_models.fetch({"magika==1.0.3": real_models.PACKAGES["magika==1.0.3"]})
+    model = onnx.load(str(path))
+    return model, {model.graph.input[0].name: (1, 2048)}
+
+
+MODELS = {"vit_tiny-dynamo": _zoo("vit_tiny-dynamo"), "vit_tiny-torchscript": _zoo("vit_tiny-torchscript"),
+          "bert_encoder-dynamo": _bert, "attention_stack-dynamo": _stack,
+          "keras_transformer": _committed("keras_transformer"), "flax_transformer": _committed("flax_transformer"),
+          "magika": _magika}
+
+
+def row(name: str, macs: float) -> dict:
+    model, shapes = MODELS[name]()
+    out = {"model": name}
+    for mode, approximate in (("exact", False), ("approximate", True)):
+        out[f"{mode}_coverage"] = round(analyze(model, shapes, approximate).coverage(), 3)
+        result = prune_channels(model, macs=macs, best_effort=True, input_shapes=shapes, approximate=approximate)
+        kept = result.report["macs"]
+        out[f"{mode}_macs"] = round(kept["kept"] / kept["total"], 3)
+        out[f"{mode}_speedup"] = round(compare(model, result.model, input_shapes=shapes, threads=1, runs=15)["speedup"], 2)
+        if approximate:
+            out["deviation"] = {k: round(v, 3) for k, v in result.report["approximate"]["deviation"].items()}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--macs", type=float, default=0.5)
+    args = p.parse_args()
+    for name in args.models:
+        try:
+            print(json.dumps(row(name, args.macs)), flush=True)
+        except Exception as err:  # noqa: BLE001  (a row's failure is its finding)
+            print(json.dumps({"model": name, "error": f"{type(err).__name__}: {str(err)[:200]}"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""`prune --structure channel --approximate`: channels whose removal changes the computation (a
+LayerNorm's statistics over a transformer's hidden size, a constant folded into a padded Conv), with
+the report's measured deviation and `verify --reference` against the reference this mode defines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models.torch_nets import AttentionStack, export
+from onnxprune.structured import analyze, prune_channels
+from onnxprune.structured.producers import PADDED_FOLD
+from onnxprune.structured.rules_per_channel import NORM_STATISTICS
+from test_structured import OffsetNet, run
+
+CLI = [sys.executable, "-m", "onnxprune"]
+
+
+@pytest.fixture(scope="module")
+def block() -> onnx.ModelProto:
+    torch.manual_seed(0)
+    return export(AttentionStack(layers=1, d=32, inputs=8, heads=4), (1, 6, 8), dynamo=True)
+
+
+def test_layer_norm_over_the_hidden_size_goes_in_approximate_mode_only(block, tmp_path):
+    """Exact mode freezes the residual stream (LayerNorm normalizes over it) and says which flag opens
+    it; approximate mode prunes it, the LayerNorms normalizing over the kept channels. The report
+    measures how far that moved the output (it does: the zeroed original is no longer its equal), and
+    verify judges the file against the original with those LayerNorms masked to the kept channels."""
+    exact, loose = analyze(block), analyze(block, approximate=True)
+    assert any("--approximate" in reason for reason in exact.reasons)
+    assert loose.coverage() == 1.0 > exact.coverage()
+    result = prune_channels(block, macs=0.5, approximate=True, round_to=1)
+    stream = loose.approximate[NORM_STATISTICS]
+    assert result.removed[stream].any() and result.report["approximate"]["channels"][NORM_STATISTICS] > 0
+    assert result.report["approximate"]["deviation"]["logits"] > 1e-3
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 6, 8)).astype(np.float32)}
+    assert run(result.model, feeds)[0].shape == run(block, feeds)[0].shape
+    path, out = tmp_path / "block.onnx", tmp_path / "pruned.onnx"
+    onnx.save(block, path)
+    onnx.save(result.model, out)
+    done = subprocess.run(CLI + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "LayerNorms over the kept channels" in done.stdout, done.stdout + done.stderr
+
+
+def test_exact_mode_and_its_report_are_unchanged(block):
+    """Without the flag nothing approximate is removed, and the report has no approximate entry."""
+    result = prune_channels(block, macs=0.8, round_to=1, best_effort=True)
+    assert "approximate" not in result.report
+    assert not result.graph.approximate
+
+
+def test_an_approximation_that_gains_nothing_is_undone():
+    """torch's TorchScript export of nn.MultiheadAttention reads the hidden size through Shape, which
+    freezes the stream anyway: labelling it past the LayerNorm would only freeze more (the heads), so
+    approximate mode keeps exact mode's coverage there."""
+    torch.manual_seed(0)
+    model = export(AttentionStack(layers=1, d=32, inputs=8, heads=4), (1, 6, 8))
+    exact, loose = analyze(model), analyze(model, approximate=True)
+    assert loose.coverage() == pytest.approx(exact.coverage()) and not loose.approximate
+    assert any("frozen elsewhere" in reason for reason in loose.reasons)
+
+
+def test_padded_fold_is_reported_and_not_judged_exactly(tmp_path):
+    """A constant channel read by a padded Conv: approximate mode folds it (the border differs), the
+    report names the rule, and verify reports the deviation without a reference to judge it by."""
+    torch.manual_seed(0)
+    model = export(OffsetNet().eval(), (1, 3, 10, 10))
+    loose = analyze(model, approximate=True)
+    point = next(ch for (t, ax), ch in loose.keys().items() if t.startswith("point") and ax == 0)
+    assert not loose.frozen[point].any() and PADDED_FOLD in loose.approximate
+    path, out = tmp_path / "offsets.onnx", tmp_path / "pruned.onnx"
+    onnx.save(model, path)
+    done = subprocess.run(CLI + ["prune", str(path), "--structure", "channel", "--macs", "0.5", "--approximate",
+                                 "--round-to", "1", "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0 and "approximate:" in done.stdout, done.stderr
+    done = subprocess.run(CLI + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "not judged: approximate removals" in done.stdout, done.stdout + done.stderr
+
+
+def test_approximate_in_weight_mode_is_one_line_exit_2(tmp_path, block):
+    path = tmp_path / "block.onnx"
+    onnx.save(block, path)
+    done = subprocess.run(CLI + ["prune", str(path), "--approximate", "-o", str(tmp_path / "o.onnx")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "--approximate applies to --structure channel only" in done.stderr
