@@ -90,3 +90,15 @@ def test_approximate_in_weight_mode_is_one_line_exit_2(tmp_path, block):
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
     assert "--approximate applies to --structure channel only" in done.stderr
+
+
+def test_class_token_expanded_to_the_batch_is_a_parameter_of_the_stream():
+    """torchvision's ViT concatenates class_token.expand(n, -1, -1) to the patches (TorchScript writes
+    the target shape as Where(Equal(shape, -1), 1, shape) of the batch): the token is sliced with the
+    stream's channels instead of freezing it, so what stops the stream is the LayerNorm, named as such."""
+    import zoo
+
+    cg = analyze(zoo.zoo_model("vit_tiny-torchscript"))
+    assert not any("Expand" in reason for reason in cg.reasons)
+    assert any(t == "class_token" for t, _ in cg.keys())
+    assert any("LayerNormalization" in reason and "--approximate" in reason for reason in cg.reasons)

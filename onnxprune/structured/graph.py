@@ -30,13 +30,15 @@ from ..graph import GraphFacts
 from .tensors import resizable
 
 # Ops through which a constant keeps its identity on the way to a weight slot (paddle2onnx Identity,
-# mixed precision Cast, jax2onnx / tf2onnx Transpose); the axis map follows the Transpose.
-CONST_PASS = {"Identity", "Cast", "Transpose", "Unsqueeze"}
+# mixed precision Cast, jax2onnx / tf2onnx Transpose, a ViT's class token expanded to the batch); the
+# axis map follows the Transpose.
+CONST_PASS = {"Identity", "Cast", "Transpose", "Unsqueeze", "Expand"}
 # Ops that keep a constant's values in flat order (torchscript feeds Slice bounds through Unsqueeze).
 FLAT_PASS = {"Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
 # Integer shape arithmetic that `Analysis.value` evaluates when every input is known.
 FOLDABLE = {"Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Min", "Max", "Concat", "Gather", "Slice", "Range",
-            "Equal", "Less", "Greater", "Where", "Not", "And", "Or", "Unsqueeze", "Squeeze", "Reshape", "Cast"}
+            "Equal", "Less", "Greater", "Where", "Not", "And", "Or", "Unsqueeze", "Squeeze", "Reshape", "Cast",
+            "ConstantOfShape"}
 
 
 @dataclass
@@ -221,6 +223,12 @@ class Analysis:
         if node.op_type in ("Identity", "Cast"):
             return []
         rank = len(self.shapes.get(node.input[0], ()))
+        if node.op_type == "Expand":  # sliceable along an axis the target shape leaves at 1 in every probe
+            sizes, targets = self.shapes.get(node.input[0]), self.probed(node.input[1])
+            if sizes is None or len(self.shapes.get(node.output[0], ())) != rank or any(t is None for t in targets) \
+                    or any(np.ravel(t)[k] != 1 for t in targets for k, n in enumerate(sizes) if n > 1):
+                return None
+            return []
         if node.op_type == "Transpose":
             return _ints(node, "perm") or list(reversed(range(rank)))
         if node.op_type == "Unsqueeze":  # axes: an attribute before opset 13, an input since
