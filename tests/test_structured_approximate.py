@@ -102,3 +102,23 @@ def test_class_token_expanded_to_the_batch_is_a_parameter_of_the_stream():
     assert not any("Expand" in reason for reason in cg.reasons)
     assert any(t == "class_token" for t, _ in cg.keys())
     assert any("LayerNormalization" in reason and "--approximate" in reason for reason in cg.reasons)
+
+
+def test_hand_written_layer_norm_averages_the_kept_channels(tmp_path):
+    """paddle2onnx writes LayerNorm as ReduceMean / Sub / Pow / ReduceMean / Sqrt / Div: in approximate
+    mode both means run over the kept channels (the report names the rule and the moved output);
+    exact mode names the flag. verify reports the deviation it cannot judge yet, exit 0."""
+    from pathlib import Path
+
+    from onnxprune.structured.rules_per_channel import MEAN_STATISTICS
+
+    path = Path(__file__).resolve().parents[1] / "models" / "zoo" / "paddle_mlp.onnx"
+    model = onnx.load(path)
+    assert any("--approximate: " + MEAN_STATISTICS in reason for reason in analyze(model).reasons)
+    result = prune_channels(model, macs=0.5, approximate=True, best_effort=True)
+    assert result.report["approximate"]["channels"][MEAN_STATISTICS] > 0
+    assert max(result.report["approximate"]["deviation"].values()) > 1e-3
+    out = tmp_path / "pruned.onnx"
+    onnx.save(result.model, out)
+    done = subprocess.run(CLI + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "not judged" in done.stdout, done.stdout + done.stderr
