@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Analysis, Fold, Label, Term
-
-PADDED_FOLD = "constant folded into a padded Conv's bias (its border differs)"
 from .util import attr, input_at as _input
+
+PADDED_FOLD = "constant folded into a padded Conv's bias (its border differs)"  # an approximate rule
 
 
 def constant_params(rule):

@@ -66,15 +66,8 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
 def check_runs(pruned: onnx.ModelProto, cg: ChannelGraph) -> None:
     """The rewritten graph runs in onnxruntime at the probe's shapes and gives the original's output
     shapes; a RuntimeError (a bug: the CLI says "internal error", exit 1) before anything is written."""
-    import onnxruntime as ort
-
-    from .shapes import input_feeds
-
-    inputs = [v.name for v in pruned.graph.input if v.name in cg.shapes]
-    feeds = input_feeds(pruned, {name: cg.shapes[name] for name in inputs}, seed=0)
     try:
-        session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
-        got = {o.name: np.shape(v) for o, v in zip(session.get_outputs(), session.run(None, feeds))}
+        got = dict(zip([o.name for o in pruned.graph.output], (np.shape(v) for v in _run_probe(pruned, cg))))
     except Exception as err:  # noqa: BLE001 (onnxruntime raises its own exception types)
         raise RuntimeError(f"the channel-pruned graph does not run in onnxruntime, nothing written: {err}") from None
     wrong = [name for name, shape in got.items() if tuple(shape) != tuple(cg.shapes.get(name, shape))]
@@ -85,14 +78,7 @@ def check_runs(pruned: onnx.ModelProto, cg: ChannelGraph) -> None:
 def deviation(pruned: onnx.ModelProto, cg: ChannelGraph, removed: np.ndarray) -> dict[str, float]:
     """Per output, the relative L2 distance of `pruned` from the zeroed reference on the probe's random
     inputs: 0 up to rounding for exact removals, what the approximate rules changed otherwise."""
-    import onnxruntime as ort
-
-    from .shapes import input_feeds
-
-    inputs = [v.name for v in cg.model.graph.input if v.name in cg.shapes]
-    feeds = input_feeds(cg.model, {name: cg.shapes[name] for name in inputs}, seed=0)
-    got, want = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-                 for m in (pruned, zeroed(cg, removed)))
+    got, want = _run_probe(pruned, cg), _run_probe(zeroed(cg, removed), cg)
     return {o.name: float(np.linalg.norm(np.subtract(g, w, dtype=np.float64)) / max(np.linalg.norm(w), 1e-30))
             for o, g, w in zip(cg.model.graph.output, got, want)}
 
@@ -133,17 +119,21 @@ def _fold_biases(cg: ChannelGraph, removed: np.ndarray, kept: dict, consts: dict
 
 def _removed_values(cg: ChannelGraph, removed: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
     """`tensors` in the zeroed reference at the probe's shapes (any input: what is read is constant)."""
+    probe = zeroed(cg, removed)
+    del probe.graph.value_info[:], probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors)
+    return dict(zip(tensors, _run_probe(probe, cg)))
+
+
+def _run_probe(model: onnx.ModelProto, cg: ChannelGraph) -> list:
+    """`model`'s outputs in onnxruntime on the analysis' probe shapes (seeded random inputs)."""
     import onnxruntime as ort
 
     from .shapes import input_feeds
 
-    probe = zeroed(cg, removed)
-    del probe.graph.value_info[:], probe.graph.output[:]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors)
-    inputs = [v.name for v in probe.graph.input if v.name in cg.shapes]
-    feeds = input_feeds(probe, {name: cg.shapes[name] for name in inputs}, seed=0)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    return dict(zip(tensors, session.run(None, feeds)))
+    inputs = [v.name for v in model.graph.input if v.name in cg.shapes]
+    feeds = input_feeds(model, {name: cg.shapes[name] for name in inputs}, seed=0)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def _add_biases(graph: onnx.GraphProto, added: list, kept: dict) -> list[str]:
