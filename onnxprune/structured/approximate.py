@@ -21,16 +21,16 @@ JUDGED = {NORM_STATISTICS}  # the approximate rules whose reference this module 
 
 
 def masked_norms(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto:
-    """A copy of `model` where each LayerNormalization over its last axis whose scale lost entries
+    """A copy of `model` where each LayerNormalization whose (1-D: last-axis) scale lost entries
     normalizes over the kept entries only."""
     removed = {e["tensor"]: e["removed"] for e in entries if e["axis"] == 0}
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    nodes = []
+    consts, nodes = resizable(out.graph), []
     for node in out.graph.node:
         scale = node.input[1] if node.op_type == "LayerNormalization" and len(node.input) > 1 else ""
-        if scale in removed and attr(node, "axis", -1) == -1:
-            nodes.extend(_masked(out.graph, node, removed[scale]))
+        if scale in removed and consts[scale].ndim == 1:
+            nodes.extend(_masked(out.graph, node, len(consts[scale]), removed[scale]))
         else:
             nodes.append(node)
     del out.graph.node[:]
@@ -38,10 +38,9 @@ def masked_norms(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto
     return out
 
 
-def _masked(graph: onnx.GraphProto, node: onnx.NodeProto, gone: list[int]) -> list[onnx.NodeProto]:
+def _masked(graph: onnx.GraphProto, node: onnx.NodeProto, width: int, gone: list[int]) -> list[onnx.NodeProto]:
     """LayerNormalization(x) over kept channels: d = (x - sum(x m) / k) m, y = d / sqrt(sum(d d) / k + eps)
     * scale + bias, with m the 0/1 mask and k the kept count."""
-    width = resizable(graph)[node.input[1]].shape[0]
     mask = np.ones(width, np.float32)
     mask[gone] = 0
     p = f"{node.name or node.output[0]}_masked"
