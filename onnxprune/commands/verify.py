@@ -270,8 +270,9 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     from ..pruning.inputs import resolve_shapes
     from ..graph import GraphFacts
     from ..graph.constants import stored_tensors
-    from ..structured.approximate import JUDGED, masked_norms
-    from ..structured.record import KEY, approximate_rules, folded_biases, recorded
+    from ..structured.approximate import JUDGED, kept_means, masked_norms
+    from ..structured.record import KEY, approximate_rules, folded_biases, masked_means, recorded
+    from ..structured.rules_per_channel import MEAN_STATISTICS
     from ..structured.tensors import resizable
     from ..twin import Twin
 
@@ -309,9 +310,12 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     if check.problems:
         return check
     check.approximate = approximate_rules(pruned)
-    check.unjudged = [rule for rule in check.approximate if rule not in JUDGED]
-    if check.approximate:  # a LayerNorm that lost channels normalizes over the kept ones: so does the reference
-        reference = masked_norms(reference, entries)
+    means = [m for m in masked_means(pruned) if m["step"] >= len(before)]
+    # a ReduceMean's positions are those of the step that recorded them: one step past the reference
+    multistep = any(m["step"] != len(before) for m in means) or (means and len(steps) > len(before) + 1)
+    check.unjudged = [rule for rule in check.approximate if rule not in JUDGED or (rule == MEAN_STATISTICS and multistep)]
+    if check.approximate:  # LayerNorms and means that lost channels average the kept ones: so does the reference
+        reference = kept_means(masked_norms(reference, entries), [] if multistep else means)
     twin = Twin(original).eval()
     feeds = {n: v.numpy() for n, v in example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed).items()}
     got = ort_session(pruned_path, log_level=4).run(None, feeds)
@@ -479,7 +483,7 @@ def _print(diffs, ref, ok, rtol, reference) -> None:
         if d.verdict:
             click.echo(f"    {d.verdict}")
     if ref is not None and ref.max_rel_diff is not None:
-        masked = " and its LayerNorms over the kept channels" if ref.approximate else ""
+        masked = " and its LayerNorms and means over the kept channels" if ref.approximate else ""
         allowed = f"not judged: approximate removals ({'; '.join(ref.unjudged)})" if ref.unjudged else \
             f"allowed {CHANNEL_RTOL:g}"
         click.echo(f"reference {reference}: {ref.channels:,} channel slice(s) removed from {ref.pruned_tensors} "

@@ -4,7 +4,9 @@ Exact removals equal the original with the removed channels' parameters zeroed (
 A LayerNormalization that lost channels normalizes over the kept ones only, which no zeroing
 reproduces: here it becomes the same normalization written out with a 0/1 mask over its channels
 (mean and variance summed over kept channels, divided by their count), so the reference computes
-what the pruned file should, in the original's shapes.
+what the pruned file should, in the original's shapes. A ReduceMean over channels that lost some
+(a hand-written norm) becomes the mean of its input masked to the kept positions, times the count
+over the kept count: the record names each such node and the positions it lost.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..graph import attr
-from .rules_per_channel import NORM_STATISTICS
+from .rules_per_channel import MEAN_STATISTICS, NORM_STATISTICS
 from .tensors import resizable
 
-JUDGED = {NORM_STATISTICS}  # the approximate rules whose reference this module builds
+JUDGED = {NORM_STATISTICS, MEAN_STATISTICS}  # the approximate rules whose reference this module builds
 
 
 def masked_norms(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto:
@@ -62,3 +64,31 @@ def _masked(graph: onnx.GraphProto, node: onnx.NodeProto, width: int, gone: list
         last = f"{p}_shifted"
     made.append(helper.make_node("Identity", [last], [node.output[0]]))
     return made
+
+
+def kept_means(model: onnx.ModelProto, means: list[dict]) -> onnx.ModelProto:
+    """A copy of `model` where each recorded ReduceMean (`means`: record.masked_means entries of one
+    step) averages only the kept positions."""
+    by_node = {m["node"]: m for m in means}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    for node in out.graph.node:
+        m = by_node.get(node.output[0]) if node.op_type == "ReduceMean" and node.output else None
+        if m is None:
+            nodes.append(node)
+            continue
+        n = m["width"]
+        mask = np.ones((n,) + (1,) * (m["rank"] - 1 - m["axis"]), np.float32)
+        mask[m["removed"]] = 0
+        p = f"{node.output[0]}_masked"
+        out.graph.initializer.extend([numpy_helper.from_array(mask, f"{p}_mask"),
+                                      numpy_helper.from_array(np.float32(n / mask.sum()), f"{p}_ratio")])
+        mean = onnx.NodeProto()
+        mean.CopyFrom(node)
+        mean.input[0], mean.output[0] = f"{p}_x", f"{p}_mean"
+        nodes += [helper.make_node("Mul", [node.input[0], f"{p}_mask"], [f"{p}_x"]), mean,
+                  helper.make_node("Mul", [f"{p}_mean", f"{p}_ratio"], [node.output[0]])]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out

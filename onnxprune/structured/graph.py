@@ -124,7 +124,8 @@ class Analysis:
         self.model, self.graph, self.shapes = model, model.graph, shapes
         self.loose = loose  # approximate mode: the rules that change the computation apply (`approximate`)
         self.refused = refused  # nodes (by first output) where they gained nothing in an earlier pass
-        self.approximations: list[tuple[np.ndarray, str, str]] = []  # (elements, the rule's name, the node)
+        # (elements per position, the rule's name, the node's first output, the positions' axis there)
+        self.approximations: list[tuple[np.ndarray, str, str, int]] = []
         self.second = second  # Shape node output -> value with every symbolic input dim doubled (None: not measured)
         self.facts = GraphFacts(self.graph)
         self.nodes, self.readers = self.facts.nodes, self.facts.readers
@@ -177,12 +178,12 @@ class Analysis:
             if name in self.labels:
                 self.freeze(self.labels[name].ids, f"{_who(node)}: {reason}")
 
-    def approximate(self, ids: np.ndarray, rule: str, reason: str, node: onnx.NodeProto) -> bool:
+    def approximate(self, ids: np.ndarray, rule: str, reason: str, node: onnx.NodeProto, axis: int = -1) -> bool:
         """A rule that changes what the model computes where these channels go (approximate mode,
         recovered by distillation): records them under `rule` and says True in that mode; else
         freezes them with `reason`, naming the flag that would remove them."""
         if self.loose and node.output[0] not in self.refused:
-            self.approximations.append((np.asarray(ids).ravel().copy(), rule, node.output[0]))
+            self.approximations.append((np.asarray(ids).ravel().copy(), rule, node.output[0], axis))
             return True
         hint = "--approximate cannot: they are frozen elsewhere too" if self.loose else f"--approximate: {rule}"
         self.freeze(ids, f"{reason} ({hint})")

@@ -40,6 +40,8 @@ class ChannelGraph:
     traffic: np.ndarray | None = None
     folds: list[Fold] = field(default_factory=list)  # consumers that absorb a removed constant channel
     approximate: dict[str, np.ndarray] = field(default_factory=dict)  # rule -> channels it changes when removed
+    # where each approximate rule applied: (node's first output, rule, axis, channel per position there)
+    sites: list[tuple[str, str, int, np.ndarray]] = field(default_factory=list)
 
     @property
     def n_channels(self) -> int:
@@ -114,11 +116,12 @@ def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, app
         if not frozen[c]:
             frozen[c] = True
             reasons[why] = reasons.get(why, 0) + 1
-    approximate = {rule: np.unique(np.concatenate([channel[ids] for ids, r, _ in a.approximations if r == rule]))
-                   for rule in {r for _, r, _ in a.approximations}}
-    sites = {site: channel[ids] for ids, _, site in a.approximations}
+    approximate = {rule: np.unique(np.concatenate([channel[ids] for ids, r, _, _ in a.approximations if r == rule]))
+                   for rule in {r for _, r, _, _ in a.approximations}}
+    sites = [(site, rule, axis, channel[ids]) for ids, rule, site, axis in a.approximations]
     return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
-                        _traffic(a, channel, len(unique)), a.folds, approximate), sites
+                        _traffic(a, channel, len(unique)), a.folds, approximate, sites), \
+        {site: channels for site, _, _, channels in sites}
 
 
 # Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their

@@ -11,7 +11,10 @@ from before steps holds one bare list of parameter entries, read as one step. "f
 biases a rewrite changed (or added) to absorb removed channels that were constants (graph.Fold): the
 reference keeps its own values there, and only the outputs can judge them. "approximate" names the
 approximate-mode rules (prune --approximate) whose removals change what the model computes: the
-zeroed original is then not the pruned model's equal, and verify reports the deviation instead.
+zeroed original is then not the pruned model's equal. "means" lists, per ReduceMean that now averages
+fewer channels, its node (first output), the step, the channel axis, rank and width of its input,
+and the positions removed there: verify writes that mean out over the kept positions
+(structured/approximate.py), as it does a LayerNorm whose scale lost entries.
 """
 
 from __future__ import annotations
@@ -39,12 +42,24 @@ def removed_slices(cg, removed: np.ndarray) -> list[dict]:
     return list(entries.values())
 
 
-def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = (), approximate: list[str] = ()
-           ) -> None:
-    """Set KEY in the model's metadata to `steps`, and the folded biases and approximate rules it held
-    plus `folded` and `approximate`, in place."""
+def removed_means(cg, removed: np.ndarray, step: int) -> list[dict]:
+    """The "means" entries of one step: each ReduceMean over channels (rules_per_channel's approximate
+    rule) that lost some, with what verify needs to write it out over the kept ones."""
+    from .rules_per_channel import MEAN_STATISTICS
+
+    inputs = {n.output[0]: n.input[0] for n in cg.model.graph.node if n.output}
+    return [{"node": site, "step": step, "axis": axis, "rank": len(cg.shapes[inputs[site]]), "width": len(channels),
+             "removed": np.flatnonzero(removed[channels]).tolist()}
+            for site, rule, axis, channels in cg.sites if rule == MEAN_STATISTICS and removed[channels].any()]
+
+
+def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = (), approximate: list[str] = (),
+           means: list[dict] = ()) -> None:
+    """Set KEY in the model's metadata to `steps`, and the folded biases, approximate rules and masked
+    means it held plus `folded`, `approximate` and `means`, in place."""
     lists = {"folded": sorted(set(folded_biases(model)) | set(folded)),
-             "approximate": sorted(set(approximate_rules(model)) | set(approximate))}
+             "approximate": sorted(set(approximate_rules(model)) | set(approximate)),
+             "means": masked_means(model) + list(means)}
     props = [p for p in model.metadata_props if p.key != KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
@@ -54,21 +69,33 @@ def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = 
 
 def folded_biases(model: onnx.ModelProto) -> list[str]:
     """The biases any channel pruning of this file's history folded constants into."""
-    return _listed(model, "folded")
+    return [str(n) for n in _listed(model, "folded")]
 
 
 def approximate_rules(model: onnx.ModelProto) -> list[str]:
     """The approximate rules any channel pruning of this file's history removed channels by."""
-    return _listed(model, "approximate")
+    return [str(n) for n in _listed(model, "approximate")]
 
 
-def _listed(model: onnx.ModelProto, key: str) -> list[str]:
+def masked_means(model: onnx.ModelProto) -> list[dict]:
+    """The ReduceMeans any channel pruning of this file's history made average fewer channels."""
+    try:
+        return [{"node": str(m["node"]), "step": int(m["step"]), "axis": int(m["axis"]), "rank": int(m["rank"]),
+                 "width": int(m["width"]), "removed": [int(i) for i in m["removed"]]} for m in _listed(model, "means")]
+    except (ValueError, TypeError, KeyError) as error:
+        raise InvalidModelError(f"metadata '{KEY}' is not a record of removed channels: {error}") from None
+
+
+def _listed(model: onnx.ModelProto, key: str) -> list:
     value = next((p.value for p in model.metadata_props if p.key == KEY), None)
     try:
         data = json.loads(value) if value is not None else {}
-        return [str(n) for n in data.get(key, [])] if isinstance(data, dict) else []
-    except (ValueError, TypeError, AttributeError) as error:
+    except ValueError as error:
         raise InvalidModelError(f"metadata '{KEY}' is not a record of removed channels: {error}") from None
+    items = data.get(key, []) if isinstance(data, dict) else []
+    if not isinstance(items, list):
+        raise InvalidModelError(f"metadata '{KEY}': '{key}' is not a list")
+    return items
 
 
 def recorded(model: onnx.ModelProto) -> list[list[dict]]:

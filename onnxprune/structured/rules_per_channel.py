@@ -153,7 +153,8 @@ def reduce(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     axes = list(range(rank)) if axes is None or len(axes) == 0 else [int(x) % rank for x in np.ravel(axes)]
     if lab.axis in axes:  # a mean over the kept channels only: a hand-written norm's statistics
         if node.op_type == "ReduceMean" and lab.part < 0:
-            a.approximate(lab.ids, MEAN_STATISTICS, f"{node.op_type} '{node.name}' reduces over channels", node)
+            a.approximate(lab.ids, MEAN_STATISTICS, f"{node.op_type} '{node.name}' reduces over channels", node,
+                          lab.axis)
         else:
             a.freeze(lab.ids, f"{node.op_type} '{node.name}' reduces over channels")
         return
