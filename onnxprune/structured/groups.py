@@ -78,16 +78,16 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
     shapes, second = value_shapes(model, probe), _second_probe(model, probe)
     refused: frozenset = frozenset()
     while True:  # an approximation whose channels end up frozen anyway only labels more: undo it, again
-        cg, sites = _analyze_once(model, probe, shapes, second, approximate, refused)
-        stuck = {site for site, channels in sites.items() if cg.frozen[channels].all()}
+        cg = _analyze_once(model, probe, shapes, second, approximate, refused)
+        stuck = {site for site, _, _, channels in cg.sites if cg.frozen[channels].all()}
         if stuck <= refused:
             return cg
         refused |= stuck
 
 
 def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, approximate: bool, refused: frozenset
-                  ) -> tuple[ChannelGraph, dict[str, np.ndarray]]:
-    """One pass of the analysis; also, per node where an approximate rule applied, its channels."""
+                  ) -> ChannelGraph:
+    """One pass of the analysis, the approximate rules refused at the `refused` nodes."""
     a = Analysis(model, shapes, second, loose=approximate, refused=refused)
     inner = _subgraph_names(model.graph)
     for i, node in enumerate(a.nodes):
@@ -120,8 +120,7 @@ def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, app
                    for rule in {r for _, r, _, _ in a.approximations}}
     sites = [(site, rule, axis, channel[ids]) for ids, rule, site, axis in a.approximations]
     return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
-                        _traffic(a, channel, len(unique)), a.folds, approximate, sites), \
-        {site: channels for site, _, _, channels in sites}
+                        _traffic(a, channel, len(unique)), a.folds, approximate, sites)
 
 
 # Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their
