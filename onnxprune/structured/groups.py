@@ -39,13 +39,20 @@ class ChannelGraph:
     # activations, SE, residual Adds; at the probe's batch): the work its removal saves besides MACs
     traffic: np.ndarray | None = None
     folds: list[Fold] = field(default_factory=list)  # consumers that absorb a removed constant channel
-    approximate: dict[str, np.ndarray] = field(default_factory=dict)  # rule -> channels it changes when removed
     # where each approximate rule applied: (node's first output, rule, axis, channel per position there)
     sites: list[tuple[str, str, int, np.ndarray]] = field(default_factory=list)
 
     @property
     def n_channels(self) -> int:
         return len(self.frozen)
+
+    @property
+    def approximate(self) -> dict[str, np.ndarray]:
+        """Approximate rule -> the channels whose removal it changes (from `sites`)."""
+        rules: dict[str, list[np.ndarray]] = {}
+        for _, rule, _, channels in self.sites:
+            rules.setdefault(rule, []).append(channels)
+        return {rule: np.unique(np.concatenate(parts)) for rule, parts in rules.items()}
 
     def channels_of(self, ids: np.ndarray) -> np.ndarray:
         return self.channel[ids]
@@ -116,11 +123,9 @@ def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, app
         if not frozen[c]:
             frozen[c] = True
             reasons[why] = reasons.get(why, 0) + 1
-    approximate = {rule: np.unique(np.concatenate([channel[ids] for ids, r, _, _ in a.approximations if r == rule]))
-                   for rule in {r for _, r, _, _ in a.approximations}}
     sites = [(site, rule, axis, channel[ids]) for ids, rule, site, axis in a.approximations]
     return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
-                        _traffic(a, channel, len(unique)), a.folds, approximate, sites)
+                        _traffic(a, channel, len(unique)), a.folds, sites)
 
 
 # Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their
