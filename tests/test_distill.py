@@ -236,3 +236,37 @@ def test_a_saturated_sigmoid_map_still_learns(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["test_accuracy_means"] == "cosine to the teacher" and "test cosine to the teacher" in done.stdout
     assert report["final"]["test_accuracy"] == pytest.approx(a["cosine"], abs=0.02)
+
+
+def test_per_timestep_probabilities_are_distilled_per_position(tmp_path):
+    """A recognizer's output [N, T, C] made by a Softmax over the last axis (PP-OCR's CTC head) holds
+    one distribution per timestep: compare reads it as class scores per position, and recovery
+    distils KL per position, so the pruned model's KL falls and its per-timestep agreement rises."""
+    import torch
+    from torch import nn
+
+    from models.torch_nets import export
+
+    class Recognizer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv1d(4, 32, 3, padding=1), nn.ReLU(), nn.Conv1d(32, 32, 1), nn.ReLU())
+            self.head = nn.Linear(32, 12)
+
+        def forward(self, x):
+            return torch.softmax(self.head(self.features(x).transpose(1, 2)), dim=-1)
+
+    torch.manual_seed(0)
+    onnx.save(export(Recognizer(), (1, 4, 16)), tmp_path / "dense.onnx")
+    assert onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
+                     "-o", tmp_path / "pruned.onnx", "-q").returncode == 0
+    before = agreement(tmp_path / "pruned.onnx", tmp_path / "dense.onnx", "random", tmp_path)["outputs"]["logits"]
+    assert before["kind"] == "probs" and before["top1_agreement"] < 1
+    done = onnxprune("train", tmp_path / "pruned.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",
+                     "--epochs", "2", "--lr", "0.01", "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    after = agreement(tmp_path / "out.onnx", tmp_path / "dense.onnx", "random", tmp_path)["outputs"]["logits"]
+    assert after["kl"] < 0.5 * before["kl"] and after["top1_agreement"] > before["top1_agreement"], (before, after)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["test_accuracy_means"] == "top-1 agreement with the teacher"
+    assert report["final"]["test_accuracy"] == pytest.approx(after["top1_agreement"], abs=0.03)

@@ -1,18 +1,22 @@
 """What a graph output is, read from the graph: class scores or other values.
 
 A rank-2 float output [N, C] (C >= 2) made by Gemm/MatMul/Add (a classifier head) holds logits; made
-by Softmax, probabilities; by LogSoftmax, log-probabilities. Everything else (maps, boxes, embeddings,
-hidden states, a Sigmoid's independent probabilities, one regression value) is "values". The graph
-decides, never the numbers: a logit vector may happen to sum to 1.
+by Softmax, probabilities; by LogSoftmax, log-probabilities. A Softmax or LogSoftmax over the last axis
+of a higher-rank output [N, ..., C] holds class scores per position (a text recognizer's per-timestep
+characters, a segmenter's per-pixel classes in NHWC); a Gemm/MatMul/Add there may as well be hidden
+states, so only the rank-2 head is called logits. Identity nodes before an output are looked through.
+Everything else (maps, boxes, embeddings, hidden states, a Sigmoid's independent probabilities, one
+regression value) is "values". The graph decides, never the numbers: a logit vector may sum to 1.
 """
 
 from __future__ import annotations
 
 import onnx
 
-from .facts import GraphFacts
+from .facts import GraphFacts, attr
 
-HEADS = {"Gemm": "logits", "MatMul": "logits", "Add": "logits", "Softmax": "probs", "LogSoftmax": "log_probs"}
+NORMALIZED = {"Softmax": "probs", "LogSoftmax": "log_probs"}
+HEADS = {"Gemm": "logits", "MatMul": "logits", "Add": "logits", **NORMALIZED}
 CLASS_KINDS = frozenset(HEADS.values())  # the kinds that hold class scores; the rest is "values"
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
@@ -20,16 +24,29 @@ FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOA
 def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
     """Graph output name -> "logits" | "probs" | "log_probs" | "values" (float outputs only)."""
     facts = GraphFacts(model.graph)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     kinds = {}
     for value in model.graph.output:
         tensor = value.type.tensor_type
         if tensor.elem_type not in FLOATS:
             continue
         dims = tensor.shape.dim
-        classes = dims[1].dim_value if len(dims) == 2 and dims[1].HasField("dim_value") else 0
+        classes = dims[-1].dim_value if len(dims) >= 2 and dims[-1].HasField("dim_value") else 0
         node = facts.producer(value.name)
-        kinds[value.name] = HEADS.get(node.op_type if node else "", "values") if classes >= 2 else "values"
+        while node is not None and node.op_type == "Identity":
+            node = facts.producer(node.input[0])
+        kind = HEADS.get(node.op_type, "values") if node is not None and classes >= 2 else "values"
+        if kind in NORMALIZED.values() and not _over_last_axis(node, len(dims), opset):
+            kind = "values"
+        kinds[value.name] = kind if len(dims) == 2 or kind in NORMALIZED.values() else "values"
     return kinds
+
+
+def _over_last_axis(node: onnx.NodeProto, rank: int, opset: int) -> bool:
+    """A Softmax / LogSoftmax normalizes over the output's last axis (before opset 13 the default axis
+    is 1 and the axes from it on are flattened, which is the last axis only when it is rank - 1)."""
+    axis = attr(node, "axis", -1 if opset >= 13 else 1)
+    return axis % rank == rank - 1
 
 
 def sigmoid_outputs(model: onnx.ModelProto) -> set[str]:

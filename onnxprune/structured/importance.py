@@ -147,6 +147,6 @@ def _direction(out: "torch.Tensor", kind: str | None, generator: "torch.Generato
     scale = scale if scale > 0 else out.new_tensor(1.0)
     if kind in ("logits", "log_probs"):  # softmax of log-probabilities is the probabilities
         p = torch.softmax(out.double(), dim=-1)
-        y = torch.multinomial(p, 1, generator=generator).squeeze(-1)
+        y = torch.multinomial(p.reshape(-1, out.shape[-1]), 1, generator=generator).reshape(p.shape[:-1])
         return (p - torch.nn.functional.one_hot(y, out.shape[-1]).double()).to(out.dtype) / scale
     return torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype) / scale

@@ -17,13 +17,9 @@ import onnx
 
 def session(model: onnx.ModelProto, threads: int = 0):
     """A CPU session with the default optimizations (0 threads: onnxruntime's own choice)."""
-    import onnxruntime as ort
+    from ..io import ort_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort_session(model.SerializeToString(), threads=threads)
 
 
 def latency(sessions, feeds: Mapping[str, np.ndarray], runs: int) -> list[float]:

@@ -4,7 +4,9 @@ The teacher is the original file's twin, frozen (eval mode, no gradients), on th
 under torchrun, on every process; both see the same batch. The loss is summed over samples, like the
 labelled objective, output by output (graph/outputs.py says what each output is):
 - class scores: T^2 * KL(teacher || student) of the softened distributions (Hinton et al. 2015),
-  from logits, probabilities or log-probabilities alike;
+  from logits, probabilities or log-probabilities alike; an output of class scores per position
+  ([N, T, C]: a recognizer's per-timestep characters) is one distribution per position, its KL
+  averaged over the positions of a sample;
 - an output made by a Sigmoid (a detector's map, multi-label scores): the mean per-element KL between
   the teacher's and the student's Bernoulli distributions. Squared error there vanishes where the
   student's Sigmoid saturates (its gradient carries p(1-p)); the KL's gradient at the Sigmoid's
@@ -31,10 +33,11 @@ def _as_tuple(out) -> tuple[torch.Tensor, ...]:
 
 
 def _log_probs(x: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
-    x = x.float().reshape(x.shape[0], -1)
+    """[N, positions, C] log-probabilities, softened by `temperature` (one position for [N, C])."""
+    x = x.float().reshape(x.shape[0], -1, x.shape[-1])
     if kind == "probs":
         x = x.clamp_min(1e-12).log()
-    return F.log_softmax(x / temperature, dim=1)
+    return F.log_softmax(x / temperature, dim=-1)
 
 
 def _bernoulli_kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
@@ -66,7 +69,8 @@ class Distillation:
             else:
                 lt = _log_probs(t, kind, self.temperature)
                 ls = _log_probs(s, kind, self.temperature)
-                term = self.temperature ** 2 * F.kl_div(ls, lt, log_target=True, reduction="sum")
+                kl = F.kl_div(ls, lt, log_target=True, reduction="none").sum(-1).mean(1)
+                term = self.temperature ** 2 * kl.sum()
             total = total + weight * term
         if self.alpha > 0 and self.labelled is not None:
             return (1 - self.alpha) * total + self.alpha * self.labelled(first_output(student), y)

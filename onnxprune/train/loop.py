@@ -80,10 +80,10 @@ def call(model, x):
     return model(*x) if isinstance(x, (list, tuple)) else model(x)
 
 
-def first_output(out) -> torch.Tensor:
-    """The classifier output as [N, classes] (first graph output; [N, 1, C] and the like flattened)."""
+def first_output(out, flatten: bool = True) -> torch.Tensor:
+    """The first graph output; as [N, classes] unless not `flatten` ([N, 1, C] and the like flattened)."""
     out = out[0] if isinstance(out, tuple) else out
-    return out.reshape(out.shape[0], -1) if out.dim() > 2 else out
+    return out.reshape(out.shape[0], -1) if flatten and out.dim() > 2 else out
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -175,15 +175,17 @@ class Trainer:
 
     def loss(self, raw, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed loss, hits): against the labels, or with a teacher against its outputs (hits: the
-        same top class as the teacher, or for other outputs the per-sample cosine: teacher_measure)."""
+        same top class as the teacher, as a share of positions for [N, T, C] scores, or for other
+        outputs the per-sample cosine: teacher_measure)."""
         out = first_output(raw)
         if self.teacher is None:
             return self.objective(out, y), (out.argmax(1) == y).sum()
         with torch.no_grad():
             target = call(self.teacher, x)
         first = first_output(target)
-        if class_scores(self.objective):
-            hits = (out.argmax(1) == first.argmax(1)).sum()
+        if class_scores(self.objective):  # per position for [N, T, C]: the share of positions that agree
+            s, t = first_output(raw, flatten=False), first_output(target, flatten=False)
+            hits = (s.argmax(-1) == t.argmax(-1)).reshape(len(s), -1).double().mean(1).sum()
         else:  # a map, boxes, an embedding: per-sample cosine, as `compare` measures it
             hits = F.cosine_similarity(out.detach().flatten(1).double(), first.flatten(1).double(), dim=1).sum()
         return self.objective(raw, target, y), hits
