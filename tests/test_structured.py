@@ -484,6 +484,31 @@ def test_transposed_weights_and_nhwc_flatten():
     assert sizes["W1"][3] == kept_conv and sizes["W2"][0] == kept_conv * 36 and sizes["W3"][1] == sizes["W2"][1]
 
 
+def test_neighbouring_tokens_merged_into_one_feature_axis():
+    """magika's Reshape [B, 2048, 64] -> [B, 512, 256]: four tokens' channels side by side (after
+    jax's relu, Max(x, 0): 0 where both operands are). A removed
+    channel leaves every block, the next layer loses the same rows of each, and the Reshape's size
+    becomes four times the kept count: the pruned file equals the zeroed original."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {"W1": rng.standard_normal((6, 16)), "b1": rng.standard_normal(16), "W2": rng.standard_normal((64, 5))}
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["m"]), helper.make_node("Add", ["m", "b1"], ["a"]),
+             helper.make_node("Max", ["a", "zero"], ["r"]), helper.make_node("Reshape", ["r", "shape"], ["tokens"]),
+             helper.make_node("MatMul", ["tokens", "W2"], ["y"])]
+    init = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()]
+    init += [numpy_helper.from_array(np.array([0, 2, 64], np.int64), "shape"),
+             numpy_helper.from_array(np.array(0, np.float32), "zero")]  # jax's relu: max(x, 0)
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    cg, removed = check_exact(model)
+    assert cg.frozen.sum() == 5 and removed.any()  # only the output's
+    sizes = {t.name: numpy_helper.to_array(t) for t in rewrite(cg, removed).graph.initializer}
+    kept = len(sizes["b1"])
+    assert kept < 16 and sizes["W2"].shape[0] == 4 * kept and list(sizes["shape"]) == [0, 2, 4 * kept]
+
+
 def test_channel_tensor_as_a_parameter_freezes():
     """A Gemm whose bias C is another layer's output: that layer's units must keep their width."""
     from onnx import TensorProto, helper, numpy_helper

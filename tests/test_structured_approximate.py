@@ -150,3 +150,54 @@ def test_graphs_with_constant_nodes_record_their_removals():
     for approximate in (False, True):
         result = prune_channels(model, macs=0.6, approximate=approximate, round_to=1, best_effort=True)
         assert result.removed.any() == approximate  # the mean over channels holds them in exact mode
+
+
+def jax2tf_layer_norm(width: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """x [N, 8] -> Gemm -> Relu -> LayerNorm written out as jax2tf writes it (magika): mean and mean
+    square as ReduceSum times the constant 1 / width, var = max(E[x^2] - E[x]^2, 0), and
+    rsqrt(var + eps) times the scale as one computed factor -> + shift -> MatMul to 4 outputs."""
+    h = onnx.helper
+    rng = np.random.default_rng(seed)
+    consts = {"w0": rng.standard_normal((width, 8)), "b0": rng.standard_normal(width), "axes": np.array([1]),
+              "recip": np.array(1.0 / width), "zero": np.array(0.0), "eps": np.array(1e-5),
+              "scale": rng.uniform(0.5, 1.5, width), "shift": rng.standard_normal(width) * 0.1,
+              "w1": rng.standard_normal((width, 4))}
+    init = [onnx.numpy_helper.from_array(v.astype(np.int64 if k == "axes" else np.float32), k) for k, v in consts.items()]
+    steps = [("Gemm", ["x", "w0", "b0"], "g", {"transB": 1}), ("Relu", ["g"], "r", {}),
+             ("ReduceSum", ["r", "axes"], "sum", {}), ("Mul", ["sum", "recip"], "mean", {}),
+             ("Mul", ["r", "r"], "sq", {}), ("ReduceSum", ["sq", "axes"], "sumsq", {}),
+             ("Mul", ["recip", "sumsq"], "meansq", {}), ("Mul", ["mean", "mean"], "mean2", {}),
+             ("Sub", ["meansq", "mean2"], "diff", {}), ("Max", ["zero", "diff"], "var", {}),
+             ("Add", ["var", "eps"], "vareps", {}), ("Sqrt", ["vareps"], "std", {}),
+             ("Reciprocal", ["std"], "inv", {}), ("Mul", ["inv", "scale"], "factor", {}),
+             ("Sub", ["r", "mean"], "centred", {}), ("Mul", ["centred", "factor"], "normed", {}),
+             ("Add", ["normed", "shift"], "ln", {}), ("MatMul", ["ln", "w1"], "y", {})]
+    nodes = [h.make_node(op, ins, [out], **kw) for op, ins, out, kw in steps]
+    graph = h.make_graph(nodes, "jax2tf_ln", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 8])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])], init)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_sum_divided_by_the_width_averages_the_kept_channels(tmp_path):
+    """jax2tf's LayerNorm (magika's) sums over the channels and multiplies by the constant 1 / width:
+    approximate mode removes the normalized channels and rewrites that constant to 1 / kept for the
+    readers of those sums alone, slicing the scale inside the computed rsqrt * scale factor. verify
+    judges the file against the original with both sums written out over the kept channels; exact
+    mode names the flag; with the constant 1 / width wrong, the sums are not means and stay frozen."""
+    from onnxprune.structured.rules_per_channel import MEAN_STATISTICS
+
+    model, path, out = jax2tf_layer_norm(), tmp_path / "ln.onnx", tmp_path / "pruned.onnx"
+    onnx.save(model, path)
+    assert any("--approximate: " + MEAN_STATISTICS in reason for reason in analyze(model).reasons)
+    result = prune_channels(model, macs=0.5, approximate=True, round_to=1, best_effort=True)
+    assert result.report["approximate"]["channels"][MEAN_STATISTICS] == 8
+    onnx.save(result.model, out)
+    done = subprocess.run(CLI + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "not judged" not in done.stdout and "(allowed 1e-05)" in done.stdout, \
+        done.stdout + done.stderr
+    recips = [onnx.numpy_helper.to_array(t) for t in result.model.graph.initializer if t.name.startswith("recip")]
+    assert sorted(float(v) for v in recips) == pytest.approx([1 / 16, 1 / 8, 1 / 8])
+    wrong = jax2tf_layer_norm()
+    next(t for t in wrong.graph.initializer if t.name == "recip").CopyFrom(
+        onnx.numpy_helper.from_array(np.array(1 / 15, np.float32), "recip"))
+    assert not analyze(wrong, approximate=True).sites

@@ -6,7 +6,8 @@ reproduces: here it becomes the same normalization written out with a 0/1 mask o
 (mean and variance summed over kept channels, divided by their count), so the reference computes
 what the pruned file should, in the original's shapes. A ReduceMean over channels that lost some
 (a hand-written norm) becomes the mean of its input masked to the kept positions, times the count
-over the kept count: the record names each such node and the positions it lost.
+over the kept count, and so does a ReduceSum whose readers divide it by the width (the pruned file
+divides by the kept count instead): the record names each such node and the positions it lost.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def kept_means(model: onnx.ModelProto, means: list[dict]) -> onnx.ModelProto:
     out.CopyFrom(model)
     nodes = []
     for node in out.graph.node:
-        m = by_node.get(node.output[0]) if node.op_type == "ReduceMean" and node.output else None
+        m = by_node.get(node.output[0]) if node.op_type in ("ReduceMean", "ReduceSum") and node.output else None
         if m is None:
             nodes.append(node)
             continue

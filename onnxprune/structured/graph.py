@@ -104,6 +104,7 @@ class DimFix:
     # "const" on a computed `target` whose value is fixed (shape arithmetic equal in both probes,
     # Analysis._fold): the reader gets a constant copy of this value with the entry rewritten
     folded: np.ndarray | None = field(default=None, compare=False)
+    power: int = 1  # "const": the entry becomes the kept count to this power (-1: 1 / count, a float)
 
 
 @dataclass
@@ -366,6 +367,13 @@ class Analysis:
         self.fixed_sources.add(src)
         self.fixes.append(DimFix("const", src, pos, ids, reader=reader))
         return True
+
+    def fix_scalar(self, index: int, slot: int, ids: np.ndarray, power: int) -> None:
+        """Register: the scalar constant at input `slot` of node `index` becomes the kept count of ids
+        to `power` (-1: the 1 / width that turns a sum into a mean), in a copy for that reader."""
+        name = self.nodes[index].input[slot]
+        self.fixes.append(DimFix("const", name, 0, ids, reader=(index, slot), copy=True,
+                                 folded=np.array(self.value(name)), power=power))
 
     def fix_attr(self, index: int, attr: str, ids: np.ndarray, pos: int = -1) -> None:
         self.fixes.append(DimFix("attr", _who(self.nodes[index]), index, ids, attr, pos))

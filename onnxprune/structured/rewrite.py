@@ -48,7 +48,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
             if fix.folded is not None:
                 consts.setdefault(fix.target, fix.folded)
             value = store_in.setdefault(key, consts[fix.target].copy())
-            value.reshape(-1)[fix.index] = int((~removed[cg.channel[fix.ids]]).sum())
+            value.reshape(-1)[fix.index] = int((~removed[cg.channel[fix.ids]]).sum()) ** fix.power
     model = onnx.ModelProto()
     model.CopyFrom(cg.model)
     store(model.graph, arrays)

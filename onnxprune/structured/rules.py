@@ -38,6 +38,7 @@ RULES: dict[str, Rule] = {
     "Concat": concat, "Split": split, "Slice": slice_op, **{op: reshape for op in RESHAPES}, "Shape": shape,
     "Gather": lambda a, i: (gather if a.nodes[i].input[0] in a.labels else embedding)(a, i),
     "Add": elementwise("all"), "Sub": elementwise("all"), "Sum": elementwise("all"),
+    "Max": elementwise("all"), "Min": elementwise("all"),  # a norm's max(var, 0): 0 where every operand is
     "Mul": elementwise("any"), "PRelu": elementwise("first"), "Div": div, "Pow": power,
     # HF's where(isnan(p), 0, p): the condition and both branches share positions; 0 only where all are
     "Where": elementwise("all"),

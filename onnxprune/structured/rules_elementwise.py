@@ -47,12 +47,40 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
                 const = np.zeros(size, bool)
             continue
         role = "stat" if zero_rule == "first" or node.op_type == "PRelu" else "param"
-        if not a.slice(i, s, own, ids, role):
+        zeroed = True if a.slice(i, s, own, ids, role) else _slice_computed(a, i, s, own, ids, role)
+        if zeroed is None:
             a.freeze_inputs(node, f"operand '{name}' spans the channels and is computed")
             return
-        if zero_rule == "any" and role == "param":
+        if zero_rule == "any" and role == "param" and zeroed:
             zero = np.ones(size, bool)  # the zeroed per-channel factor makes the channel 0
     a.labels[out] = Label(axis, ids, zero, const=const)
+
+
+def _slice_computed(a: Analysis, i: int, slot: int, axis: int, ids: np.ndarray, role: str, depth: int = 3
+                    ) -> bool | None:
+    """An operand computed from per-channel constants and values that broadcast across channels (a
+    norm's rsqrt(var) [N, 1] times its scale [C]: jax2tf's LayerNorm), read by this node alone: its
+    constants are sliced where they span the channels. Whether the operand is 0 at a removed channel
+    in the zeroed reference (a product with a zeroed parameter); None when it is not so made."""
+    name = a.nodes[i].input[slot]
+    index = a.facts.producers.get(name)
+    if depth == 0 or index is None or name in a.outputs or len(a.readers.get(name, [])) != 1 or \
+            a.nodes[index].op_type not in ("Mul", "Add", "Sub"):
+        return None
+    node, rank = a.nodes[index], len(a.shapes[name])
+    zeros = []
+    for s, operand in enumerate(node.input):
+        shape = a.shapes[operand]
+        own = axis - (rank - len(shape))
+        if operand in a.labels:
+            return None
+        if own < 0 or shape[own] == 1:
+            continue
+        zero = True if a.slice(index, s, own, ids, role) else _slice_computed(a, index, s, own, ids, role, depth - 1)
+        if zero is None:
+            return None
+        zeros.append(zero)
+    return node.op_type == "Mul" and any(zeros)  # a sum with a broadcast value is not 0
 
 
 def elementwise(zero_rule: str) -> Rule:

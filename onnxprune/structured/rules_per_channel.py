@@ -16,7 +16,7 @@ Rule = Callable[[Analysis, int], None]
 
 # The approximate rules' names (graph.Analysis.approximate), as the report and the record list them.
 NORM_STATISTICS = "LayerNormalization statistics over the kept channels"
-MEAN_STATISTICS = "ReduceMean over the kept channels"
+MEAN_STATISTICS = "ReduceMean (or ReduceSum / width) over the kept channels"
 
 
 def labeled(rule: Callable[[Analysis, int, onnx.NodeProto, Label], None]) -> Rule:
@@ -152,14 +152,36 @@ def reduce(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
             return
     axes = list(range(rank)) if axes is None or len(axes) == 0 else [int(x) % rank for x in np.ravel(axes)]
     if lab.axis in axes:  # a mean over the kept channels only: a hand-written norm's statistics
-        if node.op_type == "ReduceMean" and lab.part < 0:
-            a.approximate(lab.ids, MEAN_STATISTICS, f"{node.op_type} '{node.name}' reduces over channels", node,
-                          lab.axis)
+        divisors = _width_divisors(a, i, len(lab.ids)) if node.op_type == "ReduceSum" and axes == [lab.axis] else None
+        if lab.part < 0 and (node.op_type == "ReduceMean" or divisors):
+            if a.approximate(lab.ids, MEAN_STATISTICS, f"{node.op_type} '{node.name}' reduces over channels", node,
+                             lab.axis):
+                for index, slot, power in divisors or ():
+                    a.fix_scalar(index, slot, lab.ids, power)
         else:
             a.freeze(lab.ids, f"{node.op_type} '{node.name}' reduces over channels")
         return
     axis = lab.axis if attr(node, "keepdims", 1) else lab.axis - sum(x < lab.axis for x in axes)
     a.labels[node.output[0]] = Label(axis, lab.ids, lab.zero, const=lab.const)
+
+
+def _width_divisors(a: Analysis, i: int, width: int) -> list[tuple[int, int, int]] | None:
+    """A ReduceSum that every reader turns into a mean (jax2tf's and tf2onnx's LayerNorm: the sum times
+    the constant 1 / width, or divided by width): each reader's (node, constant's slot, power of the
+    kept count it becomes: -1 for 1 / width, 1 for width); None otherwise."""
+    out = a.nodes[i].output[0]
+    found = []
+    for index, slot in a.readers.get(out, []):
+        node = a.nodes[index]
+        other = 1 - slot if node.op_type == "Mul" or (node.op_type == "Div" and slot == 0) else -1
+        value = a.value(node.input[other]) if other >= 0 and len(node.input) == 2 else None
+        if value is None or value.size != 1 or value.dtype.kind != "f":
+            return None
+        power = -1 if node.op_type == "Mul" else 1
+        if not np.isclose(float(value.ravel()[0]), float(width) ** power, rtol=1e-6, atol=0):
+            return None
+        found.append((index, other, power))
+    return found if found and out not in a.outputs else None
 
 
 @labeled

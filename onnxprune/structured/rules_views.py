@@ -33,7 +33,8 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     inner, c = int(np.prod(src[lab.axis + 1:e])), src[lab.axis]
     index = (np.arange(dst[b]) // inner) % c
     ids, zero, const = lab.ids[index], lab.zero[index], lab.const[index]
-    if node.op_type == "Reshape" and not _reshape_fix(a, i, b, ids, merged_single=(s == lab.axis == e - 1)):
+    single = s == lab.axis == e - 1 and dst[b] == c
+    if node.op_type == "Reshape" and not _reshape_fix(a, i, b, ids, merged_single=single):
         a.freeze(lab.ids, f"Reshape '{node.name}': its shape names the channel size and cannot be rewritten")
         return
     a.labels[node.output[0]] = Label(b, ids, zero, const=const)
@@ -157,11 +158,14 @@ def _split_heads(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
 
 def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
     """(b, s, e): input axes s..e-1 (holding `axis`) become output axis b, everything before them the
-    output axes before b; None when no such axis exists."""
+    output axes before b; None when no such axis exists. Output axis b may also take an inner part
+    of axis s-1 (magika's [B, 2048, 64] -> [B, 512, 256]: four tokens' channels side by side): the
+    channels then repeat along b, each block of them whole."""
     p_in = np.concatenate([[1], np.cumprod(src, dtype=np.int64)])
     p_out = np.concatenate([[1], np.cumprod(dst, dtype=np.int64)])
     for b in range(len(dst)):
-        starts = [s for s in range(axis + 1) if p_in[s] == p_out[b]]
+        starts = [s for s in range(axis + 1) if p_in[s] == p_out[b] or
+                  (s > 0 and p_out[b] and p_in[s] % p_out[b] == 0 and src[s - 1] % (p_in[s] // p_out[b]) == 0)]
         ends = [e for e in range(axis + 1, len(src) + 1) if p_in[e] == p_out[b + 1]]
         if starts and ends:
             return b, max(starts), min(ends)
