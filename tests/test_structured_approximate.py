@@ -68,9 +68,11 @@ def test_an_approximation_that_gains_nothing_is_undone():
     assert any("frozen elsewhere" in reason for reason in loose.reasons)
 
 
-def test_padded_fold_is_reported_and_not_judged_exactly(tmp_path):
-    """A constant channel read by a padded Conv: approximate mode folds it (the border differs), the
-    report names the rule, and verify reports the deviation without a reference to judge it by."""
+def test_padded_fold_is_judged_against_edge_padding(tmp_path):
+    """A constant channel read by a padded Conv: approximate mode folds it into the bias (the border
+    differs from the original's zero padding), the report names the rule, and verify judges the file
+    against the original with those channels padded by their own value (edge), at exact mode's
+    tolerance: a folded bias off by 1e-2 fails."""
     torch.manual_seed(0)
     model = export(OffsetNet().eval(), (1, 3, 10, 10))
     loose = analyze(model, approximate=True)
@@ -82,7 +84,18 @@ def test_padded_fold_is_reported_and_not_judged_exactly(tmp_path):
                                  "--round-to", "1", "-o", str(out)], capture_output=True, text=True)
     assert done.returncode == 0 and "approximate:" in done.stdout, done.stderr
     done = subprocess.run(CLI + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
-    assert done.returncode == 0 and "not judged: approximate removals" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "not judged" not in done.stdout and "(allowed 1e-05)" in done.stdout, \
+        done.stdout + done.stderr
+    pruned = onnx.load(str(out))
+    record = json.loads(next(p.value for p in pruned.metadata_props if p.key == "onnxprune.removed_channels"))
+    [border] = record["borders"]
+    conv = next(n for n in pruned.graph.node if n.output[0] == border["node"])
+    bias = next(t for t in pruned.graph.initializer if t.name == conv.input[2])
+    bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + np.float32(1e-2), bias.name))
+    onnx.save(pruned, tmp_path / "off.onnx")
+    done = subprocess.run(CLI + ["verify", str(tmp_path / "off.onnx"), "--reference", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode != 0, done.stdout
 
 
 def test_approximate_in_weight_mode_is_one_line_exit_2(tmp_path, block):

@@ -270,8 +270,9 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     from ..pruning.inputs import resolve_shapes
     from ..graph import GraphFacts
     from ..graph.constants import stored_tensors
-    from ..structured.approximate import JUDGED, kept_means, masked_norms
-    from ..structured.record import KEY, approximate_rules, folded_biases, masked_means, recorded
+    from ..structured.approximate import JUDGED, edge_padded, kept_means, masked_norms
+    from ..structured.producers import PADDED_FOLD
+    from ..structured.record import KEY, approximate_rules, folded_biases, masked_means, padded_borders, recorded
     from ..structured.rules_per_channel import MEAN_STATISTICS
     from ..structured.tensors import resizable
     from ..twin import Twin
@@ -311,11 +312,16 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
         return check
     check.approximate = approximate_rules(pruned)
     means = [m for m in masked_means(pruned) if m["step"] >= len(before)]
-    # a ReduceMean's positions are those of the step that recorded them: one step past the reference
-    multistep = any(m["step"] != len(before) for m in means) or (means and len(steps) > len(before) + 1)
-    check.unjudged = [rule for rule in check.approximate if rule not in JUDGED or (rule == MEAN_STATISTICS and multistep)]
+    borders = [b for b in padded_borders(pruned) if b["step"] >= len(before)]
+    # a ReduceMean's or padded Conv's positions are those of the step that recorded them: one step past
+    # the reference
+    multistep = len(steps) > len(before) + 1 and bool(means or borders)
+    unwritten: list[str] = []
     if check.approximate:  # LayerNorms and means that lost channels average the kept ones: so does the reference
         reference = kept_means(masked_norms(reference, entries), [] if multistep else means)
+        reference, unwritten = edge_padded(reference, [] if multistep else borders)
+    check.unjudged = [rule for rule in check.approximate if rule not in JUDGED or
+                      (rule in (MEAN_STATISTICS, PADDED_FOLD) and multistep) or (rule == PADDED_FOLD and unwritten)]
     twin = Twin(original).eval()
     feeds = {n: v.numpy() for n, v in example_feeds(twin, resolve_shapes(twin, input_shapes), seed=seed).items()}
     got = ort_session(pruned_path, log_level=4).run(None, feeds)

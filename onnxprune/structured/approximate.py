@@ -7,7 +7,9 @@ reproduces: here it becomes the same normalization written out with a 0/1 mask o
 what the pruned file should, in the original's shapes. A ReduceMean over channels that lost some
 (a hand-written norm) becomes the mean of its input masked to the kept positions, times the count
 over the kept count, and so does a ReduceSum whose readers divide it by the width (the pruned file
-divides by the kept count instead): the record names each such node and the positions it lost.
+divides by the kept count instead): the record names each such node and the positions it lost. A
+padded Conv whose removed constant channels were folded into its bias computes as if those channels
+were padded with their own value, not 0: the reference pads them so (edge mode), the rest with 0.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..graph import attr
+from .producers import PADDED_FOLD
 from .rules_per_channel import MEAN_STATISTICS, NORM_STATISTICS
 from .tensors import resizable
 
-JUDGED = {NORM_STATISTICS, MEAN_STATISTICS}  # the approximate rules whose reference this module builds
+JUDGED = {NORM_STATISTICS, MEAN_STATISTICS, PADDED_FOLD}  # the approximate rules whose reference this module builds
 
 
 def masked_norms(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto:
@@ -93,3 +96,43 @@ def kept_means(model: onnx.ModelProto, means: list[dict]) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
+
+
+def edge_padded(model: onnx.ModelProto, borders: list[dict]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of `model` where each recorded padded Conv (`borders`: record.padded_borders entries of one
+    step) pads its removed input channels with their edge value and the others with 0, then convolves
+    unpadded; and the recorded Convs it could not write so (auto_pad, or opset < 11: no Pad input)."""
+    by_node = {b["node"]: b for b in borders}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes, unwritten = [], []
+    for node in out.graph.node:
+        b = by_node.get(node.output[0]) if node.op_type == "Conv" and node.output else None
+        pads = attr(node, "pads")
+        if b is None or opset < 11 or not pads or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+            nodes.append(node)
+            if b is not None:
+                unwritten.append(b["node"])
+            continue
+        half = len(pads) // 2
+        keep = np.ones((b["width"],) + (1,) * (b["rank"] - 2), np.float32)
+        keep[b["removed"]] = 0
+        p = f"{node.output[0]}_bordered"
+        out.graph.initializer.extend([
+            numpy_helper.from_array(keep, f"{p}_keep"), numpy_helper.from_array(1 - keep, f"{p}_gone"),
+            numpy_helper.from_array(np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64), f"{p}_pads")])
+        conv = onnx.NodeProto()
+        conv.CopyFrom(node)
+        conv.input[0] = f"{p}_x"
+        for a in conv.attribute:
+            if a.name == "pads":
+                a.ints[:] = [0] * len(pads)
+        nodes += [helper.make_node("Mul", [node.input[0], f"{p}_keep"], [f"{p}_kept"]),
+                  helper.make_node("Mul", [node.input[0], f"{p}_gone"], [f"{p}_removed"]),
+                  helper.make_node("Pad", [f"{p}_kept", f"{p}_pads"], [f"{p}_zero_padded"]),
+                  helper.make_node("Pad", [f"{p}_removed", f"{p}_pads"], [f"{p}_edge_padded"], mode="edge"),
+                  helper.make_node("Add", [f"{p}_zero_padded", f"{p}_edge_padded"], [f"{p}_x"]), conv]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out, unwritten

@@ -14,7 +14,9 @@ approximate-mode rules (prune --approximate) whose removals change what the mode
 zeroed original is then not the pruned model's equal. "means" lists, per ReduceMean that now averages
 fewer channels, its node (first output), the step, the channel axis, rank and width of its input,
 and the positions removed there: verify writes that mean out over the kept positions
-(structured/approximate.py), as it does a LayerNorm whose scale lost entries.
+(structured/approximate.py), as it does a LayerNorm whose scale lost entries. "borders" lists, in the
+same form, each padded Conv that a removed constant channel was folded into (its input's channels):
+verify pads those channels with their own value instead of 0, which is what the folded bias computes.
 """
 
 from __future__ import annotations
@@ -42,12 +44,11 @@ def removed_slices(cg, removed: np.ndarray) -> list[dict]:
     return list(entries.values())
 
 
-def removed_means(cg, removed: np.ndarray, step: int) -> list[dict]:
-    """The "means" entries of one step: each ReduceMean over channels (rules_per_channel's approximate
-    rule) that lost some, with what verify needs to write it out over the kept ones."""
-    from .rules_per_channel import MEAN_STATISTICS
-
-    sites = [s for s in cg.sites if s[1] == MEAN_STATISTICS and removed[s[3]].any()]
+def removed_sites(cg, removed: np.ndarray, step: int, rule: str) -> list[dict]:
+    """One entry per site of an approximate `rule` (a ReduceMean over channels, a padded Conv a constant
+    was folded into) that lost channels in this step: its node (first output), the step, the channel
+    axis, rank and width of its input and the removed positions, what verify needs to rewrite it."""
+    sites = [s for s in cg.sites if s[1] == rule and removed[s[3]].any()]
     if not sites:
         return []
     inputs = {n.output[0]: n.input[0] for n in cg.model.graph.node if n.output and n.input}
@@ -55,13 +56,29 @@ def removed_means(cg, removed: np.ndarray, step: int) -> list[dict]:
              "removed": np.flatnonzero(removed[channels]).tolist()} for site, _, axis, channels in sites]
 
 
+def removed_borders(cg, removed: np.ndarray, step: int) -> list[dict]:
+    """The "borders" entries of one step, in removed_sites' form: each padded Conv a constant channel
+    was folded into (approximate), with every input channel it lost (a removed channel that is 0
+    pads alike with its own value or with 0)."""
+    from .producers import PADDED_FOLD
+
+    padded, keys, out = {s[0] for s in cg.sites if s[1] == PADDED_FOLD}, cg.keys(), []
+    for fold in cg.folds:
+        node = cg.model.graph.node[fold.index]
+        channels = keys.get((fold.weight, fold.in_axis))
+        if node.output[0] in padded and channels is not None and removed[channels].any():
+            out.append({"node": node.output[0], "step": step, "axis": 1, "rank": len(cg.shapes[node.input[0]]),
+                        "width": len(channels), "removed": np.flatnonzero(removed[channels]).tolist()})
+    return out
+
+
 def record(model: onnx.ModelProto, steps: list[list[dict]], folded: list[str] = (), approximate: list[str] = (),
-           means: list[dict] = ()) -> None:
-    """Set KEY in the model's metadata to `steps`, and the folded biases, approximate rules and masked
-    means it held plus `folded`, `approximate` and `means`, in place."""
+           means: list[dict] = (), borders: list[dict] = ()) -> None:
+    """Set KEY in the model's metadata to `steps`, and the folded biases, approximate rules, masked
+    means and padded borders it held plus `folded`, `approximate`, `means` and `borders`, in place."""
     lists = {"folded": sorted(set(folded_biases(model)) | set(folded)),
              "approximate": sorted(set(approximate_rules(model)) | set(approximate)),
-             "means": masked_means(model) + list(means)}
+             "means": masked_means(model) + list(means), "borders": padded_borders(model) + list(borders)}
     props = [p for p in model.metadata_props if p.key != KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
@@ -81,9 +98,18 @@ def approximate_rules(model: onnx.ModelProto) -> list[str]:
 
 def masked_means(model: onnx.ModelProto) -> list[dict]:
     """The ReduceMeans any channel pruning of this file's history made average fewer channels."""
+    return _sites(model, "means")
+
+
+def padded_borders(model: onnx.ModelProto) -> list[dict]:
+    """The padded Convs any channel pruning of this file's history folded constant channels into."""
+    return _sites(model, "borders")
+
+
+def _sites(model: onnx.ModelProto, key: str) -> list[dict]:
     try:
         return [{"node": str(m["node"]), "step": int(m["step"]), "axis": int(m["axis"]), "rank": int(m["rank"]),
-                 "width": int(m["width"]), "removed": [int(i) for i in m["removed"]]} for m in _listed(model, "means")]
+                 "width": int(m["width"]), "removed": [int(i) for i in m["removed"]]} for m in _listed(model, key)]
     except (ValueError, TypeError, KeyError) as error:
         raise InvalidModelError(f"metadata '{KEY}' is not a record of removed channels: {error}") from None
 
