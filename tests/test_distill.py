@@ -270,3 +270,31 @@ def test_per_timestep_probabilities_are_distilled_per_position(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["test_accuracy_means"] == "top-1 agreement with the teacher"
     assert report["final"]["test_accuracy"] == pytest.approx(after["top1_agreement"], abs=0.03)
+
+
+@pytest.mark.parametrize("option, changes", [([], False), (["--bn-statistics", "update"], True)])
+def test_recovery_keeps_batchnorm_statistics_unless_asked(tmp_path, option, changes):
+    """With --teacher, BatchNormalization normalizes with the trained running statistics and leaves
+    them as they are (a few hundred recovery inputs, not the original's data, would move them);
+    `--bn-statistics update` trains on batch statistics and writes the updated ones back."""
+    import torch
+    from torch import nn
+
+    from models.torch_nets import export, randomize_batchnorm
+
+    torch.manual_seed(0)
+    net = randomize_batchnorm(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                                            nn.Linear(8 * 6 * 6, 4)))
+    onnx.save(export(net, (1, 3, 8, 8)), tmp_path / "teacher.onnx")
+    done = onnxprune("train", tmp_path / "teacher.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "random",
+                     "--epochs", "1", *option, "-o", tmp_path / "out.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+
+    def statistics(path):
+        model = onnx.load(str(path))
+        [bn] = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+        values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        return np.concatenate([values[bn.input[3]], values[bn.input[4]]])
+
+    before, after = statistics(tmp_path / "teacher.onnx"), statistics(tmp_path / "out.onnx")
+    assert (not np.allclose(before, after)) == changes

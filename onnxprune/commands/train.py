@@ -92,14 +92,19 @@ def default_output(model: Path) -> Path:
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
                                       "fraction held out to measure agreement (never trained on).")
+@click.option("--bn-statistics", type=click.Choice(["update", "frozen"]),
+              help="BatchNormalization in training: normalize with batch statistics and update the running "
+                   "ones, or keep the trained running ones [frozen with --teacher: the recovery data is "
+                   "small and not the original's; update otherwise].")
 @image_options
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
           checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0,
-          holdout=0.1, loss_weights=None, image_size=None, mean=None, std=None, layout=None, color=None):
+          holdout=0.1, loss_weights=None, bn_statistics=None, image_size=None, mean=None, std=None, layout=None, color=None):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
-    BatchNormalization trains with batch statistics and its running statistics are written back.
+    BatchNormalization trains with batch statistics and its running statistics are written back
+    (with --teacher it keeps its running statistics unless --bn-statistics update).
     Under torchrun (`torchrun --nproc_per_node N -m onnxprune train ...`) it trains with
     DistributedDataParallel: gloo on CPU, nccl on CUDA.
     """
@@ -133,7 +138,7 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
                            output=output, fmt=fmt, report=report_path,
                            checkpoint=checkpoint,
                            resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha,
-                           holdout=holdout, loss_weights=weights,
+                           holdout=holdout, loss_weights=weights, bn_statistics=bn_statistics,
                            images=parse_image_options(image_size, mean, std, layout, color))
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:

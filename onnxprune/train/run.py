@@ -50,6 +50,12 @@ class TrainRequest:
     alpha: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # output name -> weight (others 1)
     images: Any = None  # fidelity.images.ImageOptions for an imagefolder without class subfolders
+    bn_statistics: str | None = None  # "update" | "frozen"; None: frozen with a teacher, else update
+
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether BatchNormalization trains on batch statistics (and updates its running ones)."""
+        return (self.bn_statistics or ("frozen" if self.teacher is not None else "update")) == "update"
 
     @property
     def labelled(self) -> bool:
@@ -124,6 +130,7 @@ def _prepare(req: TrainRequest, warn):
     for note in _untie_warnings(tied):
         warn(note)
     twin = Twin(tied.model)
+    twin.ctx.batch_statistics = req.batch_statistics
     kept, total = masks_from_zeros(twin)
     if note := _normalization_warning(twin):
         warn(note)

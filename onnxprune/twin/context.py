@@ -15,11 +15,13 @@ class Context:
 
     `float_dtype`: the twin's precision. In float64 mode every float type computes in float64 (a Cast
     to FLOAT must not drop precision back); in float32 mode element types are honoured exactly, as
-    onnxruntime does. `training`: BatchNormalization uses batch statistics, Dropout is active.
+    onnxruntime does. `training`: BatchNormalization uses batch statistics (unless not
+    `batch_statistics`: then it normalizes with its running ones, left as they are), Dropout is active.
     """
 
     float_dtype: torch.dtype = torch.float32
     training: bool = False
+    batch_statistics: bool = True  # in training; False: BatchNormalization keeps its running statistics
     opsets: dict[str, int] = field(default_factory=dict)
 
     def dtype(self, elem_type: int) -> torch.dtype:
