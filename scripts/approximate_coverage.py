@@ -10,7 +10,9 @@ recovery, and the speed-up (CPU, batch 1, one thread, median of 15).
 
 Models: the zoo ViT (torchvision VisionTransformer, tests/zoo.py) by both exporters, the BERT-style
 encoder of bench_widths.py by torch.export (its hidden states the output; and with a classifier head), the committed Keras and Flax transformers, a torch.export
-AttentionStack, and magika 1.0.3's jax2tf file-type classifier (scripts/real_models.py).
+AttentionStack, magika 1.0.3's jax2tf file-type classifier (scripts/real_models.py), and the
+corpus' transformers (BERT, DistilBERT, GPT-2, T5 encoder, HF ViT, BART: base models, their hidden
+states the output) and timm exports (deit, mixer, convnext, mobilevit) where real_models.py built them.
 """
 
 from __future__ import annotations
@@ -86,10 +88,28 @@ def _magika():
     return model, {model.graph.input[0].name: (1, 2048)}
 
 
+def _corpus(relative: str):
+    """A timm / transformers export of the real-model corpus (scripts/real_models.py --list builds them
+    in its throwaway venv; random weights, TorchScript exporter), at the corpus' input shapes."""
+    def build():
+        import real_models
+
+        path = real_models.EXPORTS / relative
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: run scripts/real_models.py --list first")
+        shapes = real_models.SHAPES.get(path.stem, {})
+        return onnx.load(str(path)), {k: tuple(int(d) for d in v.split("x")) for k, v in shapes.items()} or None
+    return build
+
+
+CORPUS = {f"{rel.split('/')[0]}-{Path(rel).stem}": _corpus(rel) for rel in
+          [f"transformers/{n}.onnx" for n in ("bert", "bert_mini", "distilbert", "gpt2", "t5_encoder", "vit", "bart")]
+          + [f"timm/{n}.onnx" for n in ("deit_tiny_patch16_224", "mixer_s16_224", "convnext_atto", "mobilevit_xxs")]}
+
 MODELS = {"vit_tiny-dynamo": _zoo("vit_tiny-dynamo"), "vit_tiny-torchscript": _zoo("vit_tiny-torchscript"),
           "bert_encoder-dynamo": _bert(False), "bert_classifier-dynamo": _bert(True), "attention_stack-dynamo": _stack,
           "keras_transformer": _committed("keras_transformer"), "flax_transformer": _committed("flax_transformer"),
-          "magika": _magika}
+          "magika": _magika, **CORPUS}
 
 
 def row(name: str, macs: float) -> dict:
