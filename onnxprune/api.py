@@ -154,8 +154,9 @@ def load_batches(data, twin: Twin, shapes: Mapping[str, tuple[int, ...]] | None,
 
 
 def _unlabelled(data) -> bool:
-    """Whether `data` is read without labels: a folder, "random", or an npz without x_train (one
-    array per input). An npz with x_train goes through load_batches, shuffled as training reads it."""
+    """Whether `data` is read without labels: a folder, "random", an npz without x_train (one array
+    per input) or without y_train (images with no labels, as `compare` and `train --teacher` take
+    them). An npz with both goes through load_batches, shuffled as training reads it."""
     if not isinstance(data, (str, os.PathLike)):
         return False
     path = Path(data)
@@ -163,7 +164,7 @@ def _unlabelled(data) -> bool:
         return True
     try:
         with np.load(path, allow_pickle=False) as f:
-            return "x_train" not in f.files
+            return "x_train" not in f.files or "y_train" not in f.files
     except (OSError, ValueError):
         return False  # load_batches names the problem
 

@@ -6,13 +6,13 @@ MLP; mean over tokens, linear head), 4 blocks of width 64 and 4 heads, reading a
 tokens of 28 pixels (its rows). torch.export writes it with a dynamic batch. It is trained from its
 random initialization with onnxprune itself (`onnxprune train`, labelled, on the 8,000 MNIST-10k
 training images, inputs in [0, 1]), so every weight is learned, then for each mode:
-`prune --structure channel --macs 0.5 --data UNLABELLED` (taylor on unlabelled images) [--approximate],
-`compare` against the dense model on the 2,000 held-out images before and after
-`train --teacher --epochs R` on the training images without labels (its wall time is the recovery
-time), accuracy against the held-out labels, and the onnxruntime speed-up (batch 1, one thread,
+`prune --structure channel --macs 0.5 --data RECOVERY` (taylor on the training images without labels,
+one array named after the input) [--approximate], `compare` against the dense model on the 2,000
+held-out images before and after `train --teacher --epochs R` on the training images (its wall time
+is the recovery time), accuracy against the held-out labels, and the onnxruntime speed-up (batch 1, one thread,
 median of 15). Everything runs through the installed command.
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/trained_transformer.py [--epochs 4] [--recovery 2] [--json out.json]
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/trained_transformer.py [--epochs 8] [--recovery 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -57,13 +57,15 @@ def export(path: Path) -> None:
     program.save(str(path))
 
 
-def arrays(folder: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
-    """(labelled npz, unlabelled npz, held-out images, held-out labels): rows as tokens, in [0, 1]."""
+def arrays(folder: Path) -> tuple[Path, Path, Path, np.ndarray, np.ndarray]:
+    """(labelled npz, recovery npz, held-out npz, held-out images, held-out labels): rows as tokens, in
+    [0, 1]. The unlabelled files hold one array named after the model's input, read as they are."""
     data = np.load(MNIST)
     x_train, x_test = (data[k].reshape(-1, 28, 28).astype(np.float32) / 255 for k in ("x_train", "x_test"))
     np.savez(folder / "labelled.npz", x_train=x_train, y_train=data["y_train"], x_test=x_test, y_test=data["y_test"])
-    np.savez(folder / "unlabelled.npz", x_train=x_train, x_test=x_test)
-    return folder / "labelled.npz", folder / "unlabelled.npz", x_test, data["y_test"]
+    np.savez(folder / "recovery.npz", rows=x_train)
+    np.savez(folder / "heldout.npz", rows=x_test)
+    return folder / "labelled.npz", folder / "recovery.npz", folder / "heldout.npz", x_test, data["y_test"]
 
 
 def accuracy(model: Path, x: np.ndarray, y: np.ndarray) -> float:
@@ -72,16 +74,16 @@ def accuracy(model: Path, x: np.ndarray, y: np.ndarray) -> float:
     return round(float((logits.argmax(1) == y).mean()), 4)
 
 
-def figures(model: Path, dense: Path, unlabelled: Path, folder: Path) -> dict:
+def figures(model: Path, dense: Path, heldout: Path, folder: Path) -> dict:
     report = folder / "compare.json"
-    onnxprune("compare", model, dense, "--data", unlabelled, "--report", report, "--overwrite")
+    onnxprune("compare", model, dense, "--data", heldout, "--report", report, "--overwrite")
     logits = json.loads(report.read_text())["outputs"]["logits"]
     return {"agreement": round(logits["top1_agreement"], 4), "kl": float(f"{logits['kl']:.3g}")}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=4, help="labelled epochs of the dense model")
+    p.add_argument("--epochs", type=int, default=8, help="labelled epochs of the dense model")
     p.add_argument("--recovery", type=int, default=2, help="epochs of train --teacher")
     p.add_argument("--macs", type=float, default=0.5)
     p.add_argument("--json", type=Path)
@@ -89,7 +91,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        labelled, unlabelled, x_test, y_test = arrays(folder)
+        labelled, recovery, heldout, x_test, y_test = arrays(folder)
         init, dense = folder / "init.onnx", folder / "dense.onnx"
         export(init)
         start = time.perf_counter()
@@ -99,17 +101,17 @@ def main() -> None:
               f"({time.perf_counter() - start:.0f} s)", flush=True)
         for mode in ("exact", "approximate"):
             pruned, recovered, report = (folder / f"{mode}{suffix}" for suffix in (".onnx", ".recovered.onnx", ".json"))
-            onnxprune("prune", dense, "--structure", "channel", "--macs", args.macs, "--data", unlabelled,
+            onnxprune("prune", dense, "--structure", "channel", "--macs", args.macs, "--data", recovery,
                       "--best-effort", *(["--approximate"] if mode == "approximate" else []), "-o", pruned,
                       "--report", report, "-q")
             pruning = json.loads(report.read_text())
             row = {"mode": mode, "macs": round(pruning["macs"]["kept"] / pruning["macs"]["total"], 3),
-                   "pruned": figures(pruned, dense, unlabelled, folder)}
+                   "pruned": figures(pruned, dense, heldout, folder)}
             start = time.perf_counter()
-            onnxprune("train", pruned, "--teacher", dense, "--dataset", "npz", "--data-dir", unlabelled,
+            onnxprune("train", pruned, "--teacher", dense, "--dataset", "npz", "--data-dir", recovery,
                       "--no-normalize", "--epochs", args.recovery, "-o", recovered, "-q")
             row["recovery_seconds"] = round(time.perf_counter() - start, 1)
-            row["recovered"] = figures(recovered, dense, unlabelled, folder)
+            row["recovered"] = figures(recovered, dense, heldout, folder)
             row["accuracy"] = {"dense": accuracy(dense, x_test, y_test), "pruned": accuracy(pruned, x_test, y_test),
                                "recovered": accuracy(recovered, x_test, y_test)}
             timing = time_models(onnx.load(str(dense)), onnx.load(str(recovered)), input_shapes={"rows": (1, 28, 28)},

@@ -139,7 +139,8 @@ SUBJECTS = {
     "ppocr_v4_det": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_det_infer.onnx", 320,
                             (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_scene, 512, 128, 4, ("--batch-size", "16")),
     "ppocr_v4_rec": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_rec_infer.onnx", 320,
-                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_line, 1024, 256, 2, height=48),
+                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_line, 1024, 256, 2,
+                            ("--bn-statistics", "frozen"), height=48),
 }
 
 

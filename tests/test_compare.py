@@ -160,11 +160,14 @@ def test_a_folder_without_images_is_one_line_exit_2(tmp_path):
 
 def test_taylor_channel_choice_reads_unlabelled_inputs(tmp_path):
     """`prune --structure channel -m taylor --data` takes what compare takes: a folder of images chooses
-    exactly the channels an npz of those pixels (one array per input) does; 'random' also runs."""
+    exactly the channels an npz of those pixels (one array per input) does; an npz of images without
+    labels (x_train / x_test, what train --teacher reads) and 'random' also run."""
     _png_folder(tmp_path / "images", count=24)
-    np.savez(tmp_path / "x.npz", input=_png_folder(tmp_path / "again", count=24))
+    pixels = _png_folder(tmp_path / "again", count=24)
+    np.savez(tmp_path / "x.npz", input=pixels)
+    np.savez(tmp_path / "unlabelled.npz", x_train=pixels, x_test=pixels[:4])
     kept = []
-    for data in (tmp_path / "images", tmp_path / "x.npz", "random"):
+    for data in (tmp_path / "images", tmp_path / "x.npz", tmp_path / "unlabelled.npz", "random"):
         done = onnxprune("prune", LENET, "--structure", "channel", "--macs", "0.5", "--round-to", "1", "-m", "taylor",
                          "--data", data, "-o", tmp_path / "p.onnx", "--report", tmp_path / "r.json", "--overwrite", "-q")
         assert done.returncode == 0, done.stderr

@@ -272,11 +272,11 @@ def test_per_timestep_probabilities_are_distilled_per_position(tmp_path):
     assert report["final"]["test_accuracy"] == pytest.approx(after["top1_agreement"], abs=0.03)
 
 
-@pytest.mark.parametrize("option, changes", [([], False), (["--bn-statistics", "update"], True)])
-def test_recovery_keeps_batchnorm_statistics_unless_asked(tmp_path, option, changes):
-    """With --teacher, BatchNormalization normalizes with the trained running statistics and leaves
-    them as they are (a few hundred recovery inputs, not the original's data, would move them);
-    `--bn-statistics update` trains on batch statistics and writes the updated ones back."""
+@pytest.mark.parametrize("option, changes", [([], True), (["--bn-statistics", "frozen"], False)])
+def test_batchnorm_statistics_update_unless_frozen(tmp_path, option, changes):
+    """Recovery trains BatchNormalization on batch statistics and writes the updated running ones back
+    (a pruned CNN's activations moved); `--bn-statistics frozen` normalizes with the trained running
+    statistics and leaves them as they are (a recovery set unlike the original's data)."""
     import torch
     from torch import nn
 

@@ -92,19 +92,20 @@ def default_output(model: Path) -> Path:
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
                                       "fraction held out to measure agreement (never trained on).")
-@click.option("--bn-statistics", type=click.Choice(["update", "frozen"]),
+@click.option("--bn-statistics", type=click.Choice(["update", "frozen"]), default="update", show_default=True,
               help="BatchNormalization in training: normalize with batch statistics and update the running "
-                   "ones, or keep the trained running ones [frozen with --teacher: the recovery data is "
-                   "small and not the original's; update otherwise].")
+                   "ones (what a pruned CNN needs to recalibrate), or keep the trained running ones (a "
+                   "recovery set unlike the original's data would move them).")
 @image_options
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
           checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0,
-          holdout=0.1, loss_weights=None, bn_statistics=None, image_size=None, mean=None, std=None, layout=None, color=None):
+          holdout=0.1, loss_weights=None, bn_statistics="update", image_size=None, mean=None, std=None,
+          layout=None, color=None):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back
-    (with --teacher it keeps its running statistics unless --bn-statistics update).
+    (--bn-statistics frozen keeps the trained ones).
     Under torchrun (`torchrun --nproc_per_node N -m onnxprune train ...`) it trains with
     DistributedDataParallel: gloo on CPU, nccl on CUDA.
     """

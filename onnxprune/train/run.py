@@ -50,12 +50,12 @@ class TrainRequest:
     alpha: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # output name -> weight (others 1)
     images: Any = None  # fidelity.images.ImageOptions for an imagefolder without class subfolders
-    bn_statistics: str | None = None  # "update" | "frozen"; None: frozen with a teacher, else update
+    bn_statistics: str = "update"  # "frozen": BatchNormalization keeps its running statistics
 
     @property
     def batch_statistics(self) -> bool:
         """Whether BatchNormalization trains on batch statistics (and updates its running ones)."""
-        return (self.bn_statistics or ("frozen" if self.teacher is not None else "update")) == "update"
+        return self.bn_statistics == "update"
 
     @property
     def labelled(self) -> bool:
