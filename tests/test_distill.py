@@ -298,3 +298,28 @@ def test_batchnorm_statistics_update_unless_frozen(tmp_path, option, changes):
 
     before, after = statistics(tmp_path / "teacher.onnx"), statistics(tmp_path / "out.onnx")
     assert (not np.allclose(before, after)) == changes
+
+
+def test_recalibrated_batchnorm_statistics_fit_the_data(tmp_path):
+    """`--bn-statistics recalibrate` re-estimates the running statistics on the training inputs before
+    training (then keeps them): with no epoch at all, a BatchNorm after a convolution of N(0, 1) inputs
+    holds that convolution's mean (its bias) and variance (its filter's squared norm), not the
+    randomized statistics the file came with."""
+    import torch
+    from torch import nn
+
+    from models.torch_nets import export, randomize_batchnorm
+
+    torch.manual_seed(0)
+    net = randomize_batchnorm(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                                            nn.Linear(8 * 6 * 6, 4)))
+    onnx.save(export(net, (1, 3, 8, 8)), tmp_path / "teacher.onnx")
+    done = onnxprune("train", tmp_path / "teacher.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "random",
+                     "--epochs", "0", "--bn-statistics", "recalibrate", "-o", tmp_path / "out.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    model = onnx.load(str(tmp_path / "out.onnx"))
+    [bn] = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    weight, bias = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
+    assert np.allclose(values[bn.input[3]], bias, atol=0.05), (values[bn.input[3]], bias)
+    assert np.allclose(values[bn.input[4]], (weight ** 2).sum((1, 2, 3)), rtol=0.1)

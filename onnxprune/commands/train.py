@@ -92,10 +92,11 @@ def default_output(model: Path) -> Path:
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
                                       "fraction held out to measure agreement (never trained on).")
-@click.option("--bn-statistics", type=click.Choice(["update", "frozen"]), default="update", show_default=True,
+@click.option("--bn-statistics", type=click.Choice(["update", "frozen", "recalibrate"]), default="update",
+              show_default=True,
               help="BatchNormalization in training: normalize with batch statistics and update the running "
-                   "ones (what a pruned CNN needs to recalibrate), or keep the trained running ones (a "
-                   "recovery set unlike the original's data would move them).")
+                   "ones, keep the trained running ones (frozen), or re-estimate them on the training data "
+                   "first and then keep them (recalibrate: a pruned model on a small recovery set).")
 @image_options
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,

@@ -14,6 +14,7 @@ from ..errors import DataError, OnnxPruneError, arg
 from ..graph import roles
 from ..io import load_model, save_model, write_json
 from ..twin.module import Twin
+from .batchnorm import recalibrate
 from .checkpoint import Checkpoint, file_hash
 from .data import load_dataset, num_classes
 from .distributed import setup
@@ -50,7 +51,7 @@ class TrainRequest:
     alpha: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # output name -> weight (others 1)
     images: Any = None  # fidelity.images.ImageOptions for an imagefolder without class subfolders
-    bn_statistics: str = "update"  # "frozen": BatchNormalization keeps its running statistics
+    bn_statistics: str = "update"  # "frozen": keeps its running statistics; "recalibrate": re-estimated first
 
     @property
     def batch_statistics(self) -> bool:
@@ -287,6 +288,8 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
     teacher = _teacher(req, tied.model, device)
     train_set, test_set = _datasets(req, twin)
     frozen = _fit_to_data(twin, train_set, req, device, info.world)
+    if req.bn_statistics == "recalibrate" and not req.resume:  # a resumed run restores its statistics
+        recalibrate(twin, train_set, max(1, cfg.batch_size // info.world), device)
     if (fixed := fixed_batch(twin.inputs[0])) == cfg.batch_size // info.world:
         cfg = replace(cfg, test_batch_size=fixed)  # the graph runs only at its fixed batch
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None

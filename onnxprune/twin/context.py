@@ -22,6 +22,7 @@ class Context:
     float_dtype: torch.dtype = torch.float32
     training: bool = False
     batch_statistics: bool = True  # in training; False: BatchNormalization keeps its running statistics
+    bn_momentum: float | None = None  # torch's momentum (weight of the batch) instead of the node's
     opsets: dict[str, int] = field(default_factory=dict)
 
     def dtype(self, elem_type: int) -> torch.dtype:

@@ -18,7 +18,7 @@ def batch_norm(x, scale, bias, mean, var, *, epsilon, momentum, ctx, n_outputs, 
     # Statistics are read detached: an exporter may tie a running_var to a gamma of equal value, and
     # autograd must not see the in-place update of a tensor that is also a parameter.
     y = F.batch_norm(x, mean.detach(), var.detach(), scale, bias, ctx.training and ctx.batch_statistics,
-                     1.0 - momentum, epsilon)
+                     1.0 - momentum if ctx.bn_momentum is None else ctx.bn_momentum, epsilon)
     return (y, mean, var) if n_outputs > 1 else y
 
 
