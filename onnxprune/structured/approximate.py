@@ -30,18 +30,34 @@ def masked_norms(model: onnx.ModelProto, entries: list[dict]) -> onnx.ModelProto
     """A copy of `model` where each LayerNormalization whose (1-D: last-axis) scale lost entries
     normalizes over the kept entries only."""
     removed = {e["tensor"]: e["removed"] for e in entries if e["axis"] == 0}
+    consts = resizable(model.graph)
+
+    def replace(graph: onnx.GraphProto, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+        scale = node.input[1] if node.op_type == "LayerNormalization" and len(node.input) > 1 else ""
+        if scale not in removed or consts[scale].ndim != 1:
+            return None
+        return _masked(graph, node, len(consts[scale]), removed[scale])
+    return _replaced(model, replace)
+
+
+def _replaced(model: onnx.ModelProto, replace) -> onnx.ModelProto:
+    """A copy of `model` whose nodes `replace(graph, node)` may swap for a list of nodes (None: kept)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    consts, nodes = resizable(out.graph), []
+    nodes = []
     for node in out.graph.node:
-        scale = node.input[1] if node.op_type == "LayerNormalization" and len(node.input) > 1 else ""
-        if scale in removed and consts[scale].ndim == 1:
-            nodes.extend(_masked(out.graph, node, len(consts[scale]), removed[scale]))
-        else:
-            nodes.append(node)
+        nodes.extend(replace(out.graph, node) or [node])
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
+
+
+def _keep_mask(entry: dict) -> np.ndarray:
+    """1 at the kept positions of a recorded site's channel axis, 0 at the removed; shaped to broadcast
+    over the axes after it."""
+    mask = np.ones((entry["width"],) + (1,) * (entry["rank"] - 1 - entry["axis"]), np.float32)
+    mask[entry["removed"]] = 0
+    return mask
 
 
 def _masked(graph: onnx.GraphProto, node: onnx.NodeProto, width: int, gone: list[int]) -> list[onnx.NodeProto]:
@@ -74,28 +90,20 @@ def kept_means(model: onnx.ModelProto, means: list[dict]) -> onnx.ModelProto:
     """A copy of `model` where each recorded ReduceMean (`means`: record.masked_means entries of one
     step) averages only the kept positions."""
     by_node = {m["node"]: m for m in means}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    nodes = []
-    for node in out.graph.node:
+
+    def replace(graph: onnx.GraphProto, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
         m = by_node.get(node.output[0]) if node.op_type in ("ReduceMean", "ReduceSum") and node.output else None
         if m is None:
-            nodes.append(node)
-            continue
-        n = m["width"]
-        mask = np.ones((n,) + (1,) * (m["rank"] - 1 - m["axis"]), np.float32)
-        mask[m["removed"]] = 0
-        p = f"{node.output[0]}_masked"
-        out.graph.initializer.extend([numpy_helper.from_array(mask, f"{p}_mask"),
-                                      numpy_helper.from_array(np.float32(n / mask.sum()), f"{p}_ratio")])
+            return None
+        mask, p = _keep_mask(m), f"{node.output[0]}_masked"
+        graph.initializer.extend([numpy_helper.from_array(mask, f"{p}_mask"),
+                                  numpy_helper.from_array(np.float32(m["width"] / mask.sum()), f"{p}_ratio")])
         mean = onnx.NodeProto()
         mean.CopyFrom(node)
         mean.input[0], mean.output[0] = f"{p}_x", f"{p}_mean"
-        nodes += [helper.make_node("Mul", [node.input[0], f"{p}_mask"], [f"{p}_x"]), mean,
-                  helper.make_node("Mul", [f"{p}_mean", f"{p}_ratio"], [node.output[0]])]
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out
+        return [helper.make_node("Mul", [node.input[0], f"{p}_mask"], [f"{p}_x"]), mean,
+                helper.make_node("Mul", [f"{p}_mean", f"{p}_ratio"], [node.output[0]])]
+    return _replaced(model, replace)
 
 
 def edge_padded(model: onnx.ModelProto, borders: list[dict]) -> tuple[onnx.ModelProto, list[str]]:
@@ -104,22 +112,18 @@ def edge_padded(model: onnx.ModelProto, borders: list[dict]) -> tuple[onnx.Model
     unpadded; and the recorded Convs it could not write so (auto_pad, or opset < 11: no Pad input)."""
     by_node = {b["node"]: b for b in borders}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    nodes, unwritten = [], []
-    for node in out.graph.node:
+    unwritten = []
+
+    def replace(graph: onnx.GraphProto, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
         b = by_node.get(node.output[0]) if node.op_type == "Conv" and node.output else None
+        if b is None:
+            return None
         pads = attr(node, "pads")
-        if b is None or opset < 11 or not pads or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
-            nodes.append(node)
-            if b is not None:
-                unwritten.append(b["node"])
-            continue
-        half = len(pads) // 2
-        keep = np.ones((b["width"],) + (1,) * (b["rank"] - 2), np.float32)
-        keep[b["removed"]] = 0
-        p = f"{node.output[0]}_bordered"
-        out.graph.initializer.extend([
+        if opset < 11 or not pads or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+            unwritten.append(b["node"])
+            return None
+        half, keep, p = len(pads) // 2, _keep_mask(b), f"{node.output[0]}_bordered"
+        graph.initializer.extend([
             numpy_helper.from_array(keep, f"{p}_keep"), numpy_helper.from_array(1 - keep, f"{p}_gone"),
             numpy_helper.from_array(np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64), f"{p}_pads")])
         conv = onnx.NodeProto()
@@ -128,11 +132,9 @@ def edge_padded(model: onnx.ModelProto, borders: list[dict]) -> tuple[onnx.Model
         for a in conv.attribute:
             if a.name == "pads":
                 a.ints[:] = [0] * len(pads)
-        nodes += [helper.make_node("Mul", [node.input[0], f"{p}_keep"], [f"{p}_kept"]),
-                  helper.make_node("Mul", [node.input[0], f"{p}_gone"], [f"{p}_removed"]),
-                  helper.make_node("Pad", [f"{p}_kept", f"{p}_pads"], [f"{p}_zero_padded"]),
-                  helper.make_node("Pad", [f"{p}_removed", f"{p}_pads"], [f"{p}_edge_padded"], mode="edge"),
-                  helper.make_node("Add", [f"{p}_zero_padded", f"{p}_edge_padded"], [f"{p}_x"]), conv]
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out, unwritten
+        return [helper.make_node("Mul", [node.input[0], f"{p}_keep"], [f"{p}_kept"]),
+                helper.make_node("Mul", [node.input[0], f"{p}_gone"], [f"{p}_removed"]),
+                helper.make_node("Pad", [f"{p}_kept", f"{p}_pads"], [f"{p}_zero_padded"]),
+                helper.make_node("Pad", [f"{p}_removed", f"{p}_pads"], [f"{p}_edge_padded"], mode="edge"),
+                helper.make_node("Add", [f"{p}_zero_padded", f"{p}_edge_padded"], [f"{p}_x"]), conv]
+    return _replaced(model, replace), unwritten

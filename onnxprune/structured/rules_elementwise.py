@@ -56,19 +56,33 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
     a.labels[out] = Label(axis, ids, zero, const=const)
 
 
-def _slice_computed(a: Analysis, i: int, slot: int, axis: int, ids: np.ndarray, role: str, depth: int = 3
-                    ) -> bool | None:
+def _slice_computed(a: Analysis, i: int, slot: int, axis: int, ids: np.ndarray, role: str) -> bool | None:
     """An operand computed from per-channel constants and values that broadcast across channels (a
     norm's rsqrt(var) [N, 1] times its scale [C]: jax2tf's LayerNorm), read by this node alone: its
     constants are sliced where they span the channels. Whether the operand is 0 at a removed channel
-    in the zeroed reference (a product with a zeroed parameter); None when it is not so made."""
+    in the zeroed reference (a product with a zeroed parameter); None when it is not so made (then
+    nothing is registered)."""
+    found = _computed_from_constants(a, i, slot, axis, len(ids))
+    if found is None:
+        return None
+    constants, zero = found
+    for index, s, own in constants:
+        a.slice(index, s, own, ids, role)
+    return zero
+
+
+def _computed_from_constants(a: Analysis, i: int, slot: int, axis: int, size: int, depth: int = 3
+                             ) -> tuple[list[tuple[int, int, int]], bool] | None:
+    """(the (node, slot, axis) of each constant spanning the channels, whether the result is 0 where
+    those are zeroed) for input `slot` of node i, made by Mul/Add/Sub of such constants and values
+    that broadcast; None otherwise."""
     name = a.nodes[i].input[slot]
     index = a.facts.producers.get(name)
     if depth == 0 or index is None or name in a.outputs or len(a.readers.get(name, [])) != 1 or \
             a.nodes[index].op_type not in ("Mul", "Add", "Sub"):
         return None
     node, rank = a.nodes[index], len(a.shapes[name])
-    zeros = []
+    constants, zeros = [], []
     for s, operand in enumerate(node.input):
         shape = a.shapes[operand]
         own = axis - (rank - len(shape))
@@ -76,11 +90,17 @@ def _slice_computed(a: Analysis, i: int, slot: int, axis: int, ids: np.ndarray, 
             return None
         if own < 0 or shape[own] == 1:
             continue
-        zero = True if a.slice(index, s, own, ids, role) else _slice_computed(a, index, s, own, ids, role, depth - 1)
-        if zero is None:
+        key = a.key(index, s, own)
+        if key is not None and a.consts[key[0]].shape[key[1]] == size:
+            constants.append((index, s, own))
+            zeros.append(True)
+            continue
+        inner = _computed_from_constants(a, index, s, own, size, depth - 1)
+        if inner is None:
             return None
-        zeros.append(zero)
-    return node.op_type == "Mul" and any(zeros)  # a sum with a broadcast value is not 0
+        constants += inner[0]
+        zeros.append(inner[1])
+    return constants, node.op_type == "Mul" and any(zeros)  # a sum with a broadcast value is not 0
 
 
 def elementwise(zero_rule: str) -> Rule:
