@@ -460,6 +460,40 @@ def test_grouped_conv_removes_whole_groups():
     assert w.dims[0] == 6 * group and w.dims[1] == 4  # 6 outputs and 4 inputs per kept group
 
 
+@pytest.mark.parametrize("opset", [18, 21])
+def test_group_norm_removes_whole_groups(opset):
+    """GroupNormalization (scale and bias per group at opset 18, per channel at 21): a group's
+    statistics are its own, so whole groups go, num_groups follows, and the kept groups are exact."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    per = 4 if opset == 18 else 16  # the scale's length
+    arrays = {"W1": rng.standard_normal((16, 3, 3, 3)), "b1": rng.standard_normal(16),
+              "scale": rng.uniform(0.5, 2, per), "bias": rng.standard_normal(per),
+              "W2": rng.standard_normal((5, 16, 1, 1)), "b2": rng.standard_normal(5)}
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("GroupNormalization", ["c1", "scale", "bias"], ["g"], num_groups=4, epsilon=1e-5),
+             helper.make_node("Relu", ["g"], ["r"]),
+             helper.make_node("Conv", ["r", "W2", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "gn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 6, 6])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    if opset == 21:
+        cg, removed = check_exact(model, fraction=0.6)
+        pruned = rewrite(cg, removed)
+    else:  # onnx's checker calls the opset-18 op deprecated; onnxruntime still runs it
+        cg = analyze(model)
+        removed = select(cg, np.random.default_rng(0).random(cg.n_channels), 0.6, "macs")
+        pruned, feeds = rewrite(cg, removed), zoo.sample_feeds(model, batch=3)
+        assert rel_diff(run(pruned, feeds), run(zeroed(cg, removed), feeds)) < TOL
+    assert removed.any() and not any("GroupNormalization" in why for why in cg.reasons)
+    norm = next(n for n in pruned.graph.node if n.op_type == "GroupNormalization")
+    kept = next(a.i for a in norm.attribute if a.name == "num_groups")
+    widths = {t.name: t.dims[0] for t in pruned.graph.initializer}
+    assert 1 <= kept < 4 and widths["W1"] == 4 * kept and widths["scale"] == (kept if opset == 18 else 4 * kept)
+
+
 def test_transposed_weights_and_nhwc_flatten():
     """jax2onnx / tf2onnx style: an HWIO kernel reaches Conv through a Transpose, features are
     flattened channel-last (NHWC), and a MatMul weight is stored transposed: sliced on the right axes."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 from .producers import conv, conv_transpose, embedding, gemm, matmul
 from .rules_elementwise import div, elementwise, power
 from .rules_layout import concat, slice_op, split
-from .rules_per_channel import (Rule, clip, gather, norm, pad, pool, reduce, same_axis_size, softmax_like,
-                                transpose, unary)
+from .rules_per_channel import (Rule, clip, gather, group_norm, norm, pad, pool, reduce, same_axis_size,
+                                softmax_like, transpose, unary)
 from .rules_views import reshape, shape
 
 # f(0) = 0: a removed (zero) channel stays zero.
@@ -31,6 +31,7 @@ PART_RULES = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Gather", "Split"}
 RULES: dict[str, Rule] = {
     "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
     "BatchNormalization": norm(1, 2, 2), "InstanceNormalization": norm(1, 2, 0),
+    "GroupNormalization": group_norm,
     **{op: unary(True) for op in ZERO_UNARY}, **{op: unary(False) for op in OTHER_UNARY},
     "Clip": clip, **{op: pool for op in POOLS}, **{op: reduce for op in REDUCES},
     "Resize": same_axis_size, "Upsample": same_axis_size, "Pad": pad, "Transpose": transpose,

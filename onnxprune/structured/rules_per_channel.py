@@ -50,6 +50,27 @@ def norm(first_param: int, params: int, stats: int) -> Rule:
     return rule
 
 
+@labeled
+def group_norm(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """GroupNormalization: a group's statistics are over its own channels, so whole groups go (their
+    channels tied, as a grouped Conv's) and the kept groups compute what they did: exact. Scale and
+    shift, per channel (opset 21) or per group (18), zeroed make a removed group 0; num_groups
+    follows the kept groups."""
+    groups = attr(node, "num_groups", 0)
+    if lab.axis != 1 or lab.part >= 0 or not groups or len(lab.ids) % groups:
+        a.freeze(lab.ids, f"GroupNormalization '{node.name}': channels not on axis 1 in whole groups")
+        return
+    blocks = lab.ids.reshape(groups, -1)
+    for block in blocks[:, 1:].T:
+        a.union(blocks[:, 0], block)
+    per_group = a.shapes.get(node.input[1], (0,))[0] == groups and groups != len(lab.ids)
+    if not all(a.slice(i, s, 0, blocks[:, 0] if per_group else lab.ids, "param") for s in (1, 2)):
+        a.freeze(lab.ids, f"GroupNormalization '{node.name}': computed scale or bias")
+        return
+    a.fix_attr(i, "num_groups", blocks[:, 0])
+    a.labels[node.output[0]] = Label(1, lab.ids, np.ones(len(lab.ids), bool))
+
+
 def unary(keeps_zero: bool) -> Rule:
     @labeled
     def rule(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
