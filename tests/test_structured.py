@@ -494,6 +494,30 @@ def test_group_norm_removes_whole_groups(opset):
     assert 1 <= kept < 4 and widths["W1"] == 4 * kept and widths["scale"] == (kept if opset == 18 else 4 * kept)
 
 
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_torch_group_norm_removes_whole_groups(dynamo):
+    """torch's GroupNorm as both exporters write it: Reshape [N, C, H, W] -> [N, G, -1],
+    InstanceNormalization, Reshape back (to a constant shape, or to the input's Shape), then the
+    per-channel scale and shift. The groups split as heads do, the way back repeats each group's
+    label over its channels: whole groups go, exactly."""
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(), nn.Conv2d(16, 8, 1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 2.0)
+        net[1].bias.normal_()
+    model = export(net, (2, 3, 8, 8), dynamo=dynamo)
+    cg, removed = check_exact(model, fraction=0.5)
+    assert not any("Reshape" in why or "InstanceNormalization" in why for why in cg.reasons), cg.reasons
+    from onnxprune.structured.shapes import value_shapes
+
+    pruned = rewrite(cg, removed)
+    shapes = value_shapes(pruned)
+    norm = next(n for n in pruned.graph.node if n.op_type == "InstanceNormalization")
+    conv = next(n for n in pruned.graph.node if n.op_type == "Conv")
+    groups, width = shapes[norm.input[0]][1], shapes[conv.output[0]][1]
+    assert groups < 4 and width == 4 * groups
+
+
 def test_transposed_weights_and_nhwc_flatten():
     """jax2onnx / tf2onnx style: an HWIO kernel reaches Conv through a Transpose, features are
     flattened channel-last (NHWC), and a MatMul weight is stored transposed: sliced on the right axes."""

@@ -24,7 +24,8 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     found = _merge(src, dst, lab.axis)
     if found is None and node.op_type == "Reshape" and (_split_parts(a, i, node, lab, src, dst) or
                                                         _split_heads(a, i, node, lab, src, dst) or
-                                                        _split_parts_past_units(a, i, node, lab, src, dst)):
+                                                        _split_parts_past_units(a, i, node, lab, src, dst) or
+                                                        _ungroup(a, i, node, lab, src, dst)):
         return
     if found is None or (node.op_type == "Squeeze" and attr(node, "axes") is None and not _input(node, 1)):
         a.freeze(lab.ids, f"{node.op_type} '{node.name}' splits the channel axis or is not provably safe")
@@ -154,6 +155,25 @@ def _split_heads(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
         a.labels[node.output[0]] = Label(b, out_ids[index], out_zero[index])
         return True
     return False
+
+
+def _ungroup(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
+    """A Reshape that widens the channel axis with the outer digit of the axis after it (torch's
+    GroupNorm, undone: [N, G, C/G * H * W] -> [N, C, H, W], the groups those of a split that
+    _split_heads tied): output channel k is group k // (C/G), so each group's label repeats C/G times.
+    The output axis' entry in the shape is rewritten to the kept count."""
+    b, inner = lab.axis, int(np.prod(src[lab.axis + 1:], dtype=np.int64))
+    if b >= len(dst) or int(np.prod(src[:b], dtype=np.int64)) != int(np.prod(dst[:b], dtype=np.int64)):
+        return False
+    r = int(np.prod(dst[b + 1:], dtype=np.int64))
+    if r * dst[b] != inner * src[b] or r >= inner or inner % r:
+        return False
+    index = np.arange(dst[b]) // (inner // r)
+    ids, zero, const = lab.ids[index], lab.zero[index], lab.const[index]
+    if not _reshape_fix(a, i, b, ids, merged_single=False):
+        return False
+    a.labels[node.output[0]] = Label(b, ids, zero, const=const)
+    return True
 
 
 def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
