@@ -518,6 +518,25 @@ def test_torch_group_norm_removes_whole_groups(dynamo):
     assert groups < 4 and width == 4 * groups
 
 
+def test_channel_fanned_out_over_output_channels():
+    """A Reshape [N, 4, 64] -> [N, 16, 16]: each channel's positions become 4 output channels, which
+    go with it (the next Conv loses 4 input channels per removed channel), exactly."""
+    class Fan(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv1d(3, 4, 1), nn.Conv1d(16, 5, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            return self.b(y.reshape(y.shape[0], 16, 16)).mean(-1)
+
+    model = export(Fan(), (2, 3, 64))
+    cg, removed = check_exact(model, fraction=0.6)
+    pruned = rewrite(cg, removed)
+    widths = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
+    assert widths["b.weight"][1] == 4 * widths["a.weight"][0] < 16
+
+
 def test_transposed_weights_and_nhwc_flatten():
     """jax2onnx / tf2onnx style: an HWIO kernel reaches Conv through a Transpose, features are
     flattened channel-last (NHWC), and a MatMul weight is stored transposed: sliced on the right axes."""

@@ -160,8 +160,9 @@ def _split_heads(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
 def _ungroup(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> bool:
     """A Reshape that widens the channel axis with the outer digit of the axis after it (torch's
     GroupNorm, undone: [N, G, C/G * H * W] -> [N, C, H, W], the groups those of a split that
-    _split_heads tied): output channel k is group k // (C/G), so each group's label repeats C/G times.
-    The output axis' entry in the shape is rewritten to the kept count."""
+    _split_heads tied; or any channel axis whose inner positions fan out over k output channels):
+    output channel k is input channel k // (C/G), so each input label repeats C/G times. The output
+    axis' entry in the shape is rewritten to the kept count (or inferred, the others fixed)."""
     b, inner = lab.axis, int(np.prod(src[lab.axis + 1:], dtype=np.int64))
     if b >= len(dst) or int(np.prod(src[:b], dtype=np.int64)) != int(np.prod(dst[:b], dtype=np.int64)):
         return False
@@ -170,7 +171,7 @@ def _ungroup(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tuple, 
         return False
     index = np.arange(dst[b]) // (inner // r)
     ids, zero, const = lab.ids[index], lab.zero[index], lab.const[index]
-    if not _reshape_fix(a, i, b, ids, merged_single=False):
+    if not _reshape_fix(a, i, b, ids, merged_single=False, allow_infer=True):
         return False
     a.labels[node.output[0]] = Label(b, ids, zero, const=const)
     return True
