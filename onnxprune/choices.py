@@ -9,6 +9,7 @@ CHANNEL_METHODS = ("l2", "l1", "bn", "taylor")
 CHANNEL_DATA_METHODS = ("taylor",)
 SCHEDULES = ("exponential", "linear")  # how the kept fraction falls over iterations, pruning/loop.py
 SCOPES = ("global", "local")  # rank across all layers, or the same density per layer, pruning/masks.py
+BN_STATISTICS = ("update", "frozen", "recalibrate")  # BatchNormalization in training, train/batchnorm.py
 FORMATS = ("auto", "sparse", "dense")  # how pruned tensors are stored, writeback.py
 STRUCTURES = ("weight", "channel")  # single weights (pruning/) or whole channels (structured/)
 PRECISIONS = ("float64", "float32")  # scoring precision (api.PRECISIONS maps them to torch dtypes)

@@ -300,6 +300,24 @@ def test_batchnorm_statistics_update_unless_frozen(tmp_path, option, changes):
     assert (not np.allclose(before, after)) == changes
 
 
+def test_unknown_batchnorm_statistics_is_refused(tmp_path):
+    """A TrainRequest with a --bn-statistics the engine does not implement fails in one line before
+    training, instead of acting as one of them; the command offers exactly the engine's choices."""
+    from onnxprune import choices
+    from onnxprune.commands.train import train as train_command
+    from onnxprune.errors import OnnxPruneError
+    from onnxprune.train.run import TrainRequest, train
+
+    offered = next(p.type.choices for p in train_command.params if p.name == "bn_statistics")
+    assert tuple(offered) == choices.BN_STATISTICS
+    lenet = Path(__file__).resolve().parents[1] / "models" / "zoo" / "lenet5.onnx"
+    request = TrainRequest(model=lenet, dataset="random", data_dir=None, bn_statistics="freeze",
+                           output=tmp_path / "out.onnx", quiet=True)
+    with pytest.raises(OnnxPruneError, match="unknown .*freeze.*update, frozen, recalibrate"):
+        train(request, warn=lambda _: None)
+    assert not (tmp_path / "out.onnx").exists()
+
+
 def test_recalibrated_batchnorm_statistics_fit_the_data(tmp_path):
     """`--bn-statistics recalibrate` re-estimates the running statistics on the training inputs before
     training (then keeps them): with no epoch at all, a BatchNorm after a convolution of N(0, 1) inputs

@@ -92,7 +92,7 @@ def default_output(model: Path) -> Path:
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
                                       "fraction held out to measure agreement (never trained on).")
-@click.option("--bn-statistics", type=click.Choice(["update", "frozen", "recalibrate"]), default="update",
+@click.option("--bn-statistics", type=click.Choice(choices.BN_STATISTICS), default="update",
               show_default=True,
               help="BatchNormalization in training: normalize with batch statistics and update the running "
                    "ones, keep the trained running ones (frozen), or re-estimate them on the training data "

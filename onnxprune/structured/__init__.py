@@ -34,8 +34,7 @@ from ..errors import OnnxPruneError, arg
 from .groups import ChannelGraph, analyze
 from .importance import importance
 from .latency import fit_latency
-from .record import record, recorded, removed_borders, removed_sites, removed_slices
-from .rules_per_channel import MEAN_STATISTICS
+from .record import record, recorded, removed_borders, removed_means, removed_slices
 from .rewrite import check_runs, deviation, rewrite, zeroed
 from .score import channel_scores, masks
 from .select import cost, layer_weights, limits, local_scores, round_layers, select
@@ -111,7 +110,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     rules = {rule: int(removed[channels].sum()) for rule, channels in cg.approximate.items() if removed[channels].any()}
     steps = recorded(model)
     record(pruned, steps + [removed_slices(cg, removed)], approximate=list(rules),  # for `verify --reference`
-           means=removed_sites(cg, removed, len(steps), MEAN_STATISTICS),
+           means=removed_means(cg, removed, len(steps)),
            borders=removed_borders(cg, removed, len(steps)))
     report = summary(cg, removed, min_layer_density)
     if approximate:  # what the approximate rules removed, and how far that moved the outputs before recovery

@@ -44,11 +44,13 @@ def removed_slices(cg, removed: np.ndarray) -> list[dict]:
     return list(entries.values())
 
 
-def removed_sites(cg, removed: np.ndarray, step: int, rule: str) -> list[dict]:
-    """One entry per site of an approximate `rule` (a ReduceMean over channels, a padded Conv a constant
-    was folded into) that lost channels in this step: its node (first output), the step, the channel
-    axis, rank and width of its input and the removed positions, what verify needs to rewrite it."""
-    sites = [s for s in cg.sites if s[1] == rule and removed[s[3]].any()]
+def removed_means(cg, removed: np.ndarray, step: int) -> list[dict]:
+    """The "means" entries of one step: each ReduceMean (or ReduceSum / width) over channels that lost
+    some: its node (first output), the step, the channel axis, rank and width of its input and the
+    removed positions, what verify needs to write it out over the kept ones."""
+    from .rules_per_channel import MEAN_STATISTICS
+
+    sites = [s for s in cg.sites if s[1] == MEAN_STATISTICS and removed[s[3]].any()]
     if not sites:
         return []
     inputs = {n.output[0]: n.input[0] for n in cg.model.graph.node if n.output and n.input}
@@ -57,7 +59,7 @@ def removed_sites(cg, removed: np.ndarray, step: int, rule: str) -> list[dict]:
 
 
 def removed_borders(cg, removed: np.ndarray, step: int) -> list[dict]:
-    """The "borders" entries of one step, in removed_sites' form: each padded Conv a constant channel
+    """The "borders" entries of one step, in removed_means' form: each padded Conv a constant channel
     was folded into (approximate), with every input channel it lost (a removed channel that is 0
     pads alike with its own value or with 0)."""
     from .producers import PADDED_FOLD

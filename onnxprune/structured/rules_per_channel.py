@@ -63,8 +63,8 @@ def group_norm(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     blocks = lab.ids.reshape(groups, -1)
     for block in blocks[:, 1:].T:
         a.union(blocks[:, 0], block)
-    per_group = a.shapes.get(node.input[1], (0,))[0] == groups and groups != len(lab.ids)
-    if not all(a.slice(i, s, 0, blocks[:, 0] if per_group else lab.ids, "param") for s in (1, 2)):
+    per_channel = a.shapes.get(node.input[1], (0,))[0] == len(lab.ids)
+    if not all(a.slice(i, s, 0, lab.ids if per_channel else blocks[:, 0], "param") for s in (1, 2)):
         a.freeze(lab.ids, f"GroupNormalization '{node.name}': computed scale or bias")
         return
     a.fix_attr(i, "num_groups", blocks[:, 0])

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import onnx
 import torch
 
+from ..choices import BN_STATISTICS
 from ..errors import DataError, OnnxPruneError, arg
 from ..graph import roles
 from ..io import load_model, save_model, write_json
@@ -127,6 +128,9 @@ def train(req: TrainRequest, warn: Callable[[str], None]) -> TrainResult:
 
 def _prepare(req: TrainRequest, warn):
     """The model with exporter ties undone, its twin with masks from the file's zeros, (kept, total)."""
+    if req.bn_statistics not in BN_STATISTICS:
+        raise OnnxPruneError(f"unknown {arg('bn_statistics')} {req.bn_statistics!r} (choose from "
+                             f"{', '.join(BN_STATISTICS)})")
     tied = untie(load_model(req.model))
     for note in _untie_warnings(tied):
         warn(note)
