@@ -341,3 +341,87 @@ def test_recalibrated_batchnorm_statistics_fit_the_data(tmp_path):
     weight, bias = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
     assert np.allclose(values[bn.input[3]], bias, atol=0.05), (values[bn.input[3]], bias)
     assert np.allclose(values[bn.input[4]], (weight ** 2).sum((1, 2, 3)), rtol=0.1)
+
+
+def _map_net():
+    """A small trained-looking detector head: Conv-BN-ReLU, Conv-ReLU, a 1x1 Conv into a Sigmoid map."""
+    import torch
+    from torch import nn
+
+    from models.torch_nets import export, randomize_batchnorm
+
+    torch.manual_seed(0)
+    net = randomize_batchnorm(nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1),
+                                            nn.Sigmoid()))
+    return export(net, (1, 3, 16, 16))
+
+
+def test_layer_targets_are_the_teachers_kept_channels(tmp_path):
+    """Each tapped layer's target is the teacher's output at the channels the pruned layer kept, read
+    from the pruned file's record, across two prunings: the first Conv reads the unpruned input, so
+    its pruned output equals the original's at those channels exactly; a later one differs (its
+    inputs lost channels) and is what the layer term trains."""
+    import torch
+
+    from onnxprune.train.features import FeatureMatch, layer_taps
+    from onnxprune.twin import Twin
+
+    onnx.save(_map_net(), tmp_path / "dense.onnx")
+    for source, target, macs in (("dense", "once", "0.7"), ("once", "twice", "0.7")):
+        done = onnxprune("prune", tmp_path / f"{source}.onnx", "--structure", "channel", "--macs", macs,
+                         "--round-to", "1", "-o", tmp_path / f"{target}.onnx", "-q")
+        assert done.returncode == 0, done.stderr
+    twice = onnx.load(str(tmp_path / "twice.onnx"))
+    widths = [t.dims[0] for n in twice.graph.node if n.op_type == "Conv"
+              for t in twice.graph.initializer if t.name == n.input[1]]
+    x = torch.randn(4, 3, 16, 16)
+    for name in ("dense", "once"):  # the original, or the file the second pruning started from
+        original = onnx.load(str(tmp_path / f"{name}.onnx"))
+        taps = layer_taps(twice, original)
+        assert [t.name for t in taps] == [n.output[0] for n in original.graph.node if n.op_type == "Conv"]
+        assert [len(t.kept) for t in taps] == widths
+        match = FeatureMatch(taps, 1.0)
+        student, teacher = Twin(twice).eval(), Twin(original).eval()
+        with torch.no_grad(), match.tapped(student, teacher):
+            student(x), teacher(x)
+            first, later = match._pair(taps[0]), match._pair(taps[1])
+            assert float(match.loss()) > 0
+        torch.testing.assert_close(first[0], first[1], rtol=1e-5, atol=1e-5)
+        assert later[0].shape == later[1].shape and not torch.allclose(later[0], later[1], atol=1e-3)
+    assert widths[0] < 16 and widths[1] < 32
+
+
+def test_layer_matching_recovers_a_pruned_map(tmp_path):
+    """`train --teacher --feature-weight`: a channel-pruned map model learns the original's layers and
+    its map moves towards the teacher's (compare on other random inputs); the report counts the layers."""
+    onnx.save(_map_net(), tmp_path / "dense.onnx")
+    done = onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.4", "--round-to", "1",
+                     "-o", tmp_path / "pruned.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    before = agreement(tmp_path / "pruned.onnx", tmp_path / "dense.onnx", "random", tmp_path)
+    done = onnxprune("train", tmp_path / "pruned.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",
+                     "--epochs", "2", "--lr", "0.01", "--feature-weight", "1", "--bn-statistics", "frozen",
+                     "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json", "-q")
+    assert done.returncode == 0, done.stderr
+    after = agreement(tmp_path / "out.onnx", tmp_path / "dense.onnx", "random", tmp_path)
+    (name, b), = before["outputs"].items()
+    assert after["outputs"][name]["relative_l2"] < 0.5 * b["relative_l2"], (b, after["outputs"][name])
+    assert json.loads((tmp_path / "r.json").read_text())["feature_layers"] == 3
+
+
+@pytest.mark.parametrize("teacher, extra, words", [
+    ("twice", ["--feature-weight", "1"], "does not continue the teacher's"),
+    (None, ["--feature-weight", "1"], "--feature-weight applies with --teacher only")])
+def test_layer_matching_needs_the_original(tmp_path, teacher, extra, words):
+    """Layer targets come from the file the model was pruned from: a teacher pruned further than the
+    model, or no teacher at all, is one line and exit 2, before any training, and nothing is written."""
+    onnx.save(_map_net(), tmp_path / "dense.onnx")
+    for source, target in (("dense", "once"), ("once", "twice")):
+        assert onnxprune("prune", tmp_path / f"{source}.onnx", "--structure", "channel", "--macs", "0.7",
+                         "-o", tmp_path / f"{target}.onnx", "-q").returncode == 0
+    options = ["--teacher", tmp_path / f"{teacher}.onnx"] if teacher else []
+    done = onnxprune("train", tmp_path / "once.onnx", *options, "--dataset", "random", "--epochs", "1", *extra,
+                     "-o", tmp_path / "out.onnx")
+    assert done.returncode == 2 and not (tmp_path / "out.onnx").exists(), done.stderr
+    assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr

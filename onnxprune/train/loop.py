@@ -103,6 +103,7 @@ class Trainer:
     reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
     checkpoint: Checkpoint | None = None
     teacher: torch.nn.Module | None = None  # train --teacher: the frozen original (objective: distill.py)
+    features: object | None = None  # features.FeatureMatch: per-layer terms, with a teacher
 
     def __post_init__(self):
         self.model = self.dist.wrap(self.twin, self.device)
@@ -188,7 +189,8 @@ class Trainer:
             hits = (s.argmax(-1) == t.argmax(-1)).reshape(len(s), -1).double().mean(1).sum()
         else:  # a map, boxes, an embedding: per-sample cosine, as `compare` measures it
             hits = F.cosine_similarity(out.detach().flatten(1).double(), first.flatten(1).double(), dim=1).sum()
-        return self.objective(raw, target, y), hits
+        loss = self.objective(raw, target, y)
+        return (loss + self.features.loss() if self.features is not None else loss), hits
 
     @torch.no_grad()
     def test(self) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from .batchnorm import recalibrate
 from .checkpoint import Checkpoint, file_hash
 from .data import load_dataset, num_classes
 from .distributed import setup
+from .features import FeatureMatch, layer_taps
 from .loop import (EpochRecord, Objective, TrainConfig, Trainer, call, check_classes, first_output, teacher_measure,
                    to_device)
 from .params import freeze_constants, masks_from_zeros
@@ -53,6 +55,7 @@ class TrainRequest:
     loss_weights: dict[str, float] = field(default_factory=dict)  # output name -> weight (others 1)
     images: Any = None  # fidelity.images.ImageOptions for an imagefolder without class subfolders
     bn_statistics: str = "update"  # "frozen": keeps its running statistics; "recalibrate": re-estimated first
+    feature_weight: float = 0.0  # with a teacher: weight of the per-layer terms (features.py); 0: outputs only
 
     @property
     def batch_statistics(self) -> bool:
@@ -113,7 +116,8 @@ def _identity(req: TrainRequest, world: int) -> dict:
     for key in ("epochs", "workers", "test_batch_size"):
         cfg.pop(key)
     teacher = {"teacher": file_hash(req.teacher), "temperature": req.temperature, "alpha": req.alpha,
-               "loss_weights": dict(sorted(req.loss_weights.items()))} if req.teacher else {}
+               "loss_weights": dict(sorted(req.loss_weights.items())),
+               **({"feature_weight": req.feature_weight} if req.feature_weight else {})} if req.teacher else {}
     return {"model": file_hash(req.model), "dataset": req.dataset, "data": os.path.abspath(req.data_dir) if req.data_dir else None,
             "augment": req.augment, "normalize": req.normalize, "world": world, **cfg, **teacher}
 
@@ -128,6 +132,8 @@ def train(req: TrainRequest, warn: Callable[[str], None]) -> TrainResult:
 
 def _prepare(req: TrainRequest, warn):
     """The model with exporter ties undone, its twin with masks from the file's zeros, (kept, total)."""
+    if req.feature_weight and req.teacher is None:
+        raise OnnxPruneError(f"{arg('feature_weight')} applies with {arg('teacher')} only")
     if req.bn_statistics not in BN_STATISTICS:
         raise OnnxPruneError(f"unknown {arg('bn_statistics')} {req.bn_statistics!r} (choose from "
                              f"{', '.join(BN_STATISTICS)})")
@@ -298,20 +304,23 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         cfg = replace(cfg, test_batch_size=fixed)  # the graph runs only at its fixed batch
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
     reporter = Reporter(quiet=req.quiet, enabled=info.main)
+    features = FeatureMatch(layer_taps(tied.model, teacher.model), req.feature_weight) if req.feature_weight else None
     trainer = Trainer(twin, train_set, test_set, cfg, device, info, _objective(req, twin), reporter, checkpoint,
-                      teacher)
+                      teacher, features)
     payload = checkpoint.load() if checkpoint and req.resume else None
     if payload is not None:
         trainer.restore(payload)
         reporter.line(f"resuming after epoch {trainer.start_epoch} from {req.checkpoint}")
     elif req.resume:
         reporter.line(f"no checkpoint at {req.checkpoint}: starting from epoch 1")
-    history = trainer.fit()
+    with features.tapped(twin, teacher) if features else contextlib.nullcontext():
+        history = trainer.fit()
     measure = teacher_measure(trainer.objective) if teacher is not None else TrainResult.measure
     if info.main:
         _write_outputs(req, tied.model, twin, history, kept, total,
                        {"device": str(device), "processes": info.world, "untied": tied.untied, "fixed": frozen,
-                        "test_accuracy_means": measure})
+                        "test_accuracy_means": measure,
+                        "feature_layers": len(features.taps) if features else 0})
     return TrainResult(history, kept, total, tied.untied, frozen, trainer.start_epoch if payload else 0,
                        str(device), info.world, info.main, measure)
 
