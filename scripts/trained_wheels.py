@@ -30,6 +30,7 @@ thread, median of 15). Beside it, onnxsim 0.8.1 (installed aside, optional): its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import json
@@ -303,12 +304,13 @@ def main() -> None:
     p.add_argument("--approximate", action="store_true", help="prune with --approximate (constants folded into "
                    "padded convolutions, normalization statistics over the kept channels)")
     p.add_argument("--no-onnxsim", action="store_true", help="leave onnxsim's row out")
+    p.add_argument("--keep", type=Path, help="write renders and models under this folder (one per model), kept")
     p.add_argument("--bn-statistics", choices=["update", "frozen", "recalibrate"],
                    help="train --bn-statistics for every model (default: each model's own)")
     args = p.parse_args()
     rows = []
     for name in args.models:
-        with tempfile.TemporaryDirectory() as tmp:
+        with (contextlib.nullcontext(args.keep / name) if args.keep else tempfile.TemporaryDirectory()) as tmp:
             subject = dataclasses.replace(SUBJECTS[name], **{k: v for k, v in (
                 ("recovery", args.recovery), ("recovery_size", args.recovery_size), ("epochs", args.epochs))
                 if v is not None})

@@ -412,7 +412,9 @@ def test_layer_matching_recovers_a_pruned_map(tmp_path):
 
 @pytest.mark.parametrize("teacher, extra, words", [
     ("twice", ["--feature-weight", "1"], "does not continue the teacher's"),
-    (None, ["--feature-weight", "1"], "--feature-weight applies with --teacher only")])
+    ("twice", ["--reconstruct", "8"], "does not continue the teacher's"),
+    (None, ["--feature-weight", "1"], "--feature-weight applies with --teacher only"),
+    (None, ["--reconstruct", "8"], "--reconstruct applies with --teacher only")])
 def test_layer_matching_needs_the_original(tmp_path, teacher, extra, words):
     """Layer targets come from the file the model was pruned from: a teacher pruned further than the
     model, or no teacher at all, is one line and exit 2, before any training, and nothing is written."""
@@ -425,3 +427,68 @@ def test_layer_matching_needs_the_original(tmp_path, teacher, extra, words):
                      "-o", tmp_path / "out.onnx")
     assert done.returncode == 2 and not (tmp_path / "out.onnx").exists(), done.stderr
     assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
+
+
+def _redundant_net():
+    """Conv(3->16), ReLU, Conv(16->8), ReLU, Conv(8->1), the first two's filters 4 filters repeated (each
+    copy perturbed by 1 %): a removed channel has near-copies left, so the refit next layer can take
+    over its part, as in trained networks whose channels correlate."""
+    import torch
+    from torch import nn
+
+    from models.torch_nets import export
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 1, 1))
+    with torch.no_grad():
+        for conv in (net[0], net[2]):
+            copies = conv.out_channels // 4
+            conv.weight.copy_(conv.weight[:4].repeat(copies, 1, 1, 1) * (1 + 0.01 * torch.randn_like(conv.weight)))
+            conv.bias.copy_(conv.bias[:4].repeat(copies))
+    return export(net, (1, 3, 12, 12))
+
+
+def test_least_squares_refit_takes_over_removed_channels(tmp_path):
+    """`train --teacher --reconstruct N --epochs 0`: each pruned layer is refitted, in graph order, to
+    the original's output at its kept channels; where removed channels have near-copies left, the
+    pruned model comes back close to the original (other random inputs), with no epoch at all."""
+    onnx.save(_redundant_net(), tmp_path / "dense.onnx")
+    done = onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
+                     "-o", tmp_path / "pruned.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    before = agreement(tmp_path / "pruned.onnx", tmp_path / "dense.onnx", "random", tmp_path)
+    done = onnxprune("train", tmp_path / "pruned.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",
+                     "--epochs", "0", "--reconstruct", "256", "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    after = agreement(tmp_path / "out.onnx", tmp_path / "dense.onnx", "random", tmp_path)
+    (name, b), = before["outputs"].items()
+    a = after["outputs"][name]
+    assert b["relative_l2"] > 0.1 and a["relative_l2"] < 0.2 * b["relative_l2"], (b, a)
+    fitted = json.loads((tmp_path / "r.json").read_text())["reconstructed"]
+    assert fitted["layers"] == 3 and fitted["skipped"] == [] and "refitted 3 layers" in done.stderr
+    shapes = {t.name: list(t.dims) for t in onnx.load(str(tmp_path / "pruned.onnx")).graph.initializer}
+    assert all(shapes[t.name] == list(t.dims) for t in onnx.load(str(tmp_path / "out.onnx")).graph.initializer)
+
+
+def test_least_squares_refit_keeps_a_sparse_layers_zeros(tmp_path):
+    """A layer that weight pruning left sparse is not refitted (a least-squares fit would fill its
+    zeros): its zeros and values stay; the dense layers around it are refitted."""
+    onnx.save(_redundant_net(), tmp_path / "dense.onnx")
+    assert onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
+                     "-o", tmp_path / "pruned.onnx", "-q").returncode == 0
+    model = onnx.load(str(tmp_path / "pruned.onnx"))
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
+    [w] = [t for t in model.graph.initializer if t.name == conv.input[1]]
+    value = onnx.numpy_helper.to_array(w).copy()
+    value[:, :, 0, :] = 0  # a sparse layer, as weight pruning writes it
+    w.CopyFrom(onnx.numpy_helper.from_array(value, w.name))
+    onnx.save(model, tmp_path / "sparse.onnx")
+    done = onnxprune("train", tmp_path / "sparse.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",
+                     "--epochs", "0", "--reconstruct", "64", "--format", "dense", "-o", tmp_path / "out.onnx",
+                     "--report", tmp_path / "r.json", "-q")
+    assert done.returncode == 0, done.stderr
+    fitted = json.loads((tmp_path / "r.json").read_text())["reconstructed"]
+    assert fitted["layers"] == 2 and fitted["skipped"] == [conv.output[0]]
+    out = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "out.onnx")).graph.initializer}
+    np.testing.assert_array_equal(out[w.name], value)

@@ -92,6 +92,10 @@ def default_output(model: Path) -> Path:
 @click.option("--feature-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --teacher (the file the model was pruned from): weight of matching its Conv, Gemm and "
                    "MatMul outputs at the channels each pruned layer kept, layer by layer (0: outputs only).")
+@click.option("--reconstruct", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="With --teacher (the file the model was pruned from): before the first epoch, refit each "
+                   "pruned Conv, Gemm and MatMul in graph order by least squares to the teacher's output at "
+                   "its kept channels, on the first N training inputs (with --epochs 0: only this).")
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="With --teacher and an npz of arrays named after the inputs: the "
                                       "fraction held out to measure agreement (never trained on).")
@@ -104,8 +108,8 @@ def default_output(model: Path) -> Path:
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
           checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0,
-          holdout=0.1, loss_weights=None, bn_statistics="update", feature_weight=0.0, image_size=None, mean=None,
-          std=None, layout=None, color=None):
+          holdout=0.1, loss_weights=None, bn_statistics="update", feature_weight=0.0, reconstruct=0, image_size=None,
+          mean=None, std=None, layout=None, color=None):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back
@@ -144,7 +148,7 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
                            checkpoint=checkpoint,
                            resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha,
                            holdout=holdout, loss_weights=weights, bn_statistics=bn_statistics,
-                           feature_weight=feature_weight,
+                           feature_weight=feature_weight, reconstruct=reconstruct,
                            images=parse_image_options(image_size, mean, std, layout, color))
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:

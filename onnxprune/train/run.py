@@ -56,6 +56,7 @@ class TrainRequest:
     images: Any = None  # fidelity.images.ImageOptions for an imagefolder without class subfolders
     bn_statistics: str = "update"  # "frozen": keeps its running statistics; "recalibrate": re-estimated first
     feature_weight: float = 0.0  # with a teacher: weight of the per-layer terms (features.py); 0: outputs only
+    reconstruct: int = 0  # with a teacher: refit each pruned layer on this many inputs first (reconstruct.py)
 
     @property
     def batch_statistics(self) -> bool:
@@ -117,7 +118,7 @@ def _identity(req: TrainRequest, world: int) -> dict:
         cfg.pop(key)
     teacher = {"teacher": file_hash(req.teacher), "temperature": req.temperature, "alpha": req.alpha,
                "loss_weights": dict(sorted(req.loss_weights.items())),
-               **({"feature_weight": req.feature_weight} if req.feature_weight else {})} if req.teacher else {}
+               **{k: getattr(req, k) for k in ("feature_weight", "reconstruct") if getattr(req, k)}} if req.teacher else {}
     return {"model": file_hash(req.model), "dataset": req.dataset, "data": os.path.abspath(req.data_dir) if req.data_dir else None,
             "augment": req.augment, "normalize": req.normalize, "world": world, **cfg, **teacher}
 
@@ -132,8 +133,9 @@ def train(req: TrainRequest, warn: Callable[[str], None]) -> TrainResult:
 
 def _prepare(req: TrainRequest, warn):
     """The model with exporter ties undone, its twin with masks from the file's zeros, (kept, total)."""
-    if req.feature_weight and req.teacher is None:
-        raise OnnxPruneError(f"{arg('feature_weight')} applies with {arg('teacher')} only")
+    for option in ("feature_weight", "reconstruct"):
+        if getattr(req, option) and req.teacher is None:
+            raise OnnxPruneError(f"{arg(option)} applies with {arg('teacher')} only")
     if req.bn_statistics not in BN_STATISTICS:
         raise OnnxPruneError(f"unknown {arg('bn_statistics')} {req.bn_statistics!r} (choose from "
                              f"{', '.join(BN_STATISTICS)})")
@@ -304,7 +306,8 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         cfg = replace(cfg, test_batch_size=fixed)  # the graph runs only at its fixed batch
     checkpoint = Checkpoint(req.checkpoint, _identity(req, info.world)) if req.checkpoint else None
     reporter = Reporter(quiet=req.quiet, enabled=info.main)
-    features = FeatureMatch(layer_taps(tied.model, teacher.model), req.feature_weight) if req.feature_weight else None
+    taps = layer_taps(tied.model, teacher.model) if req.feature_weight or req.reconstruct else []
+    features = FeatureMatch(taps, req.feature_weight) if req.feature_weight else None
     trainer = Trainer(twin, train_set, test_set, cfg, device, info, _objective(req, twin), reporter, checkpoint,
                       teacher, features)
     payload = checkpoint.load() if checkpoint and req.resume else None
@@ -313,6 +316,11 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         reporter.line(f"resuming after epoch {trainer.start_epoch} from {req.checkpoint}")
     elif req.resume:
         reporter.line(f"no checkpoint at {req.checkpoint}: starting from epoch 1")
+    # in place, after DDP's first broadcast: every process fits the same weights from the same inputs
+    fitted = _reconstruct(twin, teacher, taps, train_set, req, device) if req.reconstruct and payload is None else None
+    if fitted:
+        reporter.line(f"refitted {fitted['layers']} layers by least squares on {req.reconstruct} inputs in "
+                      f"{fitted['seconds']} s")
     with features.tapped(twin, teacher) if features else contextlib.nullcontext():
         history = trainer.fit()
     measure = teacher_measure(trainer.objective) if teacher is not None else TrainResult.measure
@@ -320,9 +328,21 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
         _write_outputs(req, tied.model, twin, history, kept, total,
                        {"device": str(device), "processes": info.world, "untied": tied.untied, "fixed": frozen,
                         "test_accuracy_means": measure,
-                        "feature_layers": len(features.taps) if features else 0})
+                        "feature_layers": len(features.taps) if features else 0, "reconstructed": fitted})
     return TrainResult(history, kept, total, tied.untied, frozen, trainer.start_epoch if payload else 0,
                        str(device), info.world, info.main, measure)
+
+
+def _reconstruct(twin: Twin, teacher: Twin, taps, train_set, req: TrainRequest, device) -> dict:
+    """reconstruct.py on the first `req.reconstruct` training inputs (the same on every process, so
+    every process fits the same weights)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from .reconstruct import reconstruct
+
+    rows = Subset(train_set, range(min(req.reconstruct, len(train_set))))
+    batches = [to_device(x, device) for x, _ in DataLoader(rows, batch_size=min(32, req.config.batch_size))]
+    return reconstruct(twin, teacher, taps, batches, seed=req.config.seed)
 
 
 def _write_outputs(req: TrainRequest, model: onnx.ModelProto, twin: Twin, history, kept, total, extra) -> None:
