@@ -258,8 +258,7 @@ def test_per_timestep_probabilities_are_distilled_per_position(tmp_path):
 
     torch.manual_seed(0)
     onnx.save(export(Recognizer(), (1, 4, 16)), tmp_path / "dense.onnx")
-    assert onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
-                     "-o", tmp_path / "pruned.onnx", "-q").returncode == 0
+    _prune_channels(tmp_path / "dense.onnx", tmp_path / "pruned.onnx", "0.5")
     before = agreement(tmp_path / "pruned.onnx", tmp_path / "dense.onnx", "random", tmp_path)["outputs"]["logits"]
     assert before["kind"] == "probs" and before["top1_agreement"] < 1
     done = onnxprune("train", tmp_path / "pruned.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",
@@ -357,6 +356,11 @@ def _map_net():
     return export(net, (1, 3, 16, 16))
 
 
+def _prune_channels(source: Path, target: Path, macs: str) -> None:
+    done = onnxprune("prune", source, "--structure", "channel", "--macs", macs, "--round-to", "1", "-o", target, "-q")
+    assert done.returncode == 0, done.stderr
+
+
 def test_layer_targets_are_the_teachers_kept_channels(tmp_path):
     """Each tapped layer's target is the teacher's output at the channels the pruned layer kept, read
     from the pruned file's record, across two prunings: the first Conv reads the unpruned input, so
@@ -369,9 +373,7 @@ def test_layer_targets_are_the_teachers_kept_channels(tmp_path):
 
     onnx.save(_map_net(), tmp_path / "dense.onnx")
     for source, target, macs in (("dense", "once", "0.7"), ("once", "twice", "0.7")):
-        done = onnxprune("prune", tmp_path / f"{source}.onnx", "--structure", "channel", "--macs", macs,
-                         "--round-to", "1", "-o", tmp_path / f"{target}.onnx", "-q")
-        assert done.returncode == 0, done.stderr
+        _prune_channels(tmp_path / f"{source}.onnx", tmp_path / f"{target}.onnx", macs)
     twice = onnx.load(str(tmp_path / "twice.onnx"))
     widths = [t.dims[0] for n in twice.graph.node if n.op_type == "Conv"
               for t in twice.graph.initializer if t.name == n.input[1]]
@@ -396,9 +398,7 @@ def test_layer_matching_recovers_a_pruned_map(tmp_path):
     """`train --teacher --feature-weight`: a channel-pruned map model learns the original's layers and
     its map moves towards the teacher's (compare on other random inputs); the report counts the layers."""
     onnx.save(_map_net(), tmp_path / "dense.onnx")
-    done = onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.4", "--round-to", "1",
-                     "-o", tmp_path / "pruned.onnx", "-q")
-    assert done.returncode == 0, done.stderr
+    _prune_channels(tmp_path / "dense.onnx", tmp_path / "pruned.onnx", "0.4")
     before = agreement(tmp_path / "pruned.onnx", tmp_path / "dense.onnx", "random", tmp_path)
     done = onnxprune("train", tmp_path / "pruned.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",
                      "--epochs", "2", "--lr", "0.01", "--feature-weight", "1", "--bn-statistics", "frozen",
@@ -454,9 +454,7 @@ def test_least_squares_refit_takes_over_removed_channels(tmp_path):
     the original's output at its kept channels; where removed channels have near-copies left, the
     pruned model comes back close to the original (other random inputs), with no epoch at all."""
     onnx.save(_redundant_net(), tmp_path / "dense.onnx")
-    done = onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
-                     "-o", tmp_path / "pruned.onnx", "-q")
-    assert done.returncode == 0, done.stderr
+    _prune_channels(tmp_path / "dense.onnx", tmp_path / "pruned.onnx", "0.5")
     before = agreement(tmp_path / "pruned.onnx", tmp_path / "dense.onnx", "random", tmp_path)
     done = onnxprune("train", tmp_path / "pruned.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",
                      "--epochs", "0", "--reconstruct", "256", "-o", tmp_path / "out.onnx", "--report", tmp_path / "r.json")
@@ -475,8 +473,7 @@ def test_least_squares_refit_keeps_a_sparse_layers_zeros(tmp_path):
     """A layer that weight pruning left sparse is not refitted (a least-squares fit would fill its
     zeros): its zeros and values stay; the dense layers around it are refitted."""
     onnx.save(_redundant_net(), tmp_path / "dense.onnx")
-    assert onnxprune("prune", tmp_path / "dense.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
-                     "-o", tmp_path / "pruned.onnx", "-q").returncode == 0
+    _prune_channels(tmp_path / "dense.onnx", tmp_path / "pruned.onnx", "0.5")
     model = onnx.load(str(tmp_path / "pruned.onnx"))
     conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
     [w] = [t for t in model.graph.initializer if t.name == conv.input[1]]
