@@ -429,31 +429,35 @@ def test_layer_matching_needs_the_original(tmp_path, teacher, extra, words):
     assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr
 
 
-def _redundant_net():
-    """Conv(3->16), ReLU, Conv(16->8), ReLU, Conv(8->1), the first two's filters 4 filters repeated (each
-    copy perturbed by 1 %): a removed channel has near-copies left, so the refit next layer can take
-    over its part, as in trained networks whose channels correlate."""
+def _redundant_net(kind: str = "conv"):
+    """Conv(3->16), ReLU, Conv(16->8), ReLU, Conv(8->1) (or the same widths as Linear layers over [N, 3]:
+    Gemm), the first two's filters 4 filters repeated (each copy perturbed
+    by 1 %): a removed channel has near-copies left, so the refit next layer can take over its part,
+    as in trained networks whose channels correlate."""
     import torch
     from torch import nn
 
     from models.torch_nets import export
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(),
-                        nn.Conv2d(8, 1, 1))
+    layer = (lambda i, o, k: nn.Conv2d(i, o, k, padding=k // 2)) if kind == "conv" else (lambda i, o, k: nn.Linear(i, o))
+    net = nn.Sequential(layer(3, 16, 3), nn.ReLU(), layer(16, 8, 3), nn.ReLU(), layer(8, 1, 1))
     with torch.no_grad():
         for conv in (net[0], net[2]):
-            copies = conv.out_channels // 4
-            conv.weight.copy_(conv.weight[:4].repeat(copies, 1, 1, 1) * (1 + 0.01 * torch.randn_like(conv.weight)))
+            copies = conv.weight.shape[0] // 4
+            conv.weight.copy_(conv.weight[:4].repeat(copies, *[1] * (conv.weight.dim() - 1))
+                              * (1 + 0.01 * torch.randn_like(conv.weight)))
             conv.bias.copy_(conv.bias[:4].repeat(copies))
-    return export(net, (1, 3, 12, 12))
+    return export(net, {"conv": (1, 3, 12, 12), "gemm": (1, 3)}[kind])
 
 
-def test_least_squares_refit_takes_over_removed_channels(tmp_path):
+@pytest.mark.parametrize("kind, op", [("conv", "Conv"), ("gemm", "Gemm")])
+def test_least_squares_refit_takes_over_removed_channels(tmp_path, kind, op):
     """`train --teacher --reconstruct N --epochs 0`: each pruned layer is refitted, in graph order, to
     the original's output at its kept channels; where removed channels have near-copies left, the
     pruned model comes back close to the original (other random inputs), with no epoch at all."""
-    onnx.save(_redundant_net(), tmp_path / "dense.onnx")
+    onnx.save(_redundant_net(kind), tmp_path / "dense.onnx")
+    assert [n.op_type for n in onnx.load(str(tmp_path / "dense.onnx")).graph.node].count(op) == 3
     _prune_channels(tmp_path / "dense.onnx", tmp_path / "pruned.onnx", "0.5")
     before = agreement(tmp_path / "pruned.onnx", tmp_path / "dense.onnx", "random", tmp_path)
     done = onnxprune("train", tmp_path / "pruned.onnx", "--teacher", tmp_path / "dense.onnx", "--dataset", "random",

@@ -14,7 +14,7 @@ a ridge of RIDGE times the mean diagonal (a channel that is always 0 leaves the 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,8 +101,29 @@ def _fit(node, weight: torch.Tensor, bias: torch.Tensor | None, systems: tuple[t
             bias.copy_(solution[:, -1].reshape(bias.shape).to(bias.dtype))
 
 
-def reconstruct(student, teacher, taps: list[Tap], batches: list, progress: Callable[[int, int], None] | None = None,
-                seed: int = 0) -> dict:
+@torch.no_grad()
+def _normal_equations(student, teacher, tap: Tap, node, weight, bias: bool, batches, generator):
+    """(sum of U U^T, sum of U Y^T) per group over the batches, U the layer's input columns in the
+    student (a ones row for the bias), Y the teacher's output at the kept channels; None where
+    _columns does not cover the layer."""
+    systems = None
+    for batch in batches:
+        columns = _columns(node, _value_at(student, tap.name, batch, want_input=True).double(), weight)
+        if columns is None:
+            return None
+        u, groups = columns
+        y = _value_at(teacher, tap.name, batch, want_input=False)
+        y = _targets(node, y.index_select(tap.axis % y.dim(), tap.kept.to(y.device)).double(), groups)
+        pick = torch.randperm(u.shape[-1], generator=generator)[:POSITIONS].to(u.device)
+        u, y = u[..., pick], y[..., pick]
+        if bias:
+            u = torch.cat([u, torch.ones_like(u[:, :, :1])], 2)
+        a, b = torch.einsum("ngdl,ngel->gde", u, u), torch.einsum("ngdl,ngol->gdo", u, y)
+        systems = (a, b) if systems is None else (systems[0] + a, systems[1] + b)
+    return systems
+
+
+def reconstruct(student, teacher, taps: list[Tap], batches: list, seed: int = 0) -> dict:
     """Refit every tapped layer of `student` in graph order on `batches` (what `call` takes); returns
     {"layers": fitted, "skipped": [names], "seconds": s}."""
     start, order = time.perf_counter(), {s.outputs[0]: i for i, s in enumerate(student.program.steps)}
@@ -111,7 +132,7 @@ def reconstruct(student, teacher, taps: list[Tap], batches: list, progress: Call
     params, fitted, skipped = student.onnx_parameters(), 0, []
     taps = sorted((t for t in taps if t.name in order), key=lambda t: order[t.name])
     student.eval(), teacher.eval()
-    for i, tap in enumerate(taps):
+    for tap in taps:
         node = nodes[tap.name]
         weight = params.get(node.input[1])
         bias = params.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -120,27 +141,10 @@ def reconstruct(student, teacher, taps: list[Tap], batches: list, progress: Call
                 or (bias is not None and bias.numel() != len(tap.kept))):
             skipped.append(tap.name)  # a constant or broadcast weight or bias, or a sparse one (its zeros stay)
             continue
-        systems = None
-        with torch.no_grad():
-            for batch in batches:
-                x = _value_at(student, tap.name, batch, want_input=True)
-                columns = _columns(node, x.double(), weight)
-                if columns is None:
-                    break
-                u, groups = columns
-                y = _value_at(teacher, tap.name, batch, want_input=False)
-                y = _targets(node, y.index_select(tap.axis % y.dim(), tap.kept.to(y.device)).double(), groups)
-                pick = torch.randperm(u.shape[-1], generator=generator)[:POSITIONS].to(u.device)
-                u, y = u[..., pick], y[..., pick]
-                if bias is not None:
-                    u = torch.cat([u, torch.ones_like(u[:, :, :1])], 2)
-                a, b = torch.einsum("ngdl,ngel->gde", u, u), torch.einsum("ngdl,ngol->gdo", u, y)
-                systems = (a, b) if systems is None else (systems[0] + a, systems[1] + b)
+        systems = _normal_equations(student, teacher, tap, node, weight, bias is not None, batches, generator)
         if systems is None:
             skipped.append(tap.name)
             continue
         _fit(node, weight, bias, systems)
         fitted += 1
-        if progress:
-            progress(i + 1, len(taps))
     return {"layers": fitted, "skipped": skipped, "seconds": round(time.perf_counter() - start, 1)}
