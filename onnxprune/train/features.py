@@ -21,16 +21,13 @@ import onnx
 import torch
 
 from ..errors import OnnxPruneError, arg
+from ..graph import attr
 from ..structured.record import compose, kept_index, recorded
 from ..structured.tensors import resizable
 
 # per op: (weight input, weight axis that is the output channel, output axis it becomes)
 _LAYERS = {"Conv": lambda node: (1, 0, 1), "MatMul": lambda node: (1, 1, -1),
-           "Gemm": lambda node: (1, 0 if _int_attr(node, "transB") else 1, 1)}
-
-
-def _int_attr(node: onnx.NodeProto, name: str) -> int:
-    return next((a.i for a in node.attribute if a.name == name), 0)
+           "Gemm": lambda node: (1, 0 if attr(node, "transB", 0) else 1, 1)}
 
 
 @dataclass
@@ -45,8 +42,9 @@ def layer_taps(student: onnx.ModelProto, teacher: onnx.ModelProto) -> list[Tap]:
     channels the student's record (past the teacher's own) says it kept."""
     mine, theirs = recorded(student), recorded(teacher)
     if mine[:len(theirs)] != theirs:
-        raise OnnxPruneError(f"{arg('feature_weight')} needs the teacher the model was pruned from: the "
-                             f"model's record of removed channels does not continue the teacher's")
+        raise OnnxPruneError(f"layer targets ({arg('feature_weight')}, {arg('reconstruct')}) need the teacher the "
+                             f"model was pruned from: the model's record of removed channels does not continue "
+                             f"the teacher's")
     weights = resizable(teacher.graph)
     entries = compose(mine[len(theirs):], {n: v.shape for n, v in weights.items()}, lambda n: n)
     by_tensor: dict[str, list[dict]] = {}

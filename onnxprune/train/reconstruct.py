@@ -14,11 +14,10 @@ a ridge of RIDGE times the mean diagonal (a channel that is always 0 leaves the 
 from __future__ import annotations
 
 import time
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
+from ..graph import attr
 from .features import Tap
 from .loop import call
 
@@ -50,31 +49,23 @@ def _value_at(twin, name: str, batch, want_input: bool) -> torch.Tensor:
     raise RuntimeError(f"'{name}' was not computed")  # layer_taps names only the graph's own steps
 
 
-def _attrs(node) -> dict[str, Any]:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _columns(node, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, int] | None:
     """[n, groups, inputs per output, positions] rows of what each output position sums over, and the
     group count; None for a layer this fit does not cover (auto_pad, 3-D kernels, batched weights)."""
-    a = _attrs(node)
     if node.op_type != "Conv":
-        if weight.dim() != 2 or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+        if weight.dim() != 2 or attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0 or attr(node, "beta", 1.0) != 1.0:
             return None
         return x.reshape(-1, x.shape[-1]).t()[None, None], 1
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or weight.dim() not in (3, 4):
+    if attr(node, "auto_pad", "NOTSET") not in (b"NOTSET", "NOTSET") or weight.dim() not in (3, 4):
         return None
+    pads, strides, dilations = (list(attr(node, key, default)) for key, default in (
+        ("pads", [0] * 2 * (weight.dim() - 2)), ("strides", [1] * (weight.dim() - 2)), ("dilations", [1] * (weight.dim() - 2))))
     if weight.dim() == 3:  # Conv1d as a 2-D one of height 1
-        x, k, pads = x.unsqueeze(2), (1, weight.shape[2]), [0, a.get("pads", [0, 0])[0], 0, a.get("pads", [0, 0])[1]]
-        strides, dilations = [1, *a.get("strides", [1])], [1, *a.get("dilations", [1])]
-    else:
-        k, pads = tuple(weight.shape[2:]), a.get("pads", [0, 0, 0, 0])
-        strides, dilations = a.get("strides", [1, 1]), a.get("dilations", [1, 1])
+        x, pads, strides, dilations = x.unsqueeze(2), [0, pads[0], 0, pads[1]], [1, *strides], [1, *dilations]
     x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-    cols = F.unfold(x, k, dilation=tuple(dilations), stride=tuple(strides))
-    groups = a.get("group", 1)
+    cols = F.unfold(x, tuple(weight.shape[2:]) if weight.dim() == 4 else (1, weight.shape[2]),
+                    dilation=tuple(dilations), stride=tuple(strides))
+    groups = attr(node, "group", 1)
     return cols.reshape(cols.shape[0], groups, -1, cols.shape[-1]), groups
 
 
@@ -94,7 +85,7 @@ def _fit(node, weight: torch.Tensor, bias: torch.Tensor | None, systems: tuple[t
     if node.op_type == "Conv":
         value = w.permute(0, 2, 1).reshape(weight.shape)
     else:
-        value = w[0].t() if _attrs(node).get("transB", 0) else w[0]
+        value = w[0].t() if attr(node, "transB", 0) else w[0]
     with torch.no_grad():
         weight.copy_(value.to(weight.dtype))
         if bias is not None:
