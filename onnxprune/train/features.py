@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -65,6 +65,12 @@ def layer_taps(student: onnx.ModelProto, teacher: onnx.ModelProto) -> list[Tap]:
     return taps
 
 
+def wrap_steps(names: set[str], wrap) -> Callable:
+    """A `Twin.overridden` change giving each step whose first output is in `names` the handler
+    `wrap(name, handler in force)` returns."""
+    return lambda step: wrap(step.outputs[0], step.fn) if step.outputs[0] in names else None
+
+
 class FeatureMatch:
     """The layer terms of the loss: tap both twins' layers while `tapped`, then `loss()` after each pair
     of forwards (the student's and the teacher's on the same batch)."""
@@ -82,24 +88,18 @@ class FeatureMatch:
             yield self
 
     def _tap(self, store: dict[str, torch.Tensor]):
-        names = {t.name for t in self.taps}
-
-        def change(step):
-            if step.outputs[0] not in names:
-                return None
-            fn, name = step.fn, step.outputs[0]
-
+        def record(name, fn):
             def tapped(*inputs):
                 out = fn(*inputs)
                 store[name] = out[0] if isinstance(out, tuple) else out
                 return out
             return tapped
-        return change
+        return wrap_steps({t.name for t in self.taps}, record)
 
     def loss(self) -> torch.Tensor:
         """weight * the mean over layers of sum over samples of (mean squared error / teacher variance)."""
         if not self.checked:  # a layer whose shapes disagree (a graph the record does not describe) is left out
-            self.taps = [t for t in self.taps if self._pair(t)[0].shape == self._pair(t)[1].shape]
+            self.taps = [t for t in self.taps if (pair := self._pair(t))[0].shape == pair[1].shape]
             self.checked = True
             if not self.taps:
                 raise OnnxPruneError(f"{arg('feature_weight')}: no layer of the model matches the teacher's")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..graph import attr
-from .features import Tap
+from .features import Tap, wrap_steps
 from .loop import call
 
 POSITIONS, RIDGE = 1024, 1e-3
@@ -33,15 +33,11 @@ class _Reached(Exception):
 
 def _value_at(twin, name: str, batch, want_input: bool) -> torch.Tensor:
     """The input (first) or output of the step producing `name`, from a forward stopped right there."""
-    def change(step):
-        if step.outputs[0] != name:
-            return None
-        fn = step.fn
-
+    def stopping(_, fn):
         def stop(*inputs):
             raise _Reached(inputs[0] if want_input else fn(*inputs))
         return stop
-    with twin.overridden(change, nested=False):
+    with twin.overridden(wrap_steps({name}, stopping), nested=False):
         try:
             call(twin, batch)
         except _Reached as reached:
@@ -126,9 +122,9 @@ def reconstruct(student, teacher, taps: list[Tap], batches: list, seed: int = 0)
     for tap in taps:
         node = nodes[tap.name]
         weight = params.get(node.input[1])
-        bias = params.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        has_bias = len(node.input) > 2 and bool(node.input[2])
-        if (weight is None or student.mask(node.input[1]) is not None or (has_bias and bias is None)
+        bias_name = node.input[2] if len(node.input) > 2 else ""
+        bias = params.get(bias_name)
+        if (weight is None or student.mask(node.input[1]) is not None or (bias_name and bias is None)
                 or (bias is not None and bias.numel() != len(tap.kept))):
             skipped.append(tap.name)  # a constant or broadcast weight or bias, or a sparse one (its zeros stay)
             continue
