@@ -214,3 +214,66 @@ def test_a_sum_divided_by_the_width_averages_the_kept_channels(tmp_path):
     next(t for t in wrong.graph.initializer if t.name == "recip").CopyFrom(
         onnx.numpy_helper.from_array(np.array(1 / 15, np.float32), "recip"))
     assert not analyze(wrong, approximate=True).sites
+
+
+def tokens_layer_norm(shift: float = 0.0, extra_reader: bool = False, seed: int = 0) -> onnx.ModelProto:
+    """magika's first block, small: x [N, 8, 4] -> MatMul to 6 channels -> Relu -> Reshape [N, 4, 12] (two
+    tokens side by side) -> a LayerNorm over the 4 tokens written out as jax2tf does (ReduceSum times
+    1 / 4; mean and variance reshaped and broadcast to [N, 1, 12] through one shared Cast(Concat)
+    shape; Reciprocal(Sqrt(var + eps)); a scale and a shift per token, the shift `shift` times a
+    ramp) -> MatMul to 3. `extra_reader`: that shape also sizes a Reshape of 3 rows of x, an output."""
+    h = onnx.helper
+    rng = np.random.default_rng(seed)
+    consts = {"w0": rng.standard_normal((4, 6)), "start": np.array([0]), "one": np.array([1]), "four": np.array([4]),
+              "twelve": np.array([12]), "three": np.array([3]), "axes": np.array([1]), "quarter": np.array(0.25), "zero": np.array(0.0),
+              "eps": np.array(1e-5), "scale": rng.uniform(0.5, 1.5, (1, 4, 1)),
+              "shift": shift * np.linspace(-1, 1, 4).reshape(1, 4, 1), "w1": rng.standard_normal((12, 3))}
+    ints = {"start", "one", "four", "twelve", "three", "axes"}
+    init = [onnx.numpy_helper.from_array(v.astype(np.int64 if k in ints else np.float32), k) for k, v in consts.items()]
+    steps = [("MatMul", ["x", "w0"], "d", {}), ("Relu", ["d"], "r", {}), ("Shape", ["x"], "shape", {}),
+             ("Slice", ["shape", "start", "one"], "batch", {}), ("Concat", ["batch", "four", "twelve"], "tok", {"axis": 0}),
+             ("Reshape", ["r", "tok"], "t", {}), ("Concat", ["batch", "one", "twelve"], "row64", {"axis": 0}),
+             ("Cast", ["row64"], "row", {"to": onnx.TensorProto.INT64}),
+             ("ReduceSum", ["t", "axes"], "sum", {"keepdims": 0}), ("Mul", ["sum", "quarter"], "mean", {}),
+             ("Mul", ["t", "t"], "sq", {}), ("ReduceSum", ["sq", "axes"], "sumsq", {"keepdims": 0}),
+             ("Mul", ["sumsq", "quarter"], "meansq", {}), ("Mul", ["mean", "mean"], "mean2", {}),
+             ("Sub", ["meansq", "mean2"], "diff", {}), ("Max", ["zero", "diff"], "var", {}),
+             ("Reshape", ["var", "row"], "var1", {}), ("Expand", ["var1", "row"], "varb", {}),
+             ("Add", ["varb", "eps"], "vareps", {}), ("Sqrt", ["vareps"], "std", {}),
+             ("Reciprocal", ["std"], "inv", {}), ("Mul", ["inv", "scale"], "factor", {}),
+             ("Reshape", ["mean", "row"], "mean1", {}), ("Expand", ["mean1", "row"], "meanb", {}),
+             ("Sub", ["t", "meanb"], "centred", {}), ("Mul", ["centred", "factor"], "normed", {}),
+             ("Add", ["normed", "shift"], "ln", {}), ("MatMul", ["ln", "w1"], "y", {})]
+    outputs = [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 3])]
+    if extra_reader:
+        steps += [("Slice", ["x", "start", "three", "axes"], "rows", {}), ("Reshape", ["rows", "row"], "other", {})]
+        outputs.append(h.make_tensor_value_info("other", onnx.TensorProto.FLOAT, ["N", 1, 12]))
+    nodes = [h.make_node(op, ins, [out], **kw) for op, ins, out, kw in steps]
+    graph = h.make_graph(nodes, "tokens_ln", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 8, 4])],
+                         outputs, init)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=8)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_a_norm_over_tokens_keeps_channels_apart(tmp_path, shift):
+    """A LayerNorm over the tokens (magika's) normalizes each channel on its own, so its channels go in
+    exact mode: the shared [N, 1, C] shape of its Reshapes and Expands is rewritten once, for all of
+    them, and verify finds the file equal to the zeroed original. With a shift that varies per token,
+    a removed channel is that shift, a map of constants: the MatMul reading it gets the map's product
+    added after it (the input's shape is fixed but for the batch), still exact. A reader of the
+    shared shape that keeps its size (a Reshape of the input's rows) freezes the channels."""
+    model, path, out = tokens_layer_norm(shift), tmp_path / "tokens.onnx", tmp_path / "pruned.onnx"
+    onnx.save(model, path)
+    result = prune_channels(model, macs=0.5, round_to=1, best_effort=True)
+    assert 0 < result.removed.sum() < 6 and not result.report.get("approximate")
+    onnx.save(result.model, out)
+    done = subprocess.run(CLI + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "not judged" not in done.stdout and "(allowed 1e-05)" in done.stdout, \
+        done.stdout + done.stderr
+    kept = 6 - int(result.removed.sum())
+    sizes = {t.name: onnx.numpy_helper.to_array(t) for t in result.model.graph.initializer}
+    assert sizes["twelve"].tolist() == [2 * kept]
+    added = [n for n in result.model.graph.node if n.op_type == "Add" and n.output[0] == "y"]
+    assert len(added) == (shift > 0) and all(sizes[n.input[1]].shape == (1, 4, 3) for n in added)
+    shared = analyze(tokens_layer_norm(shift, extra_reader=True))
+    assert shared.frozen.all() and any("keeps its size" in reason for reason in shared.reasons)

@@ -288,8 +288,10 @@ def compare_channels(pruned_path: Path, pruned: onnx.ModelProto, original: onnx.
     added = set(folded_biases(pruned)) - theirs  # a bias the rewrite gave a consumer to fold a constant into
 
     def node_ids(graph):  # a shape constant shared by layers that shrink differently is copied per reader
+        # a consumer that absorbed a map of constants writes to an Add of that map, inserted after it
+        maps = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "Add" and n.input[-1] in added}
         return [(n.name, n.op_type, tuple(re.sub(r"_pruned\d+$", "", i) for i in n.input if i not in added),
-                 tuple(n.output)) for n in graph.node]
+                 tuple(maps.get(o, o) for o in n.output)) for n in graph.node if n.output[0] not in maps.values()]
 
     def others(model):
         return _ser(p for p in model.metadata_props if p.key != KEY)

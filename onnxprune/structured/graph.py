@@ -16,7 +16,11 @@ whatever its running mean. `const` records the wider fact that the value there i
 for every input and at every index of the other axes (PP-LCNet's learnable affine adds a scalar
 offset after every activation: a removed channel is b, not 0). A consumer whose every output reads a
 whole channel (an unpadded Conv, a Gemm) drops such a position by folding its weights times that
-constant into its bias (`folds`, applied by rewrite.py): exact too.
+constant into its bias (`folds`, applied by rewrite.py): exact too. `fixed` is wider still: the value
+does not depend on the input but may vary along the other axes (magika's LayerNorm over the tokens adds
+a shift per token to a channel that is 0). Where the consumer's output shape is fixed but for the batch
+(an unpadded Conv, a MatMul), the rewrite adds the consumer's output from those channels alone, a
+constant, after it: exact as well.
 """
 
 from __future__ import annotations
@@ -52,9 +56,18 @@ class Label:
     # bool, the value there is a constant once its channel's parameters are zeroed (see the module
     # docstring); implied by zero. None: exactly where zero.
     const: np.ndarray | None = None
+    # bool, the value there does not depend on the inputs but may vary along the other axes (a shift per
+    # token added to a removed channel); implied by const. None: exactly where const. Rules that do not
+    # pass it on leave it at const, which is the safe side.
+    fixed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.const = self.zero.copy() if self.const is None else (np.asarray(self.const) | self.zero)
+        self.fixed = self.const.copy() if self.fixed is None else (np.asarray(self.fixed) | self.const)
+
+    def at(self, axis: int, index=slice(None)) -> "Label":
+        """This label moved to `axis`, its positions taken at `index` (every flag with them)."""
+        return Label(axis, self.ids[index], self.zero[index], const=self.const[index], fixed=self.fixed[index])
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,9 @@ class Fold:
     bias: str
     bias_slot: int
     scale: float = 1.0
+    # the output's shape is fixed but for the batch (axis 0): a removed channel that is a map of
+    # constants (Label.fixed) becomes a constant added to the output, the consumer applied to that map
+    map: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,7 +159,8 @@ class Analysis:
         self.fixed_sources: set[str] = set()
         self.scaled: list[tuple[str, float, np.ndarray]] = []  # (node, MACs, ids): MACs scale with kept ids
         self.evaluated: tuple[dict, dict] = ({}, {})  # _evaluate's cache, per probe
-        # rules_views._factor_fix: product tensor -> [Reshapes that rewrote its factor, Reshapes that read it]
+        # rules_views._factor_fix / _fix_entry: a shape product or Concat read by several Reshapes (Expands) -> [those
+        # that rewrote an entry of it, all that read it]
         self.factors: dict[str, list[set[int]]] = {}
         # rules_views.shape: Reshape entries that are a channel count read at run time -> those channels; the
         # Shapes' uses, and the entries rules_views._reshape_fix found holding the same channels
@@ -190,13 +207,22 @@ class Analysis:
         self.freeze(ids, f"{reason} ({hint})")
         return False
 
+    def fixed_shape(self, name: str) -> bool:
+        """`name` has this shape for every input but its batch: the inputs' dims past the first are
+        fixed, and name's first is theirs (a map of constants at this shape then holds for any batch)."""
+        inputs = [v for v in self.graph.input if v.name not in self.consts and v.name in self.shapes]
+        return bool(inputs) and all(
+            all(d.HasField("dim_value") and d.dim_value > 0 for d in v.type.tensor_type.shape.dim[1:]) for v in inputs
+        ) and bool(self.shapes[name]) and self.shapes[name][0] in {self.shapes[v.name][0] for v in inputs if self.shapes[v.name]}
+
     def require_zero(self, label: Label, node: onnx.NodeProto, fold: Fold | None = None) -> None:
         """A consumer drops positions: those not exactly 0 when removed cannot go, unless they are a
-        constant and `fold` says how the consumer absorbs it."""
+        constant and `fold` says how the consumer absorbs it (a map of constants: when it adds a map)."""
         loose = ~label.zero
-        if fold is not None and (loose & label.const).any():
+        absorbs = (label.fixed if fold.map else label.const) if fold is not None else np.zeros_like(loose)
+        if (loose & absorbs).any():
             self.folds.append(fold)
-            loose &= ~label.const
+            loose &= ~absorbs
         if loose.any():
             self.freeze(label.ids[loose], f"{_who(node)}: its input is not 0 where a channel is removed")
 
@@ -453,7 +479,7 @@ class Analysis:
             if done != readers:
                 for f in self.fixes:
                     if f.kind == "const" and f.reader and self.nodes[f.reader[0]].output[0] == product:
-                        self.freeze(f.ids, f"'{product}' is read by a Reshape that keeps the head count")
+                        self.freeze(f.ids, f"'{product}' is read by a Reshape or Expand that keeps its size")
         by_source: dict[str, list[Slice]] = {}
         for s in self.slices:
             by_source.setdefault(s.tensor, []).append(s)

@@ -8,6 +8,8 @@ when removed may go), and adds its MACs as a cost term over the sliced axes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .graph import Analysis, Fold, Label, Term
@@ -45,6 +47,8 @@ def conv(a: Analysis, i: int) -> None:
     if group == 1:
         fold = _fold(a, i, 1, 0, 2)
         padded = any(attr(node, "pads") or ()) or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
+        if fold is not None and not padded and a.fixed_shape(out):
+            fold = replace(fold, map=True)
         loose = lab.const & ~lab.zero if lab is not None else np.zeros(0, bool)
         if padded and fold is not None and loose.any() and not a.approximate(
                 lab.ids[loose], PADDED_FOLD, f"Conv '{node.name}': its input is not 0 where a channel is removed", node):
@@ -141,7 +145,10 @@ def _weight_matmul(a: Analysis, i: int) -> None:
         a.freeze(lab.ids, f"MatMul '{node.name}': channels not on the last axis")
         lab = None
     n = out_shape[-1]
-    ids = _dense(a, i, lab, in_axis=0, out_axis=1, n_out=n, macs=macs, bias_slot=None)
+    # no bias slot: a removed channel that is a constant (or a map of them) becomes one added to the output
+    weight = a.source(w)
+    fold = Fold(i, x, weight[0], 0, 1, "", -1, map=True) if weight[1] is None and a.fixed_shape(out) else None
+    ids = _dense(a, i, lab, in_axis=0, out_axis=1, n_out=n, macs=macs, bias_slot=None, fold=fold)
     a.labels[out] = Label(len(out_shape) - 1, ids, np.ones(n, bool))
 
 

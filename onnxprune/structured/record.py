@@ -8,8 +8,9 @@ shift, per-channel constants set to zero). So the pruned model keeps one metadat
 the reference zeroes them (a parameter) or they are only sliced (a consumer's input side, a norm's
 running statistics). Weight pruning keeps the steps as they are: its zeros need no record. A file
 from before steps holds one bare list of parameter entries, read as one step. "folded" lists the
-biases a rewrite changed (or added) to absorb removed channels that were constants (graph.Fold): the
-reference keeps its own values there, and only the outputs can judge them. "approximate" names the
+biases a rewrite changed (or added) to absorb removed channels that were constants (graph.Fold), and
+the maps of constants it added after a consumer (an Add inserted after it, for channels that are a
+constant per position): the reference keeps its own values there, and only the outputs can judge them. "approximate" names the
 approximate-mode rules (prune --approximate) whose removals change what the model computes: the
 zeroed original is then not the pruned model's equal. "means" lists, per ReduceMean that now averages
 fewer channels, its node (first output), the step, the channel axis, rank and width of its input,

@@ -37,7 +37,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     kept = kept_positions(cg, removed)
     arrays: dict[str, np.ndarray] = {}
     consts = resizable(cg.model.graph)
-    added, changed = _fold_biases(cg, removed, kept, consts, arrays)
+    added, changed, maps = _fold_biases(cg, removed, kept, consts, arrays)
     for (name, axis), keep in sorted(kept.items()):
         arrays[name] = np.compress(keep, arrays.get(name, consts[name]), axis=axis)
     copies: dict[tuple[str, tuple], np.ndarray] = {}  # (shared constant, its reader) -> that reader's copy
@@ -54,11 +54,12 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     store(model.graph, arrays)
     _store_copies(model.graph, copies, consts)
     folded = _add_biases(model.graph, added, kept) + changed
-    if folded:
-        record(model, recorded(model), folded)  # verify --reference judges these by the outputs
     for fix in cg.fixes:
         if fix.kind == "attr":
             _set_attr(model.graph.node[fix.index], fix.attr, int((~removed[cg.channel[fix.ids]]).sum()), fix.pos)
+    folded += _add_maps(model.graph, maps, kept)  # inserts nodes: after everything that indexes them
+    if folded:
+        record(model, recorded(model), folded)  # verify --reference judges these by the outputs
     del model.graph.value_info[:]  # channel counts changed; runtimes re-infer
     return model
 
@@ -91,22 +92,28 @@ def zeroed(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
 
 
 def _fold_biases(cg: ChannelGraph, removed: np.ndarray, kept: dict, consts: dict, arrays: dict
-                 ) -> tuple[list, list[str]]:
+                 ) -> tuple[list, list[str], list]:
     """Each removed input channel that is a constant k at a folding consumer: bias += scale * k * (its
     weights summed over the kernel). Existing biases are updated in `consts` and `arrays` (sliced
-    afterwards like any bias); returns (fold, full bias) for consumers that had none, and the names
-    of those updated."""
+    afterwards like any bias); returns (fold, full bias) for consumers that had none, the names of
+    those updated, and (fold, the consumer's output from the removed channels alone) where they are
+    a map of constants (or the consumer has no bias: a MatMul)."""
     todo = [f for f in cg.folds if not kept.get((f.weight, f.in_axis), np.ones(1, bool)).all()]
     if not todo:
-        return [], []
+        return [], [], []
     values = _removed_values(cg, removed, sorted({f.tensor for f in todo}))
-    added, changed = [], []
+    added, changed, maps = [], [], []
     for f in todo:
         gone = np.flatnonzero(~kept[(f.weight, f.in_axis)])
-        rows = np.moveaxis(values[f.tensor], 1, 0).reshape(values[f.tensor].shape[1], -1)[gone].astype(np.float64)
+        node = cg.model.graph.node[f.index]
+        axis = values[f.tensor].ndim - 1 if node.op_type == "MatMul" else 1
+        rows = np.moveaxis(values[f.tensor], axis, 0).reshape(values[f.tensor].shape[axis], -1)[gone].astype(np.float64)
         k = rows[:, 0]
-        if not np.allclose(rows, k[:, None], rtol=1e-5, atol=1e-6):
-            raise RuntimeError(f"channel analysis: a removed channel of '{f.tensor}' is not a constant")
+        if f.bias_slot < 0 or not np.allclose(rows, k[:, None], rtol=1e-5, atol=1e-6):
+            if not f.map:
+                raise RuntimeError(f"channel analysis: a removed channel of '{f.tensor}' is not a constant")
+            maps.append((f, _response(cg, node, values[f.tensor], axis, gone, consts[f.weight])))
+            continue
         weight = np.moveaxis(consts[f.weight], (f.out_axis, f.in_axis), (0, 1))[:, gone].astype(np.float64)
         delta = f.scale * (weight.reshape(len(weight), len(gone), -1).sum(axis=2) @ k)
         if f.bias:
@@ -114,7 +121,57 @@ def _fold_biases(cg: ChannelGraph, removed: np.ndarray, kept: dict, consts: dict
             changed.append(f.bias)
         else:
             added.append((f, delta.astype(consts[f.weight].dtype)))
-    return added, changed
+    return added, changed, maps
+
+
+def _response(cg: ChannelGraph, node: onnx.NodeProto, x: np.ndarray, axis: int, gone: np.ndarray,
+              weight: np.ndarray) -> np.ndarray:
+    """`node` (bias left out) applied by onnxruntime to the channels `gone` of its input `x` alone (the
+    rest 0): what they add to its output. They do not depend on the input, so neither does this: one
+    batch item of it, which broadcasts over any batch."""
+    import onnxruntime as ort
+
+    only = np.zeros_like(x)
+    index = tuple(gone if k == axis else slice(None) for k in range(x.ndim))
+    only[index] = x[index]
+    single = onnx.NodeProto()
+    single.CopyFrom(node)
+    del single.input[:], single.output[:]
+    single.input.extend(["x", "w"])
+    single.output.append("y")
+    dtype = helper.np_dtype_to_tensor_dtype(x.dtype)
+    graph = helper.make_graph([single], "response", [helper.make_tensor_value_info("x", dtype, x.shape)],
+                              [helper.make_tensor_value_info("y", dtype, None)], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=cg.model.opset_import, ir_version=cg.model.ir_version)
+    [y] = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": only})
+    if not np.allclose(y, y[:1], rtol=1e-5, atol=1e-6):
+        raise RuntimeError(f"channel analysis: the removed channels of '{node.input[0]}' vary with the batch")
+    return y[:1]
+
+
+def _add_maps(graph: onnx.GraphProto, maps: list, kept: dict) -> list[str]:
+    """Each consumer that absorbs a map of constants writes to "<output>_unfolded", and an Add of that
+    map (sliced like its output channels), right after it, writes its output; the maps' names."""
+    taken, out = names(graph), []
+    for fold, value in sorted(maps, key=lambda m: -m[0].index):  # from the last: indices stay valid
+        node = graph.node[fold.index]
+        keep = kept.get((fold.weight, fold.out_axis))
+        if keep is not None:
+            value = np.compress(keep, value, axis=value.ndim - 1 if node.op_type == "MatMul" else 1)
+        name, inner = (_unique(f"{node.output[0]}_{suffix}", taken) for suffix in ("removed_channels", "unfolded"))
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        add = helper.make_node("Add", [inner, name], [node.output[0]], name=_unique(f"{node.name or name}_fold", taken))
+        node.output[0] = inner
+        graph.node.insert(fold.index + 1, add)
+        out.append(name)
+    return out
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
 
 
 def _removed_values(cg: ChannelGraph, removed: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
@@ -141,10 +198,7 @@ def _add_biases(graph: onnx.GraphProto, added: list, kept: dict) -> list[str]:
     taken, out = names(graph), []
     for fold, bias in added:
         keep = kept.get((fold.weight, fold.out_axis))
-        name = f"{fold.weight}_folded_bias"
-        while name in taken:
-            name += "_"
-        taken.add(name)
+        name = _unique(f"{fold.weight}_folded_bias", taken)
         graph.initializer.append(numpy_helper.from_array(bias if keep is None else bias[keep], name))
         node = graph.node[fold.index]
         while len(node.input) < fold.bias_slot:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from .producers import conv, conv_transpose, embedding, gemm, matmul
 from .rules_elementwise import div, elementwise, power
 from .rules_layout import concat, slice_op, split
-from .rules_per_channel import (Rule, clip, gather, group_norm, norm, pad, pool, reduce, same_axis_size,
+from .rules_per_channel import (Rule, clip, gather, group_norm, norm, pad, pool, reciprocal, reduce, same_axis_size,
                                 softmax_like, transpose, unary)
-from .rules_views import reshape, shape
+from .rules_views import expand, reshape, shape
 
 # f(0) = 0: a removed (zero) channel stays zero.
 ZERO_UNARY = {"Relu", "LeakyRelu", "Tanh", "Elu", "Selu", "Celu", "Gelu", "Erf", "HardSwish", "Mish", "Softsign",
@@ -33,10 +33,11 @@ RULES: dict[str, Rule] = {
     "BatchNormalization": norm(1, 2, 2), "InstanceNormalization": norm(1, 2, 0),
     "GroupNormalization": group_norm,
     **{op: unary(True) for op in ZERO_UNARY}, **{op: unary(False) for op in OTHER_UNARY},
-    "Clip": clip, **{op: pool for op in POOLS}, **{op: reduce for op in REDUCES},
+    "Clip": clip, "Reciprocal": reciprocal, **{op: pool for op in POOLS}, **{op: reduce for op in REDUCES},
     "Resize": same_axis_size, "Upsample": same_axis_size, "Pad": pad, "Transpose": transpose,
     "Softmax": softmax_like, "LogSoftmax": softmax_like, "LayerNormalization": softmax_like,
     "Concat": concat, "Split": split, "Slice": slice_op, **{op: reshape for op in RESHAPES}, "Shape": shape,
+    "Expand": expand,
     "Gather": lambda a, i: (gather if a.nodes[i].input[0] in a.labels else embedding)(a, i),
     "Add": elementwise("all"), "Sub": elementwise("all"), "Sum": elementwise("all"),
     "Max": elementwise("all"), "Min": elementwise("all"),  # a norm's max(var, 0): 0 where every operand is

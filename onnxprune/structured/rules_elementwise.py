@@ -34,6 +34,7 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
     if zero_rule == "first":
         zero = labeled[0][1].zero if labeled[0][0] == 0 else np.zeros(size, bool)
     const = np.logical_and.reduce([lab.const for s, lab in labeled])  # a constant with constants
+    fixed = np.logical_and.reduce([lab.fixed for s, lab in labeled])
     for s, name in enumerate(node.input):
         if not name or name in a.labels:
             continue
@@ -43,8 +44,10 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
             value = a.value(name)
             if zero_rule == "all" and (value is None or value.any()):
                 zero = np.zeros(size, bool)
+            if value is None or np.any(value != value.flat[0]):  # computed, or varying along another axis
+                const = np.zeros(size, bool)  # (a shift per token: still fixed, a map of constants)
             if value is None:
-                const = np.zeros(size, bool)
+                fixed = np.zeros(size, bool)
             continue
         role = "stat" if zero_rule == "first" or node.op_type == "PRelu" else "param"
         zeroed = True if a.slice(i, s, own, ids, role) else _slice_computed(a, i, s, own, ids, role)
@@ -53,7 +56,7 @@ def tie_elementwise(a: Analysis, i: int, zero_rule: str) -> None:
             return
         if zero_rule == "any" and role == "param" and zeroed:
             zero = np.ones(size, bool)  # the zeroed per-channel factor makes the channel 0
-    a.labels[out] = Label(axis, ids, zero, const=const)
+    a.labels[out] = Label(axis, ids, zero, const=const, fixed=fixed)
 
 
 def _slice_computed(a: Analysis, i: int, slot: int, axis: int, ids: np.ndarray, role: str) -> bool | None:

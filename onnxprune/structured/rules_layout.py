@@ -51,7 +51,7 @@ def split(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     if axis != lab.axis:
         for out in node.output:
             if out:
-                a.labels[out] = Label(lab.axis, lab.ids, lab.zero, const=lab.const)
+                a.labels[out] = lab.at(lab.axis)
         return
     sizes = [a.shapes[o][axis] for o in node.output]
     if _input(node, 1):
@@ -87,7 +87,7 @@ def slice_op(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     axes = [int(x) % rank for x in (np.ravel(axes) if axes is not None else range(len(np.ravel(starts))))]
     steps = np.ones(len(axes), np.int64) if steps is None else np.ravel(steps)
     if lab.axis not in axes:
-        a.labels[node.output[0]] = Label(lab.axis, lab.ids, lab.zero, const=lab.const)
+        a.labels[node.output[0]] = lab.at(lab.axis)
         return
     k = axes.index(lab.axis)
     if steps[k] != 1:
@@ -99,4 +99,4 @@ def slice_op(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
             (end < len(lab.ids) and not a.fix_const(i, 2, k, lab.ids[:end])):
         a.freeze(lab.ids, f"Slice '{node.name}': its bounds cannot be rewritten")
         return
-    a.labels[node.output[0]] = Label(lab.axis, lab.ids[start:end], lab.zero[start:end], const=lab.const[start:end])
+    a.labels[node.output[0]] = lab.at(lab.axis, slice(start, end))

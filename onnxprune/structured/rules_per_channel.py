@@ -75,8 +75,17 @@ def unary(keeps_zero: bool) -> Rule:
     @labeled
     def rule(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         zero = lab.zero if keeps_zero else np.zeros_like(lab.zero)
-        a.labels[node.output[0]] = Label(lab.axis, lab.ids, zero, const=lab.const)
+        a.labels[node.output[0]] = Label(lab.axis, lab.ids, zero, const=lab.const, fixed=lab.fixed)
     return rule
+
+
+@labeled
+def reciprocal(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """1 / x: a norm's 1 / sqrt(var + eps) is a constant where the channel is removed; a channel that is
+    0 there would become inf, which no rewrite keeps (frozen)."""
+    if lab.zero.any():
+        a.freeze(lab.ids[lab.zero], f"Reciprocal '{node.name}' of a removed channel's 0")
+    a.labels[node.output[0]] = Label(lab.axis, lab.ids, np.zeros_like(lab.zero), const=lab.const & ~lab.zero)
 
 
 @labeled
@@ -138,7 +147,7 @@ def pad(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
 def transpose(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     perm = list(attr(node, "perm") or reversed(range(len(a.shapes[node.input[0]]))))
     a.labels[node.output[0]] = Label(perm.index(lab.axis), lab.ids, lab.zero, perm.index(lab.part) if lab.part >= 0 else -1,
-                                     lab.const)
+                                     lab.const, lab.fixed)
 
 
 @labeled

@@ -33,12 +33,24 @@ def reshape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     b, s, e = found
     inner, c = int(np.prod(src[lab.axis + 1:e])), src[lab.axis]
     index = (np.arange(dst[b]) // inner) % c
-    ids, zero, const = lab.ids[index], lab.zero[index], lab.const[index]
     single = s == lab.axis == e - 1 and dst[b] == c
-    if node.op_type == "Reshape" and not _reshape_fix(a, i, b, ids, merged_single=single):
+    if node.op_type == "Reshape" and not _reshape_fix(a, i, b, lab.ids[index], merged_single=single):
         a.freeze(lab.ids, f"Reshape '{node.name}': its shape names the channel size and cannot be rewritten")
         return
-    a.labels[node.output[0]] = Label(b, ids, zero, const=const)
+    a.labels[node.output[0]] = lab.at(b, index)
+
+
+@labeled
+def expand(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
+    """Expand broadcasts the other axes; the channel axis keeps its positions where the target shape
+    says 1 there, or the channel count (then rewritten to the kept count, as a Reshape's entry)."""
+    rank, b = len(a.shapes[node.output[0]]), lab.axis + len(a.shapes[node.output[0]]) - len(a.shapes[node.input[0]])
+    found = _shape_entry(a, i, b) if len(a.shapes.get(node.input[1], ())) == 1 and a.shapes[node.input[1]][0] == rank else None
+    if found is None or found[0] not in (1, len(lab.ids)) or \
+            (found[0] > 1 and not _fix_entry(a, i, *found[1:], lab.ids)):
+        a.freeze(lab.ids, f"Expand '{node.name}': its shape names the channel size and cannot be rewritten")
+        return
+    a.labels[node.output[0]] = lab.at(b)
 
 
 def _move_unit_axes(a: Analysis, node: onnx.NodeProto, lab: Label, src: tuple, dst: tuple) -> None:
@@ -208,7 +220,19 @@ def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bo
         return True
     if value == -1:  # inferred: right when every other entry keeps its size
         return not allow_infer or _others_keep(a, i, b)
-    return value > 0 and a.fix_const(owner, slot, pos, ids)
+    return value > 0 and _fix_entry(a, i, owner, slot, pos, ids)
+
+
+def _fix_entry(a: Analysis, i: int, owner: int, slot: int, pos: int, ids: np.ndarray) -> bool:
+    """fix_const for entry `pos` of the shape of Reshape / Expand i, found at (owner, slot); a shape
+    Concat that other Reshapes / Expands read too is noted, so that Analysis.close can check that
+    every one of them asked for this rewrite."""
+    if owner != i:
+        concat = a.nodes[owner].output[0]
+        readers = a.terminal_reads(concat, through=lambda op, s: op == "Cast")
+        if readers and len(readers) > 1:
+            a.factors.setdefault(concat, [set(), {j for j, _ in readers}])[0].add(i)
+    return a.fix_const(owner, slot, pos, ids)
 
 
 def _others_keep(a: Analysis, i: int, b: int) -> bool:
@@ -240,18 +264,23 @@ def _entry_positive(a: Analysis, i: int, pos: int) -> bool:
 
 
 def _entry_source(a: Analysis, i: int, pos: int) -> tuple[int, int, int] | None:
-    """(node, slot, position in that input) holding entry `pos` of Reshape i's shape: the shape input
-    itself when its value is known, else the piece of the Concat (read only by this Reshape) building it."""
+    """(node, slot, position in that input) holding entry `pos` of Reshape (or Expand) i's shape: the
+    shape input itself when its value is known, else the piece of the Concat building it. A Concat
+    read by other Reshapes / Expands too (jax2tf's LayerNorm reshapes and broadcasts its mean and
+    variance with one [B, 1, C]) is rewritten once for all: Analysis.close checks each reader asked."""
     name = a.nodes[i].input[1]
     if a.value(name) is not None:
         return i, 1, pos
     producer = a.facts.producer
-    while (cast := producer(name)) is not None and cast.op_type == "Cast" and len(a.readers.get(name, [])) == 1:
+    while (cast := producer(name)) is not None and cast.op_type == "Cast":
         name = cast.input[0]  # tf2onnx casts the shape to int64 after the Concat
-    if producer(name) is None or len(a.readers.get(name, [])) != 1 or name in a.outputs:
+    if producer(name) is None or name in a.outputs:
         return None
     index = a.facts.producers[name]
     if a.nodes[index].op_type != "Concat":
+        return None
+    readers = a.terminal_reads(name, through=lambda op, slot: op == "Cast")
+    if readers is None or any(a.nodes[j].op_type not in ("Reshape", "Expand") or slot != 1 for j, slot in readers):
         return None
     found = _concat_piece(a, a.nodes[index], pos)
     return None if found is None else (index, *found)
