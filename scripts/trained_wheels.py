@@ -15,7 +15,7 @@ different renders (different seeds), written as PNG folders and read by onnxprun
 path. The detector's recovery scenes are 160x160 (text at the same scale; held out at 320x320): four
 times the images of 320x320 renders at the same cost. The detector also learns the original's layers
 (`train --feature-weight 5`): its output map is mostly background, a sparse signal on its own. The
-recognizer recovers by least squares alone (`train --reconstruct 64 --epochs 0`): each pruned layer
+recognizer recovers by least squares alone (`train --reconstruct 128 --epochs 0`): each pruned layer
 refitted to the original's at its kept channels; distilling afterwards lost agreement (0.90 -> 0.73).
 
 For each model and MAC target, through the installed command: `prune --structure channel --macs T
@@ -155,7 +155,7 @@ SUBJECTS = {
                             recovery_size=160),
     "ppocr_v4_rec": Subject("rapidocr-onnxruntime==1.4.4", "ch_PP-OCRv4_rec_infer.onnx", 320,
                             (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), text_line, 1024, 256, 0,
-                            ("--bn-statistics", "frozen", "--reconstruct", "64"), height=48),
+                            ("--bn-statistics", "frozen", "--reconstruct", "128"), height=48),
 }
 
 
