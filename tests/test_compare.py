@@ -197,3 +197,25 @@ def test_class_scores_per_position_are_read_from_the_graph(tmp_path, axis, ident
     assert done.returncode == 0, done.stderr
     y = json.loads((tmp_path / "r.json").read_text())["outputs"]["y"]
     assert y["kind"] == kind and y["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("numerator, axis, kind", [
+    ("Exp", 1, "probs"),  # jax2tf's softmax (magika's output): exp(x - max) / its sum, broadcast back
+    ("Exp", 0, "values"),  # summed over the batch: not a distribution per row
+    ("Abs", 1, "values"),  # a ratio of other values
+])
+def test_a_softmax_written_out_is_read_as_probabilities(tmp_path, numerator, axis, kind):
+    h = onnx.helper
+    init = [numpy_helper.from_array(np.array([axis], np.int64), "axes"),
+            numpy_helper.from_array(np.array([-1, 1] if axis == 1 else [1, 5], np.int64), "shape")]
+    nodes = [h.make_node("ReduceMax", ["x"], ["m"], axes=[1]), h.make_node("Sub", ["x", "m"], ["d"]),
+             h.make_node(numerator, ["d"], ["e"]), h.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=0),
+             h.make_node("Reshape", ["s", "shape"], ["s1"]), h.make_node("Expand", ["s1", "shape"], ["sb"]),
+             h.make_node("Div", ["e", "sb"], ["y"])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 5])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 5])], init)
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    done = onnxprune("compare", tmp_path / "m.onnx", tmp_path / "m.onnx", "--data", "random", "--report", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    y = json.loads((tmp_path / "r.json").read_text())["outputs"]["y"]
+    assert y["kind"] == kind and y["agreement"] == 1.0

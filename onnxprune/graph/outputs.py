@@ -3,7 +3,8 @@
 A rank-2 float output [N, C] (C >= 2) made by Gemm/MatMul/Add (a classifier head) holds logits; made
 by Softmax, probabilities; by LogSoftmax, log-probabilities. A Softmax or LogSoftmax over the last axis
 of a higher-rank output [N, ..., C] holds class scores per position (a text recognizer's per-timestep
-characters, a segmenter's per-pixel classes in NHWC); a Gemm/MatMul/Add there may as well be hidden
+characters, a segmenter's per-pixel classes in NHWC); so does a softmax written out, exp(x - m) divided
+by the sum of that same Exp over the last axis (jax2tf's: magika); a Gemm/MatMul/Add there may as well be hidden
 states, so only the rank-2 head is called logits. Identity nodes before an output are looked through.
 Everything else (maps, boxes, embeddings, hidden states, a Sigmoid's independent probabilities, one
 regression value) is "values". The graph decides, never the numbers: a logit vector may sum to 1.
@@ -36,10 +37,27 @@ def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
         while node is not None and node.op_type == "Identity":
             node = facts.producer(node.input[0])
         kind = HEADS.get(node.op_type, "values") if node is not None and classes >= 2 else "values"
+        if node is not None and classes >= 2 and _written_softmax(facts, node, len(dims)):
+            kind = "probs"
         if kind in NORMALIZED.values() and not _over_last_axis(node, len(dims), opset):
             kind = "values"
         kinds[value.name] = kind if len(dims) == 2 or kind in NORMALIZED.values() else "values"
     return kinds
+
+
+def _written_softmax(facts: GraphFacts, node: onnx.NodeProto, rank: int) -> bool:
+    """Div(Exp(..), the ReduceSum of that same Exp over the last axis, reshaped or broadcast back)."""
+    if node.op_type != "Div" or (exp := facts.producer(node.input[0])) is None or exp.op_type != "Exp":
+        return False
+    total = facts.producer(node.input[1])
+    while total is not None and total.op_type in ("Reshape", "Expand", "Unsqueeze", "Identity", "Cast"):
+        total = facts.producer(total.input[0])
+    if total is None or total.op_type != "ReduceSum" or total.input[0] != node.input[0]:
+        return False
+    axes = attr(total, "axes")
+    if axes is None and len(total.input) > 1:
+        axes = facts.constant_values().get(total.input[1])
+    return axes is not None and [int(a) % rank for a in list(axes)] == [rank - 1]
 
 
 def _over_last_axis(node: onnx.NodeProto, rank: int, opset: int) -> bool:
