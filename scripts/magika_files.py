@@ -4,7 +4,7 @@ files of this machine (issues 23 and 30): no labels, no download.
 Inputs are built as magika builds them (its config: the first and the last 1,024 bytes of a file,
 leading / trailing whitespace stripped, padded with 256), from files under /usr, /etc and the
 virtual environment, at most 40 per file extension so that many types appear; recovery and
-held-out files are disjoint. For each mode (exact, --approximate) and MAC target, through the
+held-out files are disjoint (`--per-extension` for more of them). For each mode (exact, --approximate) and MAC target, through the
 installed command: `prune --structure channel --macs T --data RECOVERY.npz` (taylor), `compare`
 with the dense original on the held-out files (top-1 agreement of its 214 classes) right after
 pruning and after `train --teacher --dataset npz` (its wall time is the recovery time), and the
@@ -72,12 +72,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--recovery", type=int, default=2048)
     p.add_argument("--heldout", type=int, default=512)
+    p.add_argument("--per-extension", type=int, default=40, help="at most this many files of one extension")
+    p.add_argument("--modes", nargs="+", choices=["exact", "approximate"], default=["exact", "approximate"])
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     [model] = real_models.fetch({"magika==1.0.3": real_models.PACKAGES["magika==1.0.3"]})
     dense = onnx.load(str(model))
     name = dense.graph.input[0].name
-    files = local_files(40, seed=0)
+    files = local_files(args.per_extension, seed=0)
     if len(files) < args.recovery + args.heldout:
         raise SystemExit(f"only {len(files)} files found")
     x = np.array([features(f) for f in files[:args.recovery + args.heldout]], dtype=np.int32)
@@ -87,7 +89,7 @@ def main() -> None:
         np.savez(recovery, **{name: x[:args.recovery]})
         np.savez(held, **{name: x[args.recovery:]})
         print(f"{len(files)} files ({args.recovery} for recovery, {args.heldout} held out)", flush=True)
-        for approximate in (False, True):
+        for approximate in (mode == "approximate" for mode in args.modes):
             for target in args.macs:
                 pruned, recovered = Path(tmp) / "pruned.onnx", Path(tmp) / "recovered.onnx"
                 report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery,
