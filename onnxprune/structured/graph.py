@@ -26,6 +26,7 @@ constant, after it: exact as well.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import onnx
@@ -210,10 +211,15 @@ class Analysis:
     def fixed_shape(self, name: str) -> bool:
         """`name` has this shape for every input but its batch: the inputs' dims past the first are
         fixed, and name's first is theirs (a map of constants at this shape then holds for any batch)."""
+        return bool(self.shapes[name]) and self.shapes[name][0] in self.batches
+
+    @cached_property
+    def batches(self) -> set[int]:
+        """The inputs' first dims at the probe, where every other dim of every input is fixed; else none."""
         inputs = [v for v in self.graph.input if v.name not in self.consts and v.name in self.shapes]
-        return bool(inputs) and all(
-            all(d.HasField("dim_value") and d.dim_value > 0 for d in v.type.tensor_type.shape.dim[1:]) for v in inputs
-        ) and bool(self.shapes[name]) and self.shapes[name][0] in {self.shapes[v.name][0] for v in inputs if self.shapes[v.name]}
+        if not all(d.HasField("dim_value") and d.dim_value > 0 for v in inputs for d in v.type.tensor_type.shape.dim[1:]):
+            return set()
+        return {self.shapes[v.name][0] for v in inputs if self.shapes[v.name]}
 
     def require_zero(self, label: Label, node: onnx.NodeProto, fold: Fold | None = None) -> None:
         """A consumer drops positions: those not exactly 0 when removed cannot go, unless they are a

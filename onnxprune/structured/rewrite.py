@@ -106,7 +106,7 @@ def _fold_biases(cg: ChannelGraph, removed: np.ndarray, kept: dict, consts: dict
     for f in todo:
         gone = np.flatnonzero(~kept[(f.weight, f.in_axis)])
         node = cg.model.graph.node[f.index]
-        axis = values[f.tensor].ndim - 1 if node.op_type == "MatMul" else 1
+        axis = _channel_axis(node, values[f.tensor].ndim)
         rows = np.moveaxis(values[f.tensor], axis, 0).reshape(values[f.tensor].shape[axis], -1)[gone].astype(np.float64)
         k = rows[:, 0]
         if f.bias_slot < 0 or not np.allclose(rows, k[:, None], rtol=1e-5, atol=1e-6):
@@ -157,7 +157,7 @@ def _add_maps(graph: onnx.GraphProto, maps: list, kept: dict) -> list[str]:
         node = graph.node[fold.index]
         keep = kept.get((fold.weight, fold.out_axis))
         if keep is not None:
-            value = np.compress(keep, value, axis=value.ndim - 1 if node.op_type == "MatMul" else 1)
+            value = np.compress(keep, value, axis=_channel_axis(node, value.ndim))
         name, inner = (_unique(f"{node.output[0]}_{suffix}", taken) for suffix in ("removed_channels", "unfolded"))
         graph.initializer.append(numpy_helper.from_array(value, name))
         add = helper.make_node("Add", [inner, name], [node.output[0]], name=_unique(f"{node.name or name}_fold", taken))
@@ -165,6 +165,11 @@ def _add_maps(graph: onnx.GraphProto, maps: list, kept: dict) -> list[str]:
         graph.node.insert(fold.index + 1, add)
         out.append(name)
     return out
+
+
+def _channel_axis(node: onnx.NodeProto, rank: int) -> int:
+    """The channel axis of a folding consumer's input and output: the last for a MatMul, else 1."""
+    return rank - 1 if node.op_type == "MatMul" else 1
 
 
 def _unique(name: str, taken: set[str]) -> str:
