@@ -18,6 +18,7 @@ from onnxprune.structured import analyze, prune_channels
 from onnxprune.structured.producers import PADDED_FOLD
 from onnxprune.structured.rules_per_channel import NORM_STATISTICS
 from test_structured import OffsetNet, run
+from test_structured_heads import CountFromElsewhere, build, head_channels
 
 CLI = [sys.executable, "-m", "onnxprune"]
 
@@ -58,14 +59,50 @@ def test_exact_mode_and_its_report_are_unchanged(block):
 
 
 def test_an_approximation_that_gains_nothing_is_undone():
-    """torch's TorchScript export of nn.MultiheadAttention reads the hidden size through Shape, which
-    freezes the stream anyway: labelling it past the LayerNorm would only freeze more (the heads), so
-    approximate mode keeps exact mode's coverage there."""
+    """The LayerNorm's channels are the graph output, frozen anyway: labelling them approximate would
+    only freeze more, so approximate mode keeps exact mode's coverage there and says why."""
     torch.manual_seed(0)
-    model = export(AttentionStack(layers=1, d=32, inputs=8, heads=4), (1, 6, 8))
+    model = export(torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.LayerNorm(32)), (1, 6, 8))
     exact, loose = analyze(model), analyze(model, approximate=True)
     assert loose.coverage() == pytest.approx(exact.coverage()) and not loose.approximate
     assert any("frozen elsewhere" in reason for reason in loose.reasons)
+
+
+def test_a_hidden_size_read_for_the_head_size_is_pinned(tmp_path):
+    """torch's TorchScript export of nn.MultiheadAttention reads the hidden size E through Shape and
+    sizes the heads with E / H: exact mode freezes the stream there. Approximate mode pins that count
+    (the Shape's output gets back what the removed channels took off, the zeroed reference's count)
+    and gives each Reshape of a narrowed tensor a constant of its own: the stream goes, the file runs
+    with the original's output shapes, and verify matches it with the reference."""
+    torch.manual_seed(0)
+    model = export(AttentionStack(layers=1, d=32, inputs=8, heads=4), (1, 6, 8))
+    exact, loose = analyze(model), analyze(model, approximate=True)
+    assert loose.coverage() == 1.0 > exact.coverage()
+    result = prune_channels(model, macs=0.5, approximate=True, round_to=1)
+    assert result.removed[loose.approximate[NORM_STATISTICS]].any()
+    shapes = {n.output[0] for n in result.model.graph.node if n.op_type == "Shape"}
+    assert any(n.op_type == "Add" and n.input[0] in shapes for n in result.model.graph.node)
+    for batch in (1, 3):
+        feeds = {"input": np.random.default_rng(batch).standard_normal((batch, 6, 8)).astype(np.float32)}
+        assert run(result.model, feeds)[0].shape == run(model, feeds)[0].shape
+    path, out = tmp_path / "mha.onnx", tmp_path / "pruned.onnx"
+    onnx.save(model, path)
+    onnx.save(result.model, out)
+    done = subprocess.run(CLI + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "verified" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_count_read_for_other_channels_gets_a_constant_in_approximate_mode():
+    """b's units are viewed with the count read from a's at run time: exact mode freezes both
+    (tests/test_structured_heads.py); approximate mode gives b's view a constant of its own, which
+    is exact (the output equals the zeroed reference's)."""
+    model = build(CountFromElsewhere())
+    loose = analyze(model, approximate=True)
+    a, b = (head_channels(loose, f"{name}.weight", 0) for name in "ab")
+    assert loose.coverage() == 1.0 and not loose.frozen[a].any() and not loose.frozen[b].any()
+    result = prune_channels(model, macs=0.5, approximate=True, round_to=1)
+    assert result.removed[a].any() and result.removed[b].any()
+    assert max(result.report["approximate"]["deviation"].values(), default=0.0) < 1e-5
 
 
 def test_padded_fold_is_judged_against_edge_padding(tmp_path):

@@ -108,7 +108,11 @@ class DimFix:
     """A size to rewrite to the kept count of `ids`: a value inside a constant (`kind` "const":
     `target` the tensor, `index` the position) or a node attribute (`kind` "attr": `target` the node
     name, `index` its position in graph.node, `attr` the attribute, `pos` the position in a list
-    attribute or -1)."""
+    attribute or -1), or a channel count read at run time that keeps the original's value (`kind`
+    "pin": `target` a Shape's output, `index` the count's position there; approximate mode, where
+    the count reaches what the rules cannot follow: head_dim = E / heads in nn.MultiheadAttention).
+    A pinned count is what the zeroed reference reads; the rules have rewritten every size it gives
+    to a channel axis (a Reshape entry becomes a constant of its own)."""
 
     kind: str
     target: str

@@ -57,7 +57,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     for fix in cg.fixes:
         if fix.kind == "attr":
             _set_attr(model.graph.node[fix.index], fix.attr, int((~removed[cg.channel[fix.ids]]).sum()), fix.pos)
-    folded += _add_maps(model.graph, maps, kept)  # inserts nodes: after everything that indexes them
+    folded += _add_maps(model.graph, maps, kept, _pins(cg, removed))  # inserts nodes: after all that indexes them
     if folded:
         record(model, recorded(model), folded)  # verify --reference judges these by the outputs
     del model.graph.value_info[:]  # channel counts changed; runtimes re-infer
@@ -149,21 +149,37 @@ def _response(cg: ChannelGraph, node: onnx.NodeProto, x: np.ndarray, axis: int, 
     return y[:1]
 
 
-def _add_maps(graph: onnx.GraphProto, maps: list, kept: dict) -> list[str]:
+def _add_maps(graph: onnx.GraphProto, maps: list, kept: dict, pins: list) -> list[str]:
     """Each consumer that absorbs a map of constants writes to "<output>_unfolded", and an Add of that
-    map (sliced like its output channels), right after it, writes its output; the maps' names."""
-    taken, out = names(graph), []
-    for fold, value in sorted(maps, key=lambda m: -m[0].index):  # from the last: indices stay valid
-        node = graph.node[fold.index]
+    map (sliced like its output channels), right after it, writes its output; so does a pinned Shape,
+    with the count its removed channels took off; the added constants' names."""
+    added = [(index, value) for index, value in pins]
+    for fold, value in maps:
         keep = kept.get((fold.weight, fold.out_axis))
-        if keep is not None:
-            value = np.compress(keep, value, axis=_channel_axis(node, value.ndim))
+        axis = _channel_axis(graph.node[fold.index], value.ndim)
+        added.append((fold.index, value if keep is None else np.compress(keep, value, axis=axis)))
+    taken, out = names(graph), []
+    for index, value in sorted(added, key=lambda m: -m[0]):  # from the last: indices stay valid
+        node = graph.node[index]
         name, inner = (_unique(f"{node.output[0]}_{suffix}", taken) for suffix in ("removed_channels", "unfolded"))
         graph.initializer.append(numpy_helper.from_array(value, name))
         add = helper.make_node("Add", [inner, name], [node.output[0]], name=_unique(f"{node.name or name}_fold", taken))
         node.output[0] = inner
-        graph.node.insert(fold.index + 1, add)
+        graph.node.insert(index + 1, add)
         out.append(name)
+    return out
+
+
+def _pins(cg: ChannelGraph, removed: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(Shape node, what to add to its output) for each pinned channel count (DimFix "pin"): the
+    count the removed channels took off, so that every reader sees the original's count."""
+    index = {node.output[0]: k for k, node in enumerate(cg.model.graph.node) if node.output}
+    out = []
+    for fix in (f for f in cg.fixes if f.kind == "pin"):
+        delta = np.zeros(cg.shapes[fix.target], np.int64)
+        delta[fix.index] = int(removed[cg.channel[fix.ids]].sum())
+        if delta.any():
+            out.append((index[fix.target], delta))
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .graph import Analysis, Label
+from .graph import Analysis, DimFix, Label
 from .util import attr, input_at as _input
 from .rules_per_channel import labeled
 
@@ -206,12 +206,18 @@ def _merge(src: tuple, dst: tuple, axis: int) -> tuple[int, int, int] | None:
 
 
 def _reshape_fix(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bool, allow_infer: bool = False) -> bool:
-    node = a.nodes[i]
     if (i, b) in a.counts:  # the entry is a channel count read at run time (shape, below): the same channels?
         same = all(a.same_channels(read, ids) for read in a.counts[(i, b)])
-        if same:
-            a.accepted_counts.add((i, b))
-        return same
+        if same or (a.loose and _reshape_const(a, i, b, ids)):
+            a.accepted_counts.add((i, b))  # (approximate mode: else this reader gets a constant of its own)
+        return (i, b) in a.accepted_counts
+    return _reshape_const(a, i, b, ids, merged_single, allow_infer)
+
+
+def _reshape_const(a: Analysis, i: int, b: int, ids: np.ndarray, merged_single: bool = False,
+                   allow_infer: bool = False) -> bool:
+    """Entry b of Reshape i's shape, a constant (or fixed shape arithmetic), becomes the kept count of ids."""
+    node = a.nodes[i]
     found = _shape_entry(a, i, b)
     if found is None:
         return False
@@ -347,6 +353,9 @@ def shape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         return
     found = _count_uses(a, node.output[0], dims.index(lab.axis))
     why = f"Shape '{node.name}' of a channel tensor is used for its channel count"
+    if found is None and a.loose:  # read as the original count at run time (the reference's): see DimFix
+        a.fixes.append(DimFix("pin", node.output[0], dims.index(lab.axis), lab.ids))
+        return
     if found is None:
         a.freeze(lab.ids, why)
         return
