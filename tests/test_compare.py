@@ -219,3 +219,26 @@ def test_a_softmax_written_out_is_read_as_probabilities(tmp_path, numerator, axi
     assert done.returncode == 0, done.stderr
     y = json.loads((tmp_path / "r.json").read_text())["outputs"]["y"]
     assert y["kind"] == kind and y["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("declared, kind", [(None, "logits"), ("logits=values", "values"), ("features=probs", None)])
+def test_an_output_kind_the_graph_cannot_tell_is_declared(tmp_path, declared, kind):
+    """A Dense head of several regression scores (DNSMOS' three MOS) reads like a classifier's logits;
+    `--output-kind NAME=values` makes compare report relative L2 and cosine for it instead."""
+    onnx.save(two_heads(), tmp_path / "m.onnx")
+    done = onnxprune("compare", tmp_path / "m.onnx", tmp_path / "m.onnx", "--data", "random", "--samples", "16",
+                     "--report", tmp_path / "r.json", *(["--output-kind", declared] if declared else []))
+    assert done.returncode == 0, done.stderr
+    outputs = json.loads((tmp_path / "r.json").read_text())["outputs"]
+    assert outputs["logits"]["kind"] == (kind or "logits")
+    assert ("relative_l2" in outputs["logits"]) == (kind == "values")
+    if declared == "features=probs":
+        assert outputs["features"]["kind"] == "probs"
+
+
+@pytest.mark.parametrize("declared, words", [("boxes=values", "names no float output of the model: 'boxes'"),
+                                             ("logits", "expected NAME=KIND")])
+def test_a_bad_output_kind_is_one_line_exit_2(tmp_path, declared, words):
+    onnx.save(two_heads(), tmp_path / "m.onnx")
+    done = onnxprune("compare", tmp_path / "m.onnx", tmp_path / "m.onnx", "--data", "random", "--output-kind", declared)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr

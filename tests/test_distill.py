@@ -140,7 +140,34 @@ def test_loss_weights_leave_an_output_out(tmp_path):
     assert not np.array_equal(weights["out"]["w1"], weights["student"]["w1"])
 
 
+@pytest.mark.parametrize("declared", [False, True], ids=["read_from_the_graph", "declared_values"])
+def test_a_head_declared_as_values_is_distilled_as_values(tmp_path, declared):
+    """A Dense head of several scores reads as class logits, distilled by KL, which is blind to one shift
+    of every score (a regression head's whole error can be that shift). `--output-kind logits=values`
+    distils it by squared error: the shift is learnt away. Only that head trains (--loss-weights)."""
+    from onnx import numpy_helper
+
+    onnx.save(two_heads(seed=0), tmp_path / "teacher.onnx")
+    onnx.save(two_heads(seed=0, shift=5.0), tmp_path / "student.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x_train=rng.standard_normal((256, 8)).astype(np.float32),
+             x_test=rng.standard_normal((64, 8)).astype(np.float32))
+    done = onnxprune("train", tmp_path / "student.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "npz",
+                     "--data-dir", tmp_path / "x.npz", "--no-normalize", "--epochs", "2", "--optimizer", "sgd",
+                     "--lr", "0.5", "--weight-decay", "0", "--loss-weights", "features=0", "-o", tmp_path / "out.onnx",
+                     "-q", *(["--output-kind", "logits=values"] if declared else []))
+    assert done.returncode == 0, done.stderr
+    shift = numpy_helper.to_array({t.name: t for t in onnx.load(str(tmp_path / "out.onnx")).graph.initializer}["b2"])
+    if declared:
+        assert shift.mean() < 4.8  # moved toward the teacher's 0
+    else:  # KL's gradients over the classes sum to 0: SGD leaves their common shift where it was
+        assert shift.mean() == pytest.approx(5.0, abs=1e-3)
+
+
 @pytest.mark.parametrize("extra, words", [
+    (["--teacher", "T", "--output-kind", "boxes=values"], "--output-kind names no float output of the model: 'boxes'"),
+    (["--teacher", "T", "--output-kind", "logits=scores"], "expected NAME=KIND"),
+    (["--output-kind", "logits=values"], "--output-kind applies with --teacher only"),
     (["--teacher", "T", "--loss-weights", "boxes=1"], "names no output of the model: ['boxes']"),
     (["--teacher", "T", "--loss-weights", "logits=-1"], "expected NAME=W,... with finite weights >= 0"),
     (["--loss-weights", "logits=1"], "--loss-weights applies with --teacher only"),

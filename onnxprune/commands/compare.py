@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import image_options
+from .options import image_options, output_kind_option
 from .verify import VERIFY_FAILED
 
 
@@ -27,24 +27,27 @@ from .verify import VERIFY_FAILED
               help="Exit 3 when any output's agreement (top-1, or cosine for non-class outputs) is below this.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --report file.")
+@output_kind_option
 @image_options
 def compare(pruned, original, data, split, samples, batch_size, input_shapes, min_agreement, report_path, overwrite,
-            image_size=None, mean=None, std=None, layout=None, color=None):
+            output_kinds=(), image_size=None, mean=None, std=None, layout=None, color=None):
     """How closely PRUNED follows ORIGINAL on the same inputs, in onnxruntime, without labels: per
     output, top-1/top-5 agreement and KL for class scores, relative L2, cosine and max |diff| else."""
     from .. import fidelity
     from ..io import check_output_path, load_model, write_json
-    from .options import parse_image_options, parse_input_shape
+    from ..graph.outputs import output_kinds as read_kinds
+    from .options import parse_image_options, parse_input_shape, parse_output_kinds
 
     if report_path is not None:
         check_output_path(report_path, overwrite=overwrite, inputs=(pruned, original))
     candidate, reference = load_model(pruned), load_model(original)
     fidelity.check_interfaces(candidate, reference)  # before reading any data for them
+    kinds = read_kinds(reference, parse_output_kinds(output_kinds))
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     images = parse_image_options(image_size, mean, std, layout, color)
     feeds = fidelity.load_inputs(data, reference, split=split, samples=samples, input_shapes=shapes or None,
                                  images=images)
-    result = fidelity.compare(candidate, reference, feeds, batch_size=batch_size)
+    result = fidelity.compare(candidate, reference, feeds, batch_size=batch_size, kinds=kinds)
     result.update(pruned=str(pruned), original=str(original), data=str(data), min_agreement=min_agreement)
     click.echo(f"{result['samples']} samples of {data}")
     for name, o in result["outputs"].items():

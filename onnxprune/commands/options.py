@@ -26,6 +26,30 @@ def _dims(text: str) -> tuple[int, ...]:
     return dims if all(d > 0 for d in dims) else ()
 
 
+def output_kind_option(command):
+    """--output-kind NAME=KIND (repeatable): what an output holds, where the graph cannot tell."""
+    import click
+
+    from ..graph.outputs import KINDS
+
+    return click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
+                        help=f"What output NAME holds ({', '.join(KINDS)}; repeatable), where the graph "
+                             "cannot tell: a Dense head of regression scores reads as class logits.")(command)
+
+
+def parse_output_kinds(texts) -> dict[str, str]:
+    """("score=values", ...) -> {"score": "values"} (one clear line for a malformed entry)."""
+    from ..graph.outputs import KINDS
+
+    kinds = {}
+    for text in texts:
+        name, _, kind = text.rpartition("=")
+        if not name or kind not in KINDS:
+            raise OnnxPruneError(f"--output-kind {text!r}: expected NAME=KIND, KIND one of {', '.join(KINDS)}")
+        kinds[name] = kind
+    return kinds
+
+
 def default_output(model: Path) -> Path:
     """MODEL.pruned.onnx beside the input."""
     stem = model.name[:-5] if model.name.endswith(".onnx") else model.name

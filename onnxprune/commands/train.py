@@ -10,7 +10,7 @@ import click
 from .. import choices
 from ..errors import OnnxPruneError
 from ..train import DATASETS, OPTIMIZER_NAMES
-from .options import image_options, parse_image_options
+from .options import image_options, output_kind_option, parse_image_options, parse_output_kinds
 
 
 def parse_loss_weights(text: str | None) -> dict[str, float]:
@@ -104,12 +104,13 @@ def default_output(model: Path) -> Path:
               help="BatchNormalization in training: normalize with batch statistics and update the running "
                    "ones, keep the trained running ones (frozen), or re-estimate them on the training data "
                    "first and then keep them (recalibrate: a pruned model on a small recovery set).")
+@output_kind_option
 @image_options
 def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, lr_drops, lr_drop_rate,
           weight_decay, seed, device, workers, augment, normalize, test_batch_size, fmt, report_path,
           checkpoint, resume, overwrite, quiet, teacher=None, temperature=1.0, alpha=0.0,
-          holdout=0.1, loss_weights=None, bn_statistics="update", feature_weight=0.0, reconstruct=0, image_size=None,
-          mean=None, std=None, layout=None, color=None):
+          holdout=0.1, loss_weights=None, bn_statistics="update", feature_weight=0.0, reconstruct=0,
+          output_kinds=(), image_size=None, mean=None, std=None, layout=None, color=None):
     """Train MODEL with its zero weights held at zero, evaluate each epoch, write the trained ONNX file.
 
     BatchNormalization trains with batch statistics and its running statistics are written back
@@ -128,6 +129,9 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
     weights = parse_loss_weights(loss_weights)
     if weights and teacher is None:
         raise OnnxPruneError("--loss-weights applies with --teacher only")
+    kinds = parse_output_kinds(output_kinds)
+    if kinds and teacher is None:
+        raise OnnxPruneError("--output-kind applies with --teacher only")
     output = output or default_output(model)
     if output.resolve() == model.resolve():
         raise OnnxPruneError(f"{output}: the output would replace the input model; pass another -o")
@@ -148,7 +152,7 @@ def train(model, dataset, data_dir, output, epochs, batch_size, optimizer, lr, l
                            checkpoint=checkpoint,
                            resume=resume, quiet=quiet, teacher=teacher, temperature=temperature, alpha=alpha,
                            holdout=holdout, loss_weights=weights, bn_statistics=bn_statistics,
-                           feature_weight=feature_weight, reconstruct=reconstruct,
+                           feature_weight=feature_weight, reconstruct=reconstruct, output_kinds=kinds,
                            images=parse_image_options(image_size, mean, std, layout, color))
     result = run_training(request, warn=lambda text: click.echo(f"warning: {text}", err=True))
     if not result.main:

@@ -8,22 +8,27 @@ by the sum of that same Exp over the last axis (jax2tf's: magika); a Gemm/MatMul
 states, so only the rank-2 head is called logits. Identity nodes before an output are looked through.
 Everything else (maps, boxes, embeddings, hidden states, a Sigmoid's independent probabilities, one
 regression value) is "values". The graph decides, never the numbers: a logit vector may sum to 1.
+Where the graph cannot tell (a Dense head of several regression scores reads like a classifier's),
+the user says (`--output-kind NAME=values`, `declared` here).
 """
 
 from __future__ import annotations
 
 import onnx
 
+from ..errors import OnnxPruneError
 from .facts import GraphFacts, attr
 
 NORMALIZED = {"Softmax": "probs", "LogSoftmax": "log_probs"}
 HEADS = {"Gemm": "logits", "MatMul": "logits", "Add": "logits", **NORMALIZED}
 CLASS_KINDS = frozenset(HEADS.values())  # the kinds that hold class scores; the rest is "values"
+KINDS = ("logits", "probs", "log_probs", "values")  # what --output-kind may declare
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
-def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
-    """Graph output name -> "logits" | "probs" | "log_probs" | "values" (float outputs only)."""
+def output_kinds(model: onnx.ModelProto, declared: dict[str, str] | None = None) -> dict[str, str]:
+    """Graph output name -> "logits" | "probs" | "log_probs" | "values" (float outputs only), as the
+    graph reads, or as `declared` (name -> kind) says."""
     facts = GraphFacts(model.graph)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     kinds = {}
@@ -42,7 +47,11 @@ def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
         if kind in NORMALIZED.values() and not _over_last_axis(node, len(dims), opset):
             kind = "values"
         kinds[value.name] = kind if len(dims) == 2 or kind in NORMALIZED.values() else "values"
-    return kinds
+    unknown = sorted(set(declared or {}) - set(kinds))
+    if unknown:
+        raise OnnxPruneError(f"--output-kind names no float output of the model: {unknown[0]!r} (its float "
+                             f"outputs: {', '.join(kinds) or 'none'})")
+    return {**kinds, **(declared or {})}
 
 
 def _written_softmax(facts: GraphFacts, node: onnx.NodeProto, rank: int) -> bool:

@@ -13,6 +13,8 @@ a gradient (an Add of a per-channel bias after a MatMul, as tf2onnx writes Dense
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from ..graph import roles
@@ -36,10 +38,11 @@ def _named_trainables(twin) -> set[str]:
     return {use.source for use in twin.weight_uses} | twin.facts.sources_with_role(*roles.AFFINE)
 
 
-def freeze_constants(twin, probe: torch.Tensor) -> list[str]:
+def freeze_constants(twin, probe: torch.Tensor, outputs: Sequence[int] | None = None) -> list[str]:
     """Set requires_grad=False on parameters that are not trained (see module doc) or that get no
-    gradient on `probe` (DistributedDataParallel requires every trained parameter to get one).
-    Returns the frozen names. The probe runs in eval mode, so BatchNorm statistics do not move."""
+    gradient on `probe` through the `outputs` the objective reads (positions; all by default):
+    DistributedDataParallel requires every trained parameter to get one. Returns the frozen names.
+    The probe runs in eval mode, so BatchNorm statistics do not move."""
     named = _named_trainables(twin)
     params = twin.onnx_parameters()
     for name, param in params.items():
@@ -48,8 +51,11 @@ def freeze_constants(twin, probe: torch.Tensor) -> list[str]:
     twin.eval()
     try:
         out = twin(*probe) if isinstance(probe, (list, tuple)) else twin(probe)
-        out = out[0] if isinstance(out, tuple) else out
-        out.float().sum().backward()
+        out = out if isinstance(out, tuple) else (out,)
+        read = [out[k] for k in (range(len(out)) if outputs is None else outputs)]
+        read = [o.float().sum() for o in read if o.is_floating_point() and o.requires_grad]
+        if read:
+            sum(read).backward()
     finally:
         twin.train(was_training)
     frozen = []

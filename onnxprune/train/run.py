@@ -53,6 +53,7 @@ class TrainRequest:
     temperature: float = 1.0
     alpha: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=dict)  # output name -> weight (others 1)
+    output_kinds: dict[str, str] = field(default_factory=dict)  # output name -> kind, as --output-kind declares
     images: Any = None  # fidelity.images.ImageOptions for an imagefolder without class subfolders
     bn_statistics: str = "update"  # "frozen": keeps its running statistics; "recalibrate": re-estimated first
     feature_weight: float = 0.0  # with a teacher: weight of the per-layer terms (features.py); 0: outputs only
@@ -175,7 +176,8 @@ def _objective(req: TrainRequest, twin: Twin):
     if unknown:
         raise OnnxPruneError(f"{arg('loss_weights')} names no output of the model: {unknown} (its outputs: "
                              f"{twin.output_names})")
-    kinds = {**output_kinds(twin.model), **{name: "bernoulli" for name in sigmoid_outputs(twin.model)}}
+    kinds = {**output_kinds(twin.model, req.output_kinds),  # a declared kind wins over the graph's reading
+             **{name: "bernoulli" for name in sigmoid_outputs(twin.model) if name not in req.output_kinds}}
     return Distillation([kinds.get(name, "values") for name in twin.output_names], req.temperature, req.alpha,
                         labelled, [req.loss_weights.get(name, 1.0) for name in twin.output_names])
 
@@ -278,6 +280,14 @@ def _probe(twin: Twin, train_set, per_process: int, device) -> torch.Tensor:
     return probe
 
 
+def _trained_outputs(req: TrainRequest, twin: Twin) -> list[int]:
+    """The outputs the objective reads: the first for labels, each one a teacher's term weighs."""
+    if req.teacher is None:
+        return [0]
+    weighed = {k for k, name in enumerate(twin.output_names) if req.loss_weights.get(name, 1.0) != 0}
+    return sorted(weighed | ({0} if req.alpha > 0 else set()))
+
+
 def _fit_to_data(twin: Twin, train_set, req: TrainRequest, device, world: int) -> list[str]:
     """Check the output against the classes, freeze graph constants; returns the frozen names."""
     twin.to(device)
@@ -285,7 +295,7 @@ def _fit_to_data(twin: Twin, train_set, req: TrainRequest, device, world: int) -
     if req.labelled:
         with torch.no_grad():
             check_classes(first_output(call(twin.eval(), probe)), num_classes(train_set), req.dataset)
-    frozen = freeze_constants(twin, probe)
+    frozen = freeze_constants(twin, probe, _trained_outputs(req, twin))
     if not any(p.requires_grad for p in twin.parameters()):
         raise OnnxPruneError("the model has no trainable tensors (no float weights that reach the output)")
     return frozen
