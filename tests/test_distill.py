@@ -140,6 +140,47 @@ def test_loss_weights_leave_an_output_out(tmp_path):
     assert not np.array_equal(weights["out"]["w1"], weights["student"]["w1"])
 
 
+def _magnitude_net(seed: int, op: str) -> onnx.ModelProto:
+    """x [N, 4] -> op(h * h) W2 with h = x W1: op Sqrt (a magnitude, as an in-graph spectrogram takes it)
+    or Log (log(0) = -inf at a zero row: a loss no step can use)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Mul", ["h", "h"], ["p"]),
+             helper.make_node(op, ["p"], ["m"]), helper.make_node("MatMul", ["m", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "magnitude", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1])],
+                              [numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w1"),
+                               numpy_helper.from_array(rng.standard_normal((6, 1)).astype(np.float32), "w2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("op", ["Sqrt", "Log"])
+def test_silent_inputs_never_put_nan_into_the_weights(tmp_path, op):
+    """Every batch holds all-zero rows (silence). sqrt's gradient at 0 is taken as 0, so the layer
+    before a magnitude still trains; where a step's gradient is not finite anyway (log 0), the step is
+    left out and a warning says how many: the written weights stay finite."""
+    from onnx import numpy_helper
+
+    onnx.save(_magnitude_net(0, op), tmp_path / "teacher.onnx")
+    onnx.save(_magnitude_net(1, op), tmp_path / "student.onnx")
+    x = np.random.default_rng(0).standard_normal((128, 4)).astype(np.float32)
+    x[::4] = 0.0
+    np.savez(tmp_path / "x.npz", x_train=x, x_test=x[:32])
+    done = onnxprune("train", tmp_path / "student.onnx", "--teacher", tmp_path / "teacher.onnx", "--dataset", "npz",
+                     "--data-dir", tmp_path / "x.npz", "--no-normalize", "--epochs", "1", "--batch-size", "16",
+                     "-o", tmp_path / "out.onnx", "-q")
+    assert done.returncode == 0, done.stderr
+    weights = {m: {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / f"{m}.onnx")).graph.initializer}
+               for m in ("student", "out")}
+    assert all(np.isfinite(w).all() for w in weights["out"].values())
+    if op == "Sqrt":
+        assert not np.array_equal(weights["out"]["w1"], weights["student"]["w1"]) and "left out" not in done.stderr
+    else:
+        assert "8 training steps were left out: their gradients were not finite" in done.stderr, done.stderr
+        assert np.array_equal(weights["out"]["w1"], weights["student"]["w1"])
+
+
 @pytest.mark.parametrize("declared", [False, True], ids=["read_from_the_graph", "declared_values"])
 def test_a_head_declared_as_values_is_distilled_as_values(tmp_path, declared):
     """A Dense head of several scores reads as class logits, distilled by KL, which is blind to one shift

@@ -113,6 +113,7 @@ class Trainer:
         self.sampler = GlobalBatches(len(self.train_set), self.cfg.batch_size, rank=self.dist.rank,
                                      world=self.dist.world, seed=self.cfg.seed)
         self.history: list[EpochRecord] = []
+        self.skipped = 0  # training steps left out: a non-finite gradient
         self.start_epoch = 0
 
     # ----- checkpoint state -----------------------------------------------------------------------
@@ -165,7 +166,10 @@ class Trainer:
                 # DDP averages gradients over processes: scaling each share's summed loss by
                 # world / global batch makes that average the mean over the whole global batch.
                 (loss * (self.dist.world / n_global)).backward()
-                self.optimizer.step()
+                if self._finite_gradients():
+                    self.optimizer.step()
+                else:  # one batch's NaN or inf must not reach the weights that get written
+                    self.skipped += 1
                 totals += torch.stack([loss.detach().double(), correct.double(),
                                        torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
                 if step % 10 == 9 or step + 1 == len(sizes):
@@ -173,6 +177,10 @@ class Trainer:
                     update(step + 1, f"loss {s / n:.4f}  acc {100 * c / n:.2f} %")
         s, c, n = self.dist.sum(totals.tolist(), self.device)
         return s / max(n, 1), c / max(n, 1)
+
+    def _finite_gradients(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
 
     def loss(self, raw, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed loss, hits): against the labels, or with a teacher against its outputs (hits: the

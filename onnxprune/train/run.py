@@ -333,11 +333,13 @@ def _train(req: TrainRequest, warn, info, device) -> TrainResult:
                       f"{fitted['seconds']} s")
     with features.tapped(twin, teacher) if features else contextlib.nullcontext():
         history = trainer.fit()
+    if trainer.skipped:
+        warn(f"{trainer.skipped} training steps were left out: their gradients were not finite (NaN or inf)")
     measure = teacher_measure(trainer.objective) if teacher is not None else TrainResult.measure
     if info.main:
         _write_outputs(req, tied.model, twin, history, kept, total,
                        {"device": str(device), "processes": info.world, "untied": tied.untied, "fixed": frozen,
-                        "test_accuracy_means": measure,
+                        "test_accuracy_means": measure, "skipped_steps": trainer.skipped,
                         "feature_layers": len(features.taps) if features else 0, "reconstructed": fitted})
     return TrainResult(history, kept, total, tied.untied, frozen, trainer.start_epoch if payload else 0,
                        str(device), info.world, info.main, measure)

@@ -6,8 +6,25 @@ import torch
 
 from ..registry import add, register
 
+class _Sqrt(torch.autograd.Function):
+    """torch.sqrt whose gradient at 0 is 0, not 0 * inf = NaN: a magnitude sqrt(re^2 + im^2) of a
+    silent frame (DNSMOS' in-graph spectrogram) would otherwise turn every gradient above it into NaN.
+    The forward is torch.sqrt's, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = torch.sqrt(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return torch.where(out > 0, grad / (2 * out), torch.zeros_like(grad))
+
+
 UNARY = {
-    "Abs": torch.abs, "Neg": torch.neg, "Exp": torch.exp, "Log": torch.log, "Sqrt": torch.sqrt,
+    "Abs": torch.abs, "Neg": torch.neg, "Exp": torch.exp, "Log": torch.log, "Sqrt": _Sqrt.apply,
     "Reciprocal": torch.reciprocal, "Floor": torch.floor, "Ceil": torch.ceil, "Sign": torch.sign,
     "Sin": torch.sin, "Cos": torch.cos, "Tan": torch.tan, "Asin": torch.asin, "Acos": torch.acos,
     "Atan": torch.atan, "Sinh": torch.sinh, "Cosh": torch.cosh, "Asinh": torch.asinh,
