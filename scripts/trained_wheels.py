@@ -208,8 +208,10 @@ def accuracy(model: Path, feeds: dict, labels: list) -> float | None:
     return round(float((scores.argmax(1) == np.array(labels)).mean()), 4)
 
 
-def onnxsim_row(dense: onnx.ModelProto, calibration: list[dict], target: float, heldout: dict, shape) -> dict:
-    """onnxsim's calibrated structured pruning bisected to <= target MACs, then its finetune."""
+def onnxsim_row(dense: onnx.ModelProto, calibration: list[dict], target: float, heldout: dict, shape,
+                kinds: dict | None = None) -> dict:
+    """onnxsim's calibrated structured pruning bisected to <= target MACs, then its finetune (`kinds`:
+    output kinds the graph cannot tell, as compare's --output-kind)."""
     try:
         from onnxsim.finetune import apply_pruning_finetune
         from onnxsim.pruning import apply_structured_wanda_pruning
@@ -233,10 +235,10 @@ def onnxsim_row(dense: onnx.ModelProto, calibration: list[dict], target: float, 
     if best is None:
         return {"onnxsim": f"cannot reach {target} of MACs (at sparsity 0.95: {kept:.3f})"}
     pruned, kept = best
-    row = {"onnxsim_macs": round(kept, 3), "onnxsim_pruned": figures(fidelity_compare(pruned, dense, heldout))}
+    row = {"onnxsim_macs": round(kept, 3), "onnxsim_pruned": figures(fidelity_compare(pruned, dense, heldout, kinds=kinds))}
     try:
         tuned = apply_pruning_finetune(dense, pruned, calibration_data=calibration)
-        row["onnxsim_finetuned"] = figures(fidelity_compare(tuned, dense, heldout))
+        row["onnxsim_finetuned"] = figures(fidelity_compare(tuned, dense, heldout, kinds=kinds))
     except Exception as err:  # noqa: BLE001
         row["onnxsim_finetuned"] = f"fails: {type(err).__name__}"
         tuned = pruned
