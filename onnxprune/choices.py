@@ -17,3 +17,4 @@ DEVICES = ("auto", "cpu", "cuda")  # where scoring runs (auto: CUDA when availab
 # How a folder of images is read (fidelity/images.py): memory layout and channel order.
 LAYOUTS = ("nchw", "nhwc")
 COLORS = ("rgb", "bgr", "gray")
+OUTPUT_KINDS = ("logits", "probs", "log_probs", "values")  # what --output-kind declares, graph/outputs.py

@@ -30,22 +30,22 @@ def output_kind_option(command):
     """--output-kind NAME=KIND (repeatable): what an output holds, where the graph cannot tell."""
     import click
 
-    from ..graph.outputs import KINDS
+    from ..choices import OUTPUT_KINDS
 
     return click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
-                        help=f"What output NAME holds ({', '.join(KINDS)}; repeatable), where the graph "
+                        help=f"What output NAME holds ({', '.join(OUTPUT_KINDS)}; repeatable), where the graph "
                              "cannot tell: a Dense head of regression scores reads as class logits.")(command)
 
 
 def parse_output_kinds(texts) -> dict[str, str]:
     """("score=values", ...) -> {"score": "values"} (one clear line for a malformed entry)."""
-    from ..graph.outputs import KINDS
+    from ..choices import OUTPUT_KINDS
 
     kinds = {}
     for text in texts:
         name, _, kind = text.rpartition("=")
-        if not name or kind not in KINDS:
-            raise OnnxPruneError(f"--output-kind {text!r}: expected NAME=KIND, KIND one of {', '.join(KINDS)}")
+        if not name or kind not in OUTPUT_KINDS:
+            raise OnnxPruneError(f"--output-kind {text!r}: expected NAME=KIND, KIND one of {', '.join(OUTPUT_KINDS)}")
         kinds[name] = kind
     return kinds
 

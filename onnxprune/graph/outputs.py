@@ -22,7 +22,6 @@ from .facts import GraphFacts, attr
 NORMALIZED = {"Softmax": "probs", "LogSoftmax": "log_probs"}
 HEADS = {"Gemm": "logits", "MatMul": "logits", "Add": "logits", **NORMALIZED}
 CLASS_KINDS = frozenset(HEADS.values())  # the kinds that hold class scores; the rest is "values"
-KINDS = ("logits", "probs", "log_probs", "values")  # what --output-kind may declare
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
