@@ -39,9 +39,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import real_models  # noqa: E402
-from onnxprune.structured.latency import compare as time_models  # noqa: E402
 from speech_synth import clip  # noqa: E402
-from trained_wheels import figures, onnxprune, onnxsim_row  # noqa: E402
+from trained_wheels import figures, onnxprune, onnxsim_row, speedup  # noqa: E402
 
 PACKAGE, MEMBER, SAMPLES = "speechmos==0.0.1.1", "sig_bak_ovr.onnx", 144160  # 9.01 s at 16 kHz
 SCORES = ("SIG", "BAK", "OVRL")
@@ -111,8 +110,7 @@ def main() -> None:
             row["recovery_seconds"] = round(time.perf_counter() - start, 1)
             row["recovered"] = figures(onnxprune("compare", recovered, model, "--data", held, *kind))
             row["recovered_scores"] = agreement(scores(str(recovered), held_x), dense_held)
-            row["speedup"] = round(time_models(dense, onnx.load(str(recovered)), input_shapes={name: (1, SAMPLES)},
-                                               threads=1, runs=15)["speedup"], 2)
+            row["speedup"] = speedup(dense, recovered, {name: (1, SAMPLES)})
             if not args.no_onnxsim:
                 calibration = [{name: recovery_x[i:i + 8]} for i in range(0, 64, 8)]
                 row.update(onnxsim_row(dense, calibration, target, {name: held_x}, {name: (1, SAMPLES)},

@@ -33,8 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import real_models  # noqa: E402
-from onnxprune.structured.latency import compare as time_models  # noqa: E402
-from trained_wheels import figures, onnxprune  # noqa: E402
+from trained_wheels import figures, onnxprune, speedup  # noqa: E402
 
 ROOTS = ["/usr/lib/python3", "/usr/share", "/usr/bin", "/usr/lib/x86_64-linux-gnu", "/etc", "/usr/include",
          sys.prefix]
@@ -103,8 +102,7 @@ def main() -> None:
                           "--epochs", args.epochs, "-o", recovered, "-q", "--overwrite")
                 row["recovery_seconds"] = round(time.perf_counter() - start, 1)
                 row["recovered"] = figures(onnxprune("compare", recovered, model, "--data", held))
-                row["speedup"] = round(time_models(dense, onnx.load(str(recovered)), input_shapes={name: (1, 2048)},
-                                                   threads=1, runs=15)["speedup"], 2)
+                row["speedup"] = speedup(dense, recovered, {name: (1, 2048)})
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if args.json:

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from models.torch_nets import AttentionStack  # noqa: E402
-from onnxprune.structured.latency import compare as time_models  # noqa: E402
+from trained_wheels import speedup  # noqa: E402
 
 EXE = Path(sys.executable).parent / "onnxprune"
 MNIST = ROOT / "tests" / "data" / "mnist10k.npz"
@@ -114,8 +114,7 @@ def block_row(dense: onnx.ModelProto, calibration: list[dict], target: float, he
     tuned = apply_pruning_finetune(dense, pruned, calibration_data=calibration)
     row["onnxsim_finetuned"] = figures(fidelity_compare(tuned, dense, heldout))
     row["onnxsim_seconds"] = round(time.perf_counter() - start, 1)
-    row["onnxsim_speedup"] = round(time_models(dense, tuned, input_shapes={"rows": (1, 28, 28)}, threads=1,
-                                               runs=15)["speedup"], 2)
+    row["onnxsim_speedup"] = speedup(dense, tuned, {"rows": (1, 28, 28)})
     return row
 
 
@@ -167,9 +166,7 @@ def main() -> None:
             row["recovered"] = figures(recovered, dense, heldout, folder)
             row["accuracy"] = {"dense": accuracy(dense, x_test, y_test), "pruned": accuracy(pruned, x_test, y_test),
                                "recovered": accuracy(recovered, x_test, y_test)}
-            timing = time_models(onnx.load(str(dense)), onnx.load(str(recovered)), input_shapes={"rows": (1, 28, 28)},
-                                 threads=1, runs=15)
-            row["speedup"] = round(timing["speedup"], 2)
+            row["speedup"] = speedup(onnx.load(str(dense)), recovered, {"rows": (1, 28, 28)})
             print(json.dumps(row), flush=True)
             rows.append(row)
         if not args.no_onnxsim:

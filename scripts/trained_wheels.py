@@ -197,6 +197,13 @@ def figures(report: dict) -> dict:
     return {"agreement": round(out["top1_agreement"], 4)}
 
 
+def speedup(dense: onnx.ModelProto, pruned: onnx.ModelProto | Path, shapes: dict) -> float:
+    """onnxruntime's speed-up of `pruned` over `dense`, as every table quotes it: CPU, batch 1 (the
+    `shapes` given), one thread, median of 15."""
+    pruned = pruned if isinstance(pruned, onnx.ModelProto) else onnx.load(str(pruned))
+    return round(time_models(dense, pruned, input_shapes=shapes, threads=1, runs=15)["speedup"], 2)
+
+
 def accuracy(model: Path, feeds: dict, labels: list) -> float | None:
     import onnxruntime as ort
 
@@ -235,15 +242,16 @@ def onnxsim_row(dense: onnx.ModelProto, calibration: list[dict], target: float, 
     if best is None:
         return {"onnxsim": f"cannot reach {target} of MACs (at sparsity 0.95: {kept:.3f})"}
     pruned, kept = best
-    row = {"onnxsim_macs": round(kept, 3), "onnxsim_pruned": figures(fidelity_compare(pruned, dense, heldout, kinds=kinds))}
+    row = {"onnxsim_macs": round(kept, 3),
+           "onnxsim_pruned": figures(fidelity_compare(pruned, dense, heldout, output_kinds=kinds))}
     try:
         tuned = apply_pruning_finetune(dense, pruned, calibration_data=calibration)
-        row["onnxsim_finetuned"] = figures(fidelity_compare(tuned, dense, heldout, kinds=kinds))
+        row["onnxsim_finetuned"] = figures(fidelity_compare(tuned, dense, heldout, output_kinds=kinds))
     except Exception as err:  # noqa: BLE001
         row["onnxsim_finetuned"] = f"fails: {type(err).__name__}"
         tuned = pruned
     row["onnxsim_seconds"] = round(time.perf_counter() - start, 1)
-    row["onnxsim_speedup"] = round(time_models(dense, tuned, input_shapes=shape, threads=1, runs=15)["speedup"], 2)
+    row["onnxsim_speedup"] = speedup(dense, tuned, shape)
     return row
 
 
@@ -286,8 +294,7 @@ def run_subject(name: str, subject: Subject, targets: list[float], folder: Path,
         row["recovered"] = figures(onnxprune("compare", recovered, model, "--data", held, *image))
         row["accuracy"] = {"dense": accuracy(model, heldout, labels), "pruned": accuracy(pruned, heldout, labels),
                            "recovered": accuracy(recovered, heldout, labels)}
-        row["speedup"] = round(time_models(dense, onnx.load(str(recovered)), input_shapes=shape, threads=1,
-                                           runs=15)["speedup"], 2)
+        row["speedup"] = speedup(dense, recovered, shape)
         if onnxsim:
             row.update(onnxsim_row(dense, calibration, target, heldout, shape))
         print(json.dumps(row), flush=True)

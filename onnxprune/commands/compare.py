@@ -42,12 +42,13 @@ def compare(pruned, original, data, split, samples, batch_size, input_shapes, mi
         check_output_path(report_path, overwrite=overwrite, inputs=(pruned, original))
     candidate, reference = load_model(pruned), load_model(original)
     fidelity.check_interfaces(candidate, reference)  # before reading any data for them
-    kinds = read_kinds(reference, parse_output_kinds(output_kinds))
+    declared = parse_output_kinds(output_kinds)
+    read_kinds(reference, declared)  # names checked before any data is read
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     images = parse_image_options(image_size, mean, std, layout, color)
     feeds = fidelity.load_inputs(data, reference, split=split, samples=samples, input_shapes=shapes or None,
                                  images=images)
-    result = fidelity.compare(candidate, reference, feeds, batch_size=batch_size, kinds=kinds)
+    result = fidelity.compare(candidate, reference, feeds, batch_size=batch_size, output_kinds=declared)
     result.update(pruned=str(pruned), original=str(original), data=str(data), min_agreement=min_agreement)
     click.echo(f"{result['samples']} samples of {data}")
     for name, o in result["outputs"].items():

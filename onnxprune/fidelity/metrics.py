@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from ..errors import DataError
-from ..graph.outputs import output_kinds
+from ..graph.outputs import output_kinds as read_kinds
 
 
 def run_all(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
@@ -44,14 +44,14 @@ def run_all(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], batch_size:
 
 def compare(pruned: onnx.ModelProto | str | Path, original: onnx.ModelProto | str | Path,
             feeds: Mapping[str, np.ndarray], *, batch_size: int = 64,
-            kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
+            output_kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
     """{"samples", "outputs": {name: {"kind", figures..., "agreement"}}, "agreement": the lowest};
-    `kinds` (output name -> kind) where the caller knows better than the graph (graph.outputs)."""
+    `output_kinds` (name -> kind) where the caller knows better than the graph (graph.outputs)."""
     from ..io import load_model
 
     pruned, original = (m if isinstance(m, onnx.ModelProto) else load_model(m) for m in (pruned, original))
     check_interfaces(pruned, original)
-    kinds = output_kinds(original, dict(kinds or {}))
+    kinds = read_kinds(original, dict(output_kinds or {}))
     got, want = run_all(pruned, feeds, batch_size), run_all(original, feeds, batch_size)
     outputs = {}
     for name, reference in want.items():

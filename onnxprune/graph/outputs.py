@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..errors import OnnxPruneError
+from ..errors import OnnxPruneError, arg
 from .facts import GraphFacts, attr
 
 NORMALIZED = {"Softmax": "probs", "LogSoftmax": "log_probs"}
@@ -48,7 +48,7 @@ def output_kinds(model: onnx.ModelProto, declared: dict[str, str] | None = None)
         kinds[value.name] = kind if len(dims) == 2 or kind in NORMALIZED.values() else "values"
     unknown = sorted(set(declared or {}) - set(kinds))
     if unknown:
-        raise OnnxPruneError(f"--output-kind names no float output of the model: {unknown[0]!r} (its float "
+        raise OnnxPruneError(f"{arg('output_kinds')} names no float output of the model: {unknown[0]!r} (its float "
                              f"outputs: {', '.join(kinds) or 'none'})")
     return {**kinds, **(declared or {})}
 

@@ -57,7 +57,7 @@ def rewrite(cg: ChannelGraph, removed: np.ndarray) -> onnx.ModelProto:
     for fix in cg.fixes:
         if fix.kind == "attr":
             _set_attr(model.graph.node[fix.index], fix.attr, int((~removed[cg.channel[fix.ids]]).sum()), fix.pos)
-    folded += _add_maps(model.graph, maps, kept, _pins(cg, removed))  # inserts nodes: after all that indexes them
+    folded += _add_constants(model.graph, maps, kept, _pins(cg, removed))  # inserts nodes: after all that indexes them
     if folded:
         record(model, recorded(model), folded)  # verify --reference judges these by the outputs
     del model.graph.value_info[:]  # channel counts changed; runtimes re-infer
@@ -149,7 +149,7 @@ def _response(cg: ChannelGraph, node: onnx.NodeProto, x: np.ndarray, axis: int, 
     return y[:1]
 
 
-def _add_maps(graph: onnx.GraphProto, maps: list, kept: dict, pins: list) -> list[str]:
+def _add_constants(graph: onnx.GraphProto, maps: list, kept: dict, pins: list) -> list[str]:
     """Each consumer that absorbs a map of constants writes to "<output>_unfolded", and an Add of that
     map (sliced like its output channels), right after it, writes its output; so does a pinned Shape,
     with the count its removed channels took off; the added constants' names."""
