@@ -460,6 +460,53 @@ def test_grouped_conv_removes_whole_groups():
     assert w.dims[0] == 6 * group and w.dims[1] == 4  # 6 outputs and 4 inputs per kept group
 
 
+class ShuffleUnit(nn.Module):
+    """ShuffleNet v1's unit: grouped 1x1, channel shuffle (sized from x.shape at run time), depthwise
+    3x3, grouped 1x1; a residual Add, or (stride 2) concatenated with the average-pooled input."""
+
+    def __init__(self, cin, cout, mid, groups, stride):
+        super().__init__()
+        self.groups, self.stride = groups, stride
+        self.reduce = cbr(cin, mid, 1, groups=groups)
+        self.dw = nn.Sequential(nn.Conv2d(mid, mid, 3, stride, 1, groups=mid), nn.BatchNorm2d(mid))
+        branch = cout - cin if stride == 2 else cout
+        self.expand = nn.Sequential(nn.Conv2d(mid, branch, 1, groups=groups), nn.BatchNorm2d(branch))
+        self.pool = nn.AvgPool2d(3, 2, 1)
+
+    def forward(self, x):
+        y = self.reduce(x)
+        n, c, h, w = y.shape
+        y = y.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        y = self.expand(self.dw(y))
+        return torch.relu(torch.cat([y, self.pool(x)], 1) if self.stride == 2 else y + x)
+
+
+def test_channel_shuffle_removes_equal_counts_per_group(tmp_path):
+    """After ShuffleNet v1's shuffle every group of the next grouped Conv reads channels of every
+    group before it: whole groups would tie all of them. That Conv loses as many inputs and outputs
+    per group instead (group count kept), the channel count the shuffle reads through Shape is
+    pinned to the original's, and the result equals the zeroed original, also through the CLI."""
+    torch.manual_seed(0)
+    net = nn.Sequential(cbr(3, 12, 3), ShuffleUnit(12, 48, 16, 2, 2), ShuffleUnit(48, 48, 16, 2, 1),
+                        ShuffleUnit(48, 48, 16, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 5))
+    model = export(net, (1, 3, 16, 16))
+    cg, removed = check_exact(model, fraction=0.5)
+    assert cg.coverage() == 1.0
+    pruned = rewrite(cg, removed)
+    weights = {t.name: t for t in pruned.graph.initializer}
+    expand = [next(a.i for a in n.attribute if a.name == "group") for n in pruned.graph.node
+              if n.op_type == "Conv" and ".expand." in n.input[1] and weights[n.input[1]].dims[1] < 8]
+    assert expand and set(expand) == {2}  # fewer inputs per group, both groups kept
+    path, out = tmp_path / "shufflenet.onnx", tmp_path / "pruned.onnx"
+    onnx.save(model, path)
+    cli = [str(Path(sys.executable).parent / "onnxprune")]
+    done = subprocess.run(cli + ["prune", str(path), "--structure", "channel", "--macs", "0.75", "-m", "l2",
+                                 "--round-to", "1", "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(cli + ["verify", str(out), "--reference", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "verified" in done.stdout, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("opset", [18, 21])
 def test_group_norm_removes_whole_groups(opset):
     """GroupNormalization (scale and bias per group at opset 18, per channel at 21): a group's

@@ -109,8 +109,9 @@ class DimFix:
     `target` the tensor, `index` the position) or a node attribute (`kind` "attr": `target` the node
     name, `index` its position in graph.node, `attr` the attribute, `pos` the position in a list
     attribute or -1), or a channel count read at run time that keeps the original's value (`kind`
-    "pin": `target` a Shape's output, `index` the count's position there; approximate mode, where
-    the count reaches what the rules cannot follow: head_dim = E / heads in nn.MultiheadAttention).
+    "pin": `target` a Shape's output, `index` the count's position there, where the count reaches
+    what the rules cannot follow: head_dim = E / heads in nn.MultiheadAttention, c // groups in a
+    channel shuffle).
     A pinned count is what the zeroed reference reads; the rules have rewritten every size it gives
     to a channel axis (a Reshape entry becomes a constant of its own)."""
 
@@ -142,10 +143,13 @@ class Analysis:
     """Mutable state of one pass over a graph; op handlers (rules.py) call these methods."""
 
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                 second: dict[str, np.ndarray] | None = None, loose: bool = False, refused: frozenset = frozenset()):
+                 second: dict[str, np.ndarray] | None = None, loose: bool = False, refused: frozenset = frozenset(),
+                 balanced: frozenset = frozenset()):
         self.model, self.graph, self.shapes = model, model.graph, shapes
         self.loose = loose  # approximate mode: the rules that change the computation apply (`approximate`)
         self.refused = refused  # nodes (by first output) where they gained nothing in an earlier pass
+        self.balanced = balanced  # grouped Convs (by first output) whose groups each lose as many channels
+        self.mixed: set[str] = set()  # grouped Convs whose groups share channels: balanced in the next pass
         # (elements per position, the rule's name, the node's first output, the positions' axis there)
         self.approximations: list[tuple[np.ndarray, str, str, int]] = []
         self.second = second  # Shape node output -> value with every symbolic input dim doubled (None: not measured)

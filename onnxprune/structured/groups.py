@@ -83,19 +83,22 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
     the rules that change the computation where a channel goes apply too (graph.Analysis.approximate)."""
     probe = dict(input_shapes or _probe_shapes(model))
     shapes, second = value_shapes(model, probe), _second_probe(model, probe)
-    refused: frozenset = frozenset()
-    while True:  # an approximation whose channels end up frozen anyway only labels more: undo it, again
-        cg = _analyze_once(model, probe, shapes, second, approximate, refused)
+    refused = balanced = frozenset()
+    # Again while an approximation's channels end up frozen anyway (it only labels more: undo it) or a
+    # grouped Conv's groups share channels (whole groups would tie them all: take it balanced).
+    while True:
+        cg, mixed = _analyze_once(model, probe, shapes, second, approximate, refused, balanced)
         stuck = {site for site, _, _, channels in cg.sites if cg.frozen[channels].all()}
-        if stuck <= refused:
+        if stuck <= refused and mixed <= balanced:
             return cg
-        refused |= stuck
+        refused, balanced = refused | stuck, balanced | mixed
 
 
-def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, approximate: bool, refused: frozenset
-                  ) -> ChannelGraph:
-    """One pass of the analysis, the approximate rules refused at the `refused` nodes."""
-    a = Analysis(model, shapes, second, loose=approximate, refused=refused)
+def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, approximate: bool, refused: frozenset,
+                  balanced: frozenset) -> tuple[ChannelGraph, set[str]]:
+    """One pass of the analysis, the approximate rules refused at the `refused` nodes and the
+    `balanced` grouped Convs taken so; and the grouped Convs whose groups shared channels."""
+    a = Analysis(model, shapes, second, loose=approximate, refused=refused, balanced=balanced)
     inner = _subgraph_names(model.graph)
     for i, node in enumerate(a.nodes):
         rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
@@ -125,7 +128,7 @@ def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, app
             reasons[why] = reasons.get(why, 0) + 1
     sites = [(site, rule, axis, channel[ids]) for ids, rule, site, axis in a.approximations]
     return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
-                        _traffic(a, channel, len(unique)), a.folds, sites)
+                        _traffic(a, channel, len(unique)), a.folds, sites), a.mixed
 
 
 # Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their

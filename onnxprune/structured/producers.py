@@ -56,21 +56,52 @@ def conv(a: Analysis, i: int) -> None:
         ids = _dense(a, i, lab, in_axis=1, out_axis=0, n_out=c_out, macs=macs, bias_slot=2, fold=fold)
         a.labels[out] = Label(1, ids, np.ones(c_out, bool))
     elif lab is not None and c_in % group == 0 and c_out % group == 0:
-        # grouped (depthwise when c_in == group): group g's outputs read only group g's inputs, so a
-        # whole group goes at once, inputs and outputs together; zero filters and bias make it 0
-        per_in = c_in // group
-        blocks = lab.ids.reshape(group, per_in)
-        for block in blocks[:, 1:].T:
-            a.union(blocks[:, 0], block)
-        ids = np.repeat(blocks[:, 0], c_out // group)
-        a.slice(i, 1, 0, ids, "param")
-        _bias(a, i, 2, ids)
-        a.fix_attr(i, "group", blocks[:, 0])
-        a.terms.append(Term(node.name, macs / c_out, (a.key(i, 1, 0),), "macs"))
-        a.labels[out] = Label(1, ids, np.ones(c_out, bool))
+        blocks = lab.ids.reshape(group, c_in // group)
+        if node.output[0] in a.balanced:
+            _grouped_balanced(a, i, lab, blocks, c_out // group, macs)
+        else:
+            _grouped_whole(a, i, lab, blocks, c_out, macs)
     else:
         a.freeze_inputs(node, f"grouped convolution (group={group}) on an input without channel structure")
         a.terms.append(Term(node.name, macs, (), "macs"))
+
+
+def _grouped_whole(a: Analysis, i: int, lab: Label, blocks: np.ndarray, c_out: int, macs: float) -> None:
+    """Grouped Conv (depthwise when a group reads one channel): group g's outputs read only group g's
+    inputs, so a whole group goes at once, inputs and outputs together; zero filters and bias make it 0.
+    Where groups already share channels (after a channel shuffle) this ties them all: the node is
+    noted in `a.mixed`, and the next pass takes it balanced (groups.analyze)."""
+    node = a.nodes[i]
+    group, per_in = blocks.shape
+    if per_in > 1 and c_out > group:
+        roots = [{a.find(e) for e in row.tolist()} for row in blocks]
+        if len(set().union(*roots)) < sum(map(len, roots)):
+            a.mixed.add(node.output[0])
+    for block in blocks[:, 1:].T:
+        a.union(blocks[:, 0], block)
+    ids = np.repeat(blocks[:, 0], c_out // group)
+    a.slice(i, 1, 0, ids, "param")
+    _bias(a, i, 2, ids)
+    a.fix_attr(i, "group", blocks[:, 0])
+    a.terms.append(Term(node.name, macs / c_out, (a.key(i, 1, 0),), "macs"))
+    a.labels[node.output[0]] = Label(1, ids, np.ones(c_out, bool))
+
+
+def _grouped_balanced(a: Analysis, i: int, lab: Label, blocks: np.ndarray, per_out: int, macs: float) -> None:
+    """Grouped Conv whose groups each lose as many channels: input position j of every group is one
+    channel, and so is output position o, so the weight loses whole columns and rows and the group
+    count stays (ShuffleNet: after the shuffle every group reads channels of every group before it).
+    Exact: removed inputs are 0, removed outputs have zero filters and bias."""
+    node = a.nodes[i]
+    for row in blocks[1:]:
+        a.union(blocks[0], row)
+    a.require_zero(lab, node)
+    a.slice(i, 1, 1, blocks[0], "input")
+    ids = np.tile(a.new(per_out), len(blocks))
+    a.slice(i, 1, 0, ids, "param")
+    _bias(a, i, 2, ids)
+    a.terms.append(Term(node.name, macs / (len(ids) * blocks.shape[1]), (a.key(i, 1, 0), a.key(i, 1, 1)), "macs"))
+    a.labels[node.output[0]] = Label(1, ids, np.ones(len(ids), bool))
 
 
 @constant_params

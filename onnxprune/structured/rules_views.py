@@ -343,7 +343,9 @@ def shape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
     dim, Slice before the channel axis: x.view(x.size(0), -1)), and when the channel count it reads
     only becomes Reshape entries whose axis holds the same channels (GPT-2's x.view(-1, x.size(-1))):
     pruned, the count read at run time is the kept one. Those entries are checked by the Reshape rule
-    (_reshape_fix), and Analysis.close freezes the channels if any was not."""
+    (_reshape_fix), and Analysis.close freezes the channels if any was not. A count that goes anywhere
+    else (c // groups for a channel shuffle, E / H for heads) is pinned: it reads the original count,
+    as the zeroed reference does, and each Reshape it sizes gets a constant of its own."""
     rank = len(a.shapes[node.input[0]])
     start = attr(node, "start", 0) % max(rank, 1) if attr(node, "start", 0) < 0 else attr(node, "start", 0)
     end = attr(node, "end", rank)
@@ -353,11 +355,8 @@ def shape(a: Analysis, i: int, node: onnx.NodeProto, lab: Label) -> None:
         return
     found = _count_uses(a, node.output[0], dims.index(lab.axis))
     why = f"Shape '{node.name}' of a channel tensor is used for its channel count"
-    if found is None and a.loose:  # read as the original count at run time (the reference's): see DimFix
+    if found is None:  # read as the original count at run time (the reference's): see DimFix
         a.fixes.append(DimFix("pin", node.output[0], dims.index(lab.axis), lab.ids))
-        return
-    if found is None:
-        a.freeze(lab.ids, why)
         return
     uses, compared = found
     for use, factor in uses.items():
