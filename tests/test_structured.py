@@ -481,22 +481,28 @@ class ShuffleUnit(nn.Module):
         return torch.relu(torch.cat([y, self.pool(x)], 1) if self.stride == 2 else y + x)
 
 
-def test_channel_shuffle_removes_equal_counts_per_group(tmp_path):
+@pytest.mark.parametrize("groups, mid", [(2, 16), (3, 24)])
+def test_channel_shuffle_removes_equal_counts_per_group(tmp_path, groups, mid):
     """After ShuffleNet v1's shuffle every group of the next grouped Conv reads channels of every
-    group before it: whole groups would tie all of them. That Conv loses as many inputs and outputs
-    per group instead (group count kept), the channel count the shuffle reads through Shape is
-    pinned to the original's, and the result equals the zeroed original, also through the CLI."""
+    group before it: whole groups would tie all of them. Those Convs lose as many inputs and outputs
+    per group instead (group count kept), the count the shuffle reads through Shape is pinned to the
+    original's, and the result equals the zeroed original, also through the CLI. With 3 groups of 8
+    the bottleneck stays whole (a channel would take 3 positions across the shuffle's rows, which 8
+    does not divide); the stage width goes."""
     torch.manual_seed(0)
-    net = nn.Sequential(cbr(3, 12, 3), ShuffleUnit(12, 48, 16, 2, 2), ShuffleUnit(48, 48, 16, 2, 1),
-                        ShuffleUnit(48, 48, 16, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 5))
+    net = nn.Sequential(cbr(3, 12, 3), ShuffleUnit(12, 48, mid, groups, 2), ShuffleUnit(48, 48, mid, groups, 1),
+                        ShuffleUnit(48, 48, mid, groups, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 5))
     model = export(net, (1, 3, 16, 16))
     cg, removed = check_exact(model, fraction=0.5)
     assert cg.coverage() == 1.0
     pruned = rewrite(cg, removed)
     weights = {t.name: t for t in pruned.graph.initializer}
-    expand = [next(a.i for a in n.attribute if a.name == "group") for n in pruned.graph.node
-              if n.op_type == "Conv" and ".expand." in n.input[1] and weights[n.input[1]].dims[1] < 8]
-    assert expand and set(expand) == {2}  # fewer inputs per group, both groups kept
+    pointwise = {n.input[1]: next(a.i for a in n.attribute if a.name == "group") for n in pruned.graph.node
+                 if n.op_type == "Conv" and (".expand." in n.input[1] or ".reduce." in n.input[1])}
+    assert set(pointwise.values()) == {groups}
+    assert weights["3.expand.0.weight"].dims[0] < 48  # the stage width
+    if groups == 2:  # the bottleneck: fewer inputs per group after the shuffle
+        assert any(weights[name].dims[1] < mid // groups for name in pointwise if ".expand." in name)
     path, out = tmp_path / "shufflenet.onnx", tmp_path / "pruned.onnx"
     onnx.save(model, path)
     cli = [str(Path(sys.executable).parent / "onnxprune")]

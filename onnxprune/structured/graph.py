@@ -149,7 +149,9 @@ class Analysis:
         self.loose = loose  # approximate mode: the rules that change the computation apply (`approximate`)
         self.refused = refused  # nodes (by first output) where they gained nothing in an earlier pass
         self.balanced = balanced  # grouped Convs (by first output) whose groups each lose as many channels
-        self.mixed: set[str] = set()  # grouped Convs whose groups share channels: balanced in the next pass
+        self.whole: list[tuple[str, np.ndarray]] = []  # grouped Convs that lose whole groups, an element per group
+        self.mixed: set[str] = set()  # those whose groups ended up tied to each other: balanced in the next pass
+        self.balance: list[np.ndarray] = []  # a balanced Conv's outputs, one row per group: close() evens them
         # (elements per position, the rule's name, the node's first output, the positions' axis there)
         self.approximations: list[tuple[np.ndarray, str, str, int]] = []
         self.second = second  # Shape node output -> value with every symbolic input dim doubled (None: not measured)
@@ -474,6 +476,17 @@ class Analysis:
         self.fixes = [replace(f, copy=True) if id(f) in chosen else f for f in self.fixes]
         return True
 
+    def _even(self, blocks: np.ndarray) -> None:
+        """Tie position j of every row (group) of `blocks` unless each channel already holds as many
+        positions in every row. Ties only merge channels, so what was even stays even."""
+        roots = np.array([[self.find(e) for e in row] for row in blocks.tolist()])
+        values, inverse = np.unique(roots, return_inverse=True)
+        counts = np.zeros((len(values), len(blocks)), np.int64)
+        np.add.at(counts, (inverse.reshape(roots.shape), np.arange(len(blocks))[:, None]), 1)
+        if (counts != counts[:, :1]).any():
+            for row in blocks[1:]:
+                self.union(blocks[0], row)
+
     def close(self) -> None:
         """Freeze what a rewrite could not keep consistent; tie tensors sliced twice along one axis."""
         first: dict[tuple[str, int], Slice] = {}
@@ -483,6 +496,8 @@ class Analysis:
                 self.union(first[k].ids, s.ids)
             else:
                 first[k] = s
+        for blocks in self.balance:  # a channel must take as many outputs from each group
+            self._even(blocks)
         for uses, ids, compared, why in self.pending_counts:  # a channel count read where the channels differ
             labels = [self.labels.get(t) for t, _ in compared]
             if not uses <= self.accepted_counts or any(
@@ -511,6 +526,7 @@ class Analysis:
         for name in self.outputs:  # graph outputs keep their channels
             if name in self.labels:
                 self.freeze(self.labels[name].ids, f"'{name}' is a graph output")
+        self.mixed = {name for name, firsts in self.whole if len({self.find(e) for e in firsts.tolist()}) < len(firsts)}
 
 
 def _who(node: onnx.NodeProto) -> str:

@@ -69,14 +69,12 @@ def conv(a: Analysis, i: int) -> None:
 def _grouped_whole(a: Analysis, i: int, lab: Label, blocks: np.ndarray, c_out: int, macs: float) -> None:
     """Grouped Conv (depthwise when a group reads one channel): group g's outputs read only group g's
     inputs, so a whole group goes at once, inputs and outputs together; zero filters and bias make it 0.
-    Where groups already share channels (after a channel shuffle) this ties them all: the node is
-    noted in `a.mixed`, and the next pass takes it balanced (groups.analyze)."""
+    Where groups end up tied to each other (a channel shuffle reads every group) this removes nothing:
+    Analysis.close notes the node in `a.mixed`, and the next pass takes it balanced (groups.analyze)."""
     node = a.nodes[i]
     group, per_in = blocks.shape
     if per_in > 1 and c_out > group:
-        roots = [{a.find(e) for e in row.tolist()} for row in blocks]
-        if len(set().union(*roots)) < sum(map(len, roots)):
-            a.mixed.add(node.output[0])
+        a.whole.append((node.output[0], blocks[:, 0]))
     for block in blocks[:, 1:].T:
         a.union(blocks[:, 0], block)
     ids = np.repeat(blocks[:, 0], c_out // group)
@@ -88,16 +86,19 @@ def _grouped_whole(a: Analysis, i: int, lab: Label, blocks: np.ndarray, c_out: i
 
 
 def _grouped_balanced(a: Analysis, i: int, lab: Label, blocks: np.ndarray, per_out: int, macs: float) -> None:
-    """Grouped Conv whose groups each lose as many channels: input position j of every group is one
-    channel, and so is output position o, so the weight loses whole columns and rows and the group
-    count stays (ShuffleNet: after the shuffle every group reads channels of every group before it).
-    Exact: removed inputs are 0, removed outputs have zero filters and bias."""
+    """Grouped Conv whose groups each lose as many channels, the group count kept (ShuffleNet: after
+    the shuffle every group reads channels of every group before it). The weight's input axis is
+    shared by the groups, so input position j of every group is one channel; each output is a
+    channel of its own, and Analysis.close ties them across groups where what reads them did not
+    already make every channel take as many from each group. Exact: removed inputs are 0, removed
+    outputs have zero filters and bias."""
     node = a.nodes[i]
     for row in blocks[1:]:
         a.union(blocks[0], row)
     a.require_zero(lab, node)
     a.slice(i, 1, 1, blocks[0], "input")
-    ids = np.tile(a.new(per_out), len(blocks))
+    ids = a.new(len(blocks) * per_out)
+    a.balance.append(ids.reshape(len(blocks), per_out))
     a.slice(i, 1, 0, ids, "param")
     _bias(a, i, 2, ids)
     a.terms.append(Term(node.name, macs / (len(ids) * blocks.shape[1]), (a.key(i, 1, 0), a.key(i, 1, 1)), "macs"))

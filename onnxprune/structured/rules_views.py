@@ -80,6 +80,12 @@ def _split_parts(a: Analysis, i: int, node: onnx.NodeProto, lab: Label, src: tup
         return False
     ids, zero = lab.ids.reshape(dst[b], -1), lab.zero.reshape(dst[b], -1)
     repeats = inner == 1 and (ids == ids[0]).all() and (zero == zero[0]).all()
+    if inner == 1 and not repeats and any(np.array_equal(ids, block) for block in a.balance):
+        # a balanced grouped Conv's outputs split by group (ShuffleNet's shuffle): position j of every
+        # group is one channel, so each group loses as many, as the Conv needs
+        for row in ids[1:]:
+            a.union(ids[0], row)
+        zero, repeats = np.broadcast_to(zero.all(axis=0), zero.shape), True
     if not repeats and not _parts_selected(a, node.output[0]):
         return False
     if inner == 2:  # one channel per head: D positions of head h tied
