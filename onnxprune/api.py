@@ -192,7 +192,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
           exclude: Iterable[str] = (), min_layer_density: float = 0.0,
           progress: Callable[[int, int], None] | None = None, structure: str | None = None,
           macs: float | None = None, latency: float | None = None, round_to: int | None = None,
-          best_effort: bool = False, images: Any = None, approximate: bool = False) -> Pruned:
+          best_effort: bool = False, images: Any = None, approximate: bool = False,
+          output_kinds: Mapping[str, str] | None = None) -> Pruned:
     """Prune a model; returns the pruned ModelProto and its report (`Pruned`). Nothing is written:
     call `.save(path)` on the result.
 
@@ -204,7 +205,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
     also reads `data` as a folder of images (`images`: fidelity.images.ImageOptions), "random", or an
     npz with one array per input. `approximate` (channel only) also removes channels whose removal
     changes the computation (onnxprune.structured: normalization statistics, padded folds), for
-    recovery by `train --teacher`.
+    recovery by `train --teacher`. `output_kinds` (channel, taylor): output name -> what it holds
+    (logits, probs, log_probs, values) where the graph cannot tell.
     """
     structure = structure or ("channel" if macs is not None or latency is not None else "weight")
     if structure == "channel":
@@ -214,11 +216,11 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, *, compression: fl
                                data_batches=data_batches, format=format, precision=precision, device=device,
                                seed=seed, exclude=exclude, min_layer_density=min_layer_density, progress=progress,
                                macs=macs, latency=latency, round_to=round_to, best_effort=best_effort, images=images,
-                               approximate=approximate)
+                               approximate=approximate, output_kinds=output_kinds)
     if structure != "weight":
         raise OnnxPruneError(f"{arg('structure')} must be one of weight, channel, not {structure!r}")
     for name, value in (("round_to", round_to), ("best_effort", best_effort or None), ("image_size", images),
-                        ("approximate", approximate or None)):
+                        ("approximate", approximate or None), ("output_kinds", output_kinds or None)):
         if value is not None:
             raise OnnxPruneError(f"{arg(name)} applies to {arg('structure')} channel only")
     method, scope = method or "synflow", scope or "global"

@@ -163,3 +163,39 @@ def test_taylor_on_a_batch_past_the_memory_budget_runs_in_chunks(planted, monkey
     result = prune_channels(model, macs=0.751, method="taylor", batches=[(x, None)])
     conv = next(k for k in result.report["kept_indices"] if k.endswith(":0") and "0.weight" in k)
     assert sorted(set(range(8)) - set(result.report["kept_indices"][conv])) == PLANTED["taylor"]
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["read_from_the_graph", "declared_values"])
+def test_taylor_reads_a_head_declared_as_values(tmp_path, declared):
+    """Hidden unit 0 adds the same large amount to each of three scores. Read from the graph, the
+    head is class logits, and taylor's Fisher directions sum to 0 over the classes: blind to a common
+    shift, unit 0 scores about 0 and goes first. `--output-kind logits=values` (a regression head,
+    DNSMOS' SIG/BAK/OVRL) draws plain directions: unit 0 moves the outputs most and stays."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    with torch.no_grad():
+        net[0].bias.fill_(1.0)  # every unit passes something through the ReLU
+        net[2].weight[:, 0] = 3.0
+    onnx.save(export(net, (1, 4)), tmp_path / "head.onnx")
+    np.savez(tmp_path / "x.npz", x_train=np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32))
+    done = onnxprune("prune", tmp_path / "head.onnx", "--structure", "channel", "--macs", "0.5", "--round-to", "1",
+                     "-m", "taylor", "--data", tmp_path / "x.npz", "-o", tmp_path / "out.onnx", "--report",
+                     tmp_path / "r.json", "-q", *(["--output-kind", "logits=values"] if declared else []))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    hidden = next(k for k in report["kept_indices"] if k.startswith("0.weight"))
+    assert report["removed"] >= 2 and (0 in report["kept_indices"][hidden]) == declared
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["-m", "taylor", "--output-kind", "boxes=values"], "--output-kind names no float output of the model: 'boxes'"),
+    (["-m", "l2", "--output-kind", "logits=values"], "--output-kind applies with --method taylor only"),
+    (["-c", "1", "--output-kind", "logits=values"], "--output-kind applies to --structure channel -m taylor only"),
+])
+def test_a_bad_output_kind_for_prune_is_one_line_exit_2(planted, tmp_path, extra, words):
+    out = tmp_path / "out.onnx"
+    channel = [] if "-c" in extra else ["--structure", "channel", "--macs", "0.5"]
+    channel += ["--data", planted / "inputs.npz"] if "taylor" in extra else []
+    done = onnxprune("prune", planted / "net.onnx", *channel, *extra, "-o", out)
+    assert done.returncode == 2 and not out.exists(), done.stderr
+    assert done.stderr.strip().count("\n") == 0 and words in done.stderr, done.stderr

@@ -9,7 +9,7 @@ import click
 
 from .. import choices
 from ..errors import OnnxPruneError
-from .options import check_side_outputs, default_output, image_options, parse_input_shape
+from .options import check_side_outputs, default_output, image_options, output_kind_option, parse_input_shape
 
 
 @contextlib.contextmanager
@@ -95,12 +95,13 @@ def progress_bar(console, enabled: bool):
                    "folded into a padded Conv); the report measures the change. Recover with train --teacher.")
 @click.option("--benchmark", is_flag=True,
               help="With --structure channel: time onnxruntime (CPU, batch 1) on the dense and pruned model.")
+@output_kind_option
 @image_options
 def prune(model: Path, compression, density, sparsity, output, overwrite, method, iterations, schedule, scope,
           prune_bias, input_shapes, data, batch_size, data_batches, fmt, precision, device, seed, exclude,
           min_layer_density, report_path, plot_path, quiet, structure="weight", macs=None, round_to=None,
           benchmark=False, latency=None, best_effort=False, image_size=None, mean=None, std=None, layout=None,
-          color=None, approximate=False) -> None:
+          color=None, approximate=False, output_kinds=()) -> None:
     """Prune MODEL at initialization; write the same graph with pruned weights.
 
     Only the pruned initializers change: graph, opset, IR version, names and metadata are the input's.
@@ -118,6 +119,8 @@ def prune(model: Path, compression, density, sparsity, output, overwrite, method
         raise OnnxPruneError("--benchmark applies to --structure channel only")
     if approximate:
         raise OnnxPruneError("--approximate applies to --structure channel only")
+    if output_kinds:
+        raise OnnxPruneError("--output-kind applies to --structure channel -m taylor only")
     if any(v is not None for v in (image_size, mean, std, layout, color)):
         raise OnnxPruneError("--image-size/--mean/--std/--layout/--color apply to --structure channel "
                              "(taylor on a folder of images) only")

@@ -17,17 +17,18 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
                         min_layer_density, report_path, quiet, macs, round_to=None, benchmark=False, latency=None,
                         best_effort=False, fmt="auto", device="auto", plot_path=None, prune_bias=False,
                         image_size=None, mean=None, std=None, layout=None, color=None, approximate=False,
-                        **ignored) -> None:
+                        output_kinds=(), **ignored) -> None:
     """Prune channels of MODEL and write the rewritten dense graph (see onnxprune.structured)."""
     from .. import io
     from ..api import prune
     from ..report import stdout_console
     from ..structured.latency import compare
     from ..structured.report import plot_layers, print_table, summary_lines, warnings_for
-    from .options import check_side_outputs, default_output, parse_image_options, parse_input_shape
+    from .options import check_side_outputs, default_output, parse_image_options, parse_input_shape, parse_output_kinds
 
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     images = parse_image_options(image_size, mean, std, layout, color)
+    kinds = parse_output_kinds(output_kinds)
     output = io.check_output_path(output or default_output(model), overwrite=overwrite, inputs=(model,))
     check_side_outputs((report_path, plot_path), model, output, overwrite=overwrite)
     loaded = io.load_model(model)
@@ -36,7 +37,7 @@ def run_channel_pruning(*, model: Path, compression, density, sparsity, output, 
                    schedule=schedule, scope=scope, min_layer_density=min_layer_density, round_to=round_to,
                    exclude=exclude, input_shapes=shapes or None, data=data, batch_size=batch_size,
                    data_batches=data_batches, precision=precision, seed=seed, format=fmt, prune_bias=prune_bias,
-                   device=device, images=images, approximate=approximate)
+                   device=device, images=images, approximate=approximate, output_kinds=kinds or None)
     if benchmark:  # in the report too, so a pipeline can read the measured speed-up
         result.report["latency"] = compare(loaded, result.model, input_shapes=shapes or None)
     if "latency_fit" in result.report:  # measured again, apart from the search, at its settings

@@ -75,7 +75,7 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
                    exclude: Iterable[str] = (), input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    batches: Iterable[Any] | None = None, precision: str = "float64", seed: int = 0,
                    best_effort: bool = False, progress: Callable[[int, int], None] | None = None,
-                   approximate: bool = False) -> Structured:
+                   approximate: bool = False, output_kinds: Mapping[str, str] | None = None) -> Structured:
     """Remove channels until the prunable weights keep `density` (or 10**-compression, 1 - sparsity), or the
     Conv/Gemm/MatMul MACs keep `macs`, or the measured onnxruntime latency keeps `latency`. `method` is
     a channel criterion for trained weights (CHANNEL_METHODS, importance.py; default taylor with
@@ -84,7 +84,9 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     layers shrink alike (the default for channel criteria; global for weight scorers). `round_to` rounds
     each layer's kept channels to a multiple (default 8, which CPU kernels run fastest; 1: exact
     widths) after selection, the budget still kept (select.round_layers). `approximate`: see the module
-    docstring."""
+    docstring. `output_kinds` (taylor): output name -> what it holds where the graph cannot tell
+    (graph/outputs.py: a Dense head of regression scores reads as class logits)."""
+    from ..graph.outputs import output_kinds as read_kinds
     from ..io import load_model
 
     start = time.perf_counter()
@@ -93,11 +95,15 @@ def prune_channels(model_or_path: onnx.ModelProto | str | os.PathLike, *, method
     scope = scope or DEFAULT_SCOPE[method in CHANNEL_METHODS]
     if scope not in SCOPES:
         raise OnnxPruneError(f"unknown {arg('scope')} {scope!r} (choose from {', '.join(SCOPES)})")
+    if output_kinds:  # only taylor's directions read what the outputs hold
+        if method != "taylor":
+            raise OnnxPruneError(f"{arg('output_kinds')} applies with {arg('method')} taylor only, not {method!r}")
+        read_kinds(model, dict(output_kinds))  # an unknown name fails before scoring
     objective, fraction = _target(density, compression, sparsity, macs, latency, method)
     cg = analyze(model, input_shapes, approximate)
     _exclude(cg, exclude)
     removed, scores = _iterate(cg, model, method, objective, fraction, iterations, schedule, scope,
-                               min_layer_density, input_shapes, batches, precision, seed, progress)
+                               min_layer_density, input_shapes, batches, precision, seed, progress, output_kinds)
     fitted = None
     if latency is not None:  # scored once; the MAC fraction is bisected on measured latency
         removed, fraction, fitted = _fit(cg, model, scores, latency, round_to, min_layer_density, input_shapes)
@@ -208,7 +214,7 @@ def _exclude(cg: ChannelGraph, patterns: Iterable[str]) -> None:
 
 
 def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope, min_layer_density, input_shapes,
-             batches, precision, seed, progress) -> tuple[np.ndarray, np.ndarray]:
+             batches, precision, seed, progress, output_kinds=None) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from ..api import PRECISIONS
@@ -220,7 +226,7 @@ def _iterate(cg, model, method, objective, fraction, iterations, schedule, scope
     dtype = PRECISIONS.get(precision, precision)
     weights = layer_weights(cg, TRAFFIC_MACS) if scope == "local" else None
     if method in CHANNEL_METHODS:  # one pass: these scores do not depend on which channels went
-        scores = importance(cg, method, batches=batches, seed=seed, precision=dtype)
+        scores = importance(cg, method, batches=batches, seed=seed, precision=dtype, output_kinds=output_kinds)
         scores = local_scores(cg, scores, weights) if scope == "local" else scores
         removed = select(cg, scores, fraction, objective, min_fraction=min_layer_density)
         if progress is not None:

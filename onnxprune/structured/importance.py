@@ -25,14 +25,14 @@ unpruned weights, so it cannot rank anything.)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
 from ..choices import CHANNEL_METHODS
 from ..graph import GraphFacts, roles
 from ..graph.constants import stored_tensors
-from ..graph.outputs import output_kinds
+from ..graph.outputs import output_kinds as read_kinds
 from .groups import ChannelGraph
 from .score import channel_scores, per_position
 
@@ -47,11 +47,12 @@ ACTIVATION_BUDGET = 2 * 2**30
 
 
 def importance(cg: ChannelGraph, method: str, *, batches: Iterable[Any] | None = None, seed: int = 0,
-               precision: "torch.dtype | None" = None) -> np.ndarray:
-    """One score per channel (higher is kept) by a criterion of CHANNEL_METHODS."""
+               precision: "torch.dtype | None" = None, output_kinds: Mapping[str, str] | None = None) -> np.ndarray:
+    """One score per channel (higher is kept) by a criterion of CHANNEL_METHODS; `output_kinds`
+    (taylor): what outputs hold where the graph cannot tell (graph/outputs.py)."""
     assert method in CHANNEL_METHODS, method
     if method == "taylor":
-        return taylor(cg, batches, seed=seed, precision=precision)
+        return taylor(cg, batches, seed=seed, precision=precision, output_kinds=output_kinds)
     facts = GraphFacts(cg.model.graph)
     values = {name: value for name, (_, value) in stored_tensors(cg.model.graph).items()}
     weights = {n: values[n] for n in facts.sources_with_role(roles.WEIGHT) if n in values}
@@ -82,9 +83,11 @@ def group_norm(cg: ChannelGraph, tensors: dict[str, np.ndarray], p: int) -> np.n
 
 
 def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
-           precision: "torch.dtype | None" = None) -> np.ndarray:
+           precision: "torch.dtype | None" = None, output_kinds: Mapping[str, str] | None = None) -> np.ndarray:
     """Sum over batches and random output directions of (sum of theta * grad over the channel's
-    parameter slices)²; see the module docstring. Scored in `precision` (default float64)."""
+    parameter slices)²; see the module docstring. Scored in `precision` (default float64). A head
+    declared "values" in `output_kinds` gets plain random directions, which see a shift common to
+    every score (the Fisher directions of class scores sum to 0 over the classes: blind to it)."""
     import torch  # only here: the magnitude criteria and the analysis need no torch
     from ..errors import DataError, arg
     from ..pruning.inputs import batch_feeds
@@ -99,7 +102,7 @@ def taylor(cg: ChannelGraph, batches: Iterable[Any] | None, *, seed: int = 0,
     names = sorted({name for name, _ in sliced})
     for name, p in params.items():
         p.requires_grad_(name in names)
-    kinds = output_kinds(cg.model)
+    kinds = read_kinds(cg.model, dict(output_kinds or {}))
     generator = torch.Generator().manual_seed(seed)
     rows = _chunk_rows(cg, torch.finfo(precision or torch.float64).bits // 8)
     scores = np.zeros(cg.n_channels)
