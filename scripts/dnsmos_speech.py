@@ -11,9 +11,8 @@ on the held-out clips right after pruning and after `train --teacher --dataset n
 is the recovery time), and the onnxruntime speed-up (batch 1, one thread, median of 15).
 
 Its head is a Dense layer of three scores, which reads like a classifier's logits: the script
-declares it (`--output-kind NAME=values`), so `compare` reports relative L2 and cosine, `train
---teacher` distils by squared error and taylor draws plain directions (not Fisher samples over
-three "classes", which cannot see a shift of every score). Three positive scores make a per-clip cosine close to 1 whatever
+declares it (`--output-kind NAME=values`), so `compare` reports relative L2 and cosine and `train
+--teacher` distils by squared error. Three positive scores make a per-clip cosine close to 1 whatever
 the model does (a clip scored (2, 2, 2) against (4, 4, 4) has cosine 1), so the rows add what a user
 of the scores reads: per score, the Pearson correlation with the dense model's over the held-out
 clips and the mean absolute difference in MOS points.
@@ -99,7 +98,7 @@ def main() -> None:
             start = time.perf_counter()
             report = onnxprune("prune", model, "--structure", "channel", "--macs", target, "--data", recovery,
                                "--input-shape", f"{name}=1x{SAMPLES}",
-                               "--best-effort", *kind, *args.prune_options.split(), "-o", pruned, "-q", "--overwrite")
+                               "--best-effort", *args.prune_options.split(), "-o", pruned, "-q", "--overwrite")
             row = {"target": target, "macs": round(report["macs"]["kept"] / report["macs"]["total"], 3),
                    "prune_seconds": round(time.perf_counter() - start, 1),
                    "pruned": figures(onnxprune("compare", pruned, model, "--data", held, *kind)),
