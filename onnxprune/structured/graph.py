@@ -150,7 +150,6 @@ class Analysis:
         self.refused = refused  # nodes (by first output) where they gained nothing in an earlier pass
         self.balanced = balanced  # grouped Convs (by first output) whose groups each lose as many channels
         self.whole: list[tuple[str, np.ndarray]] = []  # grouped Convs that lose whole groups, an element per group
-        self.mixed: set[str] = set()  # those whose groups ended up tied to each other: balanced in the next pass
         self.balance: list[np.ndarray] = []  # a balanced Conv's outputs, one row per group: close() evens them
         # (elements per position, the rule's name, the node's first output, the positions' axis there)
         self.approximations: list[tuple[np.ndarray, str, str, int]] = []
@@ -476,6 +475,11 @@ class Analysis:
         self.fixes = [replace(f, copy=True) if id(f) in chosen else f for f in self.fixes]
         return True
 
+    def mixed(self) -> set[str]:
+        """The grouped Convs that lose whole groups whose groups ended up tied to each other (after
+        close): taken balanced in the next pass (groups.analyze)."""
+        return {name for name, firsts in self.whole if len({self.find(e) for e in firsts.tolist()}) < len(firsts)}
+
     def _even(self, blocks: np.ndarray) -> None:
         """Tie position j of every row (group) of `blocks` unless each channel already holds as many
         positions in every row. Ties only merge channels, so what was even stays even."""
@@ -526,7 +530,6 @@ class Analysis:
         for name in self.outputs:  # graph outputs keep their channels
             if name in self.labels:
                 self.freeze(self.labels[name].ids, f"'{name}' is a graph output")
-        self.mixed = {name for name, firsts in self.whole if len({self.find(e) for e in firsts.tolist()}) < len(firsts)}
 
 
 def _who(node: onnx.NodeProto) -> str:

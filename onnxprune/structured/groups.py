@@ -128,7 +128,7 @@ def _analyze_once(model: onnx.ModelProto, probe: dict, shapes: dict, second, app
             reasons[why] = reasons.get(why, 0) + 1
     sites = [(site, rule, axis, channel[ids]) for ids, rule, site, axis in a.approximations]
     return ChannelGraph(model, a.slices, a.fixes, a.terms, channel, frozen, reasons, shapes, _batch(model, probe),
-                        _traffic(a, channel, len(unique)), a.folds, sites), a.mixed
+                        _traffic(a, channel, len(unique)), a.folds, sites), a.mixed()
 
 
 # Ops onnxruntime fuses into the dense Conv/Gemm/MatMul before them (no pass over memory of their

@@ -57,20 +57,19 @@ def conv(a: Analysis, i: int) -> None:
         a.labels[out] = Label(1, ids, np.ones(c_out, bool))
     elif lab is not None and c_in % group == 0 and c_out % group == 0:
         blocks = lab.ids.reshape(group, c_in // group)
-        if node.output[0] in a.balanced:
-            _grouped_balanced(a, i, lab, blocks, c_out // group, macs)
-        else:
-            _grouped_whole(a, i, lab, blocks, c_out, macs)
+        ids = (_grouped_balanced(a, i, lab, blocks, c_out, macs) if out in a.balanced else
+               _grouped_whole(a, i, blocks, c_out, macs))
+        a.labels[out] = Label(1, ids, np.ones(c_out, bool))
     else:
         a.freeze_inputs(node, f"grouped convolution (group={group}) on an input without channel structure")
         a.terms.append(Term(node.name, macs, (), "macs"))
 
 
-def _grouped_whole(a: Analysis, i: int, lab: Label, blocks: np.ndarray, c_out: int, macs: float) -> None:
+def _grouped_whole(a: Analysis, i: int, blocks: np.ndarray, c_out: int, macs: float) -> np.ndarray:
     """Grouped Conv (depthwise when a group reads one channel): group g's outputs read only group g's
     inputs, so a whole group goes at once, inputs and outputs together; zero filters and bias make it 0.
     Where groups end up tied to each other (a channel shuffle reads every group) this removes nothing:
-    Analysis.close notes the node in `a.mixed`, and the next pass takes it balanced (groups.analyze)."""
+    Analysis.mixed names the node, and the next pass takes it balanced (groups.analyze)."""
     node = a.nodes[i]
     group, per_in = blocks.shape
     if per_in > 1 and c_out > group:
@@ -82,27 +81,22 @@ def _grouped_whole(a: Analysis, i: int, lab: Label, blocks: np.ndarray, c_out: i
     _bias(a, i, 2, ids)
     a.fix_attr(i, "group", blocks[:, 0])
     a.terms.append(Term(node.name, macs / c_out, (a.key(i, 1, 0),), "macs"))
-    a.labels[node.output[0]] = Label(1, ids, np.ones(c_out, bool))
+    return ids
 
 
-def _grouped_balanced(a: Analysis, i: int, lab: Label, blocks: np.ndarray, per_out: int, macs: float) -> None:
+def _grouped_balanced(a: Analysis, i: int, lab: Label, blocks: np.ndarray, c_out: int, macs: float) -> np.ndarray:
     """Grouped Conv whose groups each lose as many channels, the group count kept (ShuffleNet: after
     the shuffle every group reads channels of every group before it). The weight's input axis is
-    shared by the groups, so input position j of every group is one channel; each output is a
-    channel of its own, and Analysis.close ties them across groups where what reads them did not
-    already make every channel take as many from each group. Exact: removed inputs are 0, removed
-    outputs have zero filters and bias."""
-    node = a.nodes[i]
+    shared by the groups, so input position j of every group is one channel: a dense input of those
+    columns. Each output is a channel of its own, and Analysis.close ties them across groups where
+    what reads them did not already make every channel take as many from each group. Exact: removed
+    inputs are 0, removed outputs have zero filters and bias."""
     for row in blocks[1:]:
         a.union(blocks[0], row)
-    a.require_zero(lab, node)
-    a.slice(i, 1, 1, blocks[0], "input")
-    ids = a.new(len(blocks) * per_out)
-    a.balance.append(ids.reshape(len(blocks), per_out))
-    a.slice(i, 1, 0, ids, "param")
-    _bias(a, i, 2, ids)
-    a.terms.append(Term(node.name, macs / (len(ids) * blocks.shape[1]), (a.key(i, 1, 0), a.key(i, 1, 1)), "macs"))
-    a.labels[node.output[0]] = Label(1, ids, np.ones(len(ids), bool))
+    columns = Label(1, blocks[0], lab.zero.reshape(blocks.shape).all(axis=0))  # a column is 0 where all its rows are
+    ids = _dense(a, i, columns, in_axis=1, out_axis=0, n_out=c_out, macs=macs, bias_slot=2)
+    a.balance.append(ids.reshape(len(blocks), -1))
+    return ids
 
 
 @constant_params
